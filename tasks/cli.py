@@ -1,0 +1,85 @@
+"""The command line: LightningCLI over the task modules, with the run-directory conventions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from bert_core import CheckpointError, ConfigError
+
+from .callbacks import RunConfigSaver
+from .checkpoint import read_checkpoint
+from .datamodule import TaskDataModule
+from .io import UserError
+from .module import TaskModule
+
+
+class BertTasksCLI(LightningCLI):
+    """``python -m tasks fit|validate|test|predict --config configs/X.yaml [--key value ...]``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True):
+        super().__init__(
+            TaskModule,
+            TaskDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigSaver,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The tokenizer always comes from the encoder's own source; task and labels flow from
+        # the data (the train file or the checkpoint) into the model, which stores them.
+        parser.link_arguments("model.init_args.pretrained", "data.init_args.tokenizer")
+        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
+        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.default_root_dir is None:
+            trainer.default_root_dir = str(Path("outputs") / _run_name(config))
+        if trainer.logger is None or trainer.logger is True:
+            trainer.logger = [
+                {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                 "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/csv"}},
+                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                 "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/tensorboard"}},
+            ]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and self.subcommand != "fit" and ckpt_path not in ("best", "last", "hpc", "registry"):
+            # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights
+            # come with Lightning's loading), the tokenizer and the labels from what it carries.
+            stored = read_checkpoint(ckpt_path)["hyper_parameters"]
+            config.model.init_args.pretrained = ckpt_path
+            config.data.init_args.tokenizer = ckpt_path
+            if hasattr(config.data.init_args, "labels") and config.data.init_args.labels is None:
+                config.data.init_args.labels = stored.get("label_names")
+
+
+def _run_name(config) -> str:
+    configs = config.get("config") or []
+    if configs:
+        return Path(str(configs[-1])).stem
+    return config.model.class_path.rsplit(".", 1)[-1].lower()
+
+
+USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "score-squad":
+        from .metrics.squad import main as score_squad
+
+        return score_squad(argv[1:])
+    try:
+        BertTasksCLI(args=argv)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,236 @@
+"""The LightningDataModule every task builds on: files, tokenizer, cached features, dynamic padding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from bert_core import load_tokenizer
+
+from .checkpoint import is_task_checkpoint, tokenizer_from_checkpoint
+from .io import UserError
+
+# Padding value per column; list-valued columns not named here (e.g. token labels) pad with -100,
+# the value cross-entropy ignores.
+PAD_VALUES = {"token_type_ids": 0, "attention_mask": 0}
+IGNORE_INDEX = -100
+
+
+class TaskDataModule(L.LightningDataModule):
+    """Owns the files, the tokenizer (same source as the model) and batching.
+
+    Args:
+        train_file, validation_file, test_file, predict_file: local files, read by the task's reader.
+        predictions_file: where ``predict`` writes (default: ``<run dir>/predictions.jsonl``).
+        batch_size: training batch size; eval_batch_size defaults to twice it.
+        max_seq_length: longest tokenised input, special tokens included.
+        tokenizer: the tokenizer's source; linked from ``model.pretrained`` (never set it by hand).
+        do_lower_case: force the casing; by default it is read from the checkpoint.
+        num_workers: DataLoader workers.
+        group_by_length: batch training examples of similar length (less padding, faster).
+        dataset, dataset_config: a Hugging Face Hub data set instead of local files (needs network).
+        cache_dir: where tokenised features are cached (default: the ``datasets`` cache).
+    """
+
+    model_inputs: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        predictions_file: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        max_seq_length: int = 128,
+        tokenizer: str | None = None,
+        do_lower_case: bool | None = None,
+        num_workers: int = 0,
+        group_by_length: bool = False,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        self.train_file, self.validation_file, self.test_file = train_file, validation_file, test_file
+        self.predict_file, self.predictions_file = predict_file, predictions_file
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self._max_seq_length = max_seq_length
+        self.tokenizer_source = tokenizer
+        self.do_lower_case = do_lower_case
+        self.num_workers = num_workers
+        self.group_by_length = group_by_length
+        self.dataset, self.dataset_config = dataset, dataset_config
+        self.cache_dir = cache_dir
+        self._tokenizer = None
+        self._hub: datasets.DatasetDict | None = None
+
+    # -- tokenizer ---------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.tokenizer_source is None:
+                raise UserError("no tokenizer source: set --model.pretrained (the data module follows it)")
+            if is_task_checkpoint(self.tokenizer_source):
+                self._tokenizer = tokenizer_from_checkpoint(self.tokenizer_source)
+            else:
+                self._tokenizer = load_tokenizer(self.tokenizer_source, do_lower_case=self.do_lower_case)
+            limit = self._tokenizer.model_max_length
+            if self._max_seq_length > limit:
+                warnings.warn(f"max_seq_length {self._max_seq_length} exceeds the encoder's {limit} positions; "
+                              f"using {limit}", stacklevel=2)
+        return self._tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        """The requested max_seq_length, capped at the encoder's number of positions."""
+        return min(self._max_seq_length, self.tokenizer.model_max_length)
+
+    # -- files and hub data sets --------------------------------------------------------------
+
+    def split_file(self, split: str) -> str | None:
+        return {"train": self.train_file, "validation": self.validation_file, "test": self.test_file,
+                "predict": self.predict_file}[split]
+
+    def hub_split(self, split: str) -> datasets.Dataset | None:
+        """A split of ``--data.dataset`` from the Hugging Face Hub (None when no data set is named)."""
+        if self.dataset is None:
+            return None
+        if self._hub is None:
+            try:
+                self._hub = datasets.load_dataset(self.dataset, self.dataset_config)
+            except Exception as err:
+                raise UserError(
+                    f"could not load data set '{self.dataset}'"
+                    f"{f' ({self.dataset_config})' if self.dataset_config else ''} from the Hugging Face Hub "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Offline? Pass "
+                    "local files with --data.train_file / --data.validation_file / --data.test_file."
+                ) from None
+        names = {"validation": ("validation", "validation_matched", "dev")}.get(split, (split,))
+        for name in names:
+            if name in self._hub:
+                return self._hub[name]
+        return None
+
+    # -- features ----------------------------------------------------------------------------
+
+    def featurize(
+        self,
+        split: str,
+        examples: list[dict[str, Any]],
+        fn: Callable[[dict[str, list]], dict[str, list]],
+        settings: dict[str, Any],
+    ) -> datasets.Dataset:
+        """Run ``fn`` (a batched ``Dataset.map`` function, may emit several features per example)
+        over ``examples``, cached on disk under a fingerprint of the examples, tokenizer and settings."""
+        table = datasets.Dataset.from_list(examples) if examples else datasets.Dataset.from_dict({})
+        if not examples:
+            return table
+        content = hashlib.sha256(json.dumps(examples, sort_keys=True, default=str).encode()).hexdigest()
+        vocab = hashlib.sha256("\n".join(sorted(self.tokenizer.get_vocab(), key=self.tokenizer.get_vocab().get)).encode())
+        key = json.dumps({"settings": settings, "vocab": vocab.hexdigest(), "examples": content,
+                          "lower": getattr(self.tokenizer, "do_lower_case", None),
+                          "code": hashlib.sha256(fn.__code__.co_code + repr(fn.__code__.co_consts).encode()).hexdigest(),
+                          "max_seq_length": self.max_seq_length}, sort_keys=True, default=str)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        cache_root = Path(self.cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "bert_tasks")
+        cache_root.mkdir(parents=True, exist_ok=True)
+        return table.map(fn, batched=True, remove_columns=table.column_names,
+                         cache_file_name=str(cache_root / f"{type(self).__name__}-{split}-{digest}.arrow"),
+                         load_from_cache_file=True, desc=f"tokenising {split}")
+
+    # -- batching ----------------------------------------------------------------------------
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad list columns to the longest in the batch (rounded up to a multiple of 8); tensorise."""
+        batch: dict[str, Any] = {}
+        for key in features[0]:
+            values = [f[key] for f in features]
+            if isinstance(values[0], list | tuple) and (not values[0] or not isinstance(values[0][0], list | str)):
+                pad = self.tokenizer.pad_token_id if key == "input_ids" else PAD_VALUES.get(key, IGNORE_INDEX)
+                length = max(8, 8 * math.ceil(max(len(v) for v in values) / 8))
+                dtype = torch.float if values[0] and isinstance(values[0][0], float) else torch.long
+                batch[key] = torch.tensor([list(v) + [pad] * (length - len(v)) for v in values], dtype=dtype)
+            elif isinstance(values[0], bool | int | float):
+                batch[key] = torch.tensor(values)
+            else:
+                batch[key] = values  # strings, nested lists: passed through for post-processing
+        return batch
+
+    def make_loader(self, dataset, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        batch_size = batch_size or (self.batch_size if shuffle else self.eval_batch_size)
+        sampler = None
+        if shuffle and self.group_by_length and "input_ids" in dataset.column_names:
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            sampler, shuffle = LengthGroupedSampler(lengths, batch_size, seed=environment_seed()), False
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                          collate_fn=self.collate, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir) if self.trainer is not None else Path("outputs")
+
+    def predictions_path(self, default_name: str = "predictions.jsonl") -> Path:
+        return Path(self.predictions_file) if self.predictions_file else self.run_dir / default_name
+
+    def write_predictions(self, outputs: list[Any]) -> Path | list[Path]:
+        raise NotImplementedError
+
+    # Link sources: subclasses override.
+    @property
+    def task(self) -> str | None:
+        return None
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return None
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffled order in which neighbours have similar lengths: shuffle, cut into mega-batches of
+    50 batches, sort each by length, then shuffle the batches (the longest batch goes first so an
+    out-of-memory error shows up at once)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, mega_batch: int = 50, seed: int = 0):
+        self.lengths, self.batch_size, self.mega, self.seed, self.epoch = list(lengths), batch_size, mega_batch, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        size = self.batch_size * self.mega
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]]) if batches else 0
+        first = batches.pop(longest) if batches else []
+        rng.shuffle(batches)
+        for batch in [first, *batches]:
+            yield from batch
+
+
+def environment_seed() -> int:
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))

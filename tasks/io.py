@@ -1,0 +1,87 @@
+"""User-facing errors and atomic file writing, shared by every task."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+class UserError(Exception):
+    """A problem with the user's input or options: printed as one line, without a traceback."""
+
+
+class DataError(UserError):
+    """Bad input data; the message names the file, the line (or example) and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None, example: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if example is not None:
+            where += f" (example {example})"
+        super().__init__(f"{where}: {problem}")
+        self.path, self.line, self.example, self.problem = str(path), line, example, problem
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    A crash or an exception leaves no partial file behind that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
+    """Write one JSON object per line, atomically."""
+    with atomic_open(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    """Write a JSON document, atomically."""
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=indent)
+        handle.write("\n")
+    return Path(path)
+
+
+def read_text_lines(path: str | os.PathLike) -> list[str]:
+    """Read a UTF-8 text file (a BOM is dropped) as lines without their line endings.
+
+    A missing file or bytes that are not UTF-8 raise a DataError naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(path, f"not valid UTF-8 (byte {raw[err.start]:#04x} at offset {err.start})", line=line) from None
+    # Split on newlines only: str.splitlines() would also break on U+2028, U+0085 and other
+    # separators that occur inside real sentences.
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines

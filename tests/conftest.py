@@ -1,0 +1,55 @@
+"""Shared fixtures: paths to ../shared and a tiny random BERT with the real uncased vocabulary."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from bert_core import BertConfig, BertModel, resolve_source
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test when it is not there."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not found (../shared holds the test fixtures and data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A random 2-layer, H=32 BERT in HF format with MiniLM's real 30,522-token uncased vocab."""
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(directory)
+    source = resolve_source("all-MiniLM-L6-v2").directory
+    shutil.copy(source / "vocab.txt", directory / "vocab.txt")
+    (directory / "tokenizer_config.json").write_text('{"do_lower_case": true}\n')
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_tf_dir() -> Path:
+    return shared_path("fixtures", "google_bert_tiny", "tf_checkpoint")
+
+
+def run_cli(*args: str) -> int:
+    """Run ``python -m tasks ARGS`` in-process; returns the exit code (user errors give 2)."""
+    from tasks.cli import main
+
+    return main([str(a) for a in args])
+
+
+@pytest.fixture
+def fast_trainer_args() -> list[str]:
+    """Trainer options that keep end-to-end tests to seconds (no progress bar, no model summary)."""
+    return ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
