@@ -86,30 +86,27 @@ _BINARY = ("0", "1")
 _NLI3 = ("entailment", "neutral", "contradiction")
 _NLI2 = ("entailment", "not_entailment")
 
+# Columns are header names; the label column is absent from test files, the index column from
+# some train/dev files (then the row number stands in). Fields: name, text, text pair, label,
+# index, label names, metrics (main first), submission file.
+# fmt: off
 GLUE_TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec(
-            "cola", "sentence", None, "label", "index", _BINARY, ("mcc", "accuracy"), "CoLA.tsv",
-            implicit_header=("source", "label", "original_judgement", "sentence"),
-        ),
+        TaskSpec("cola", "sentence", None, "label", "index", _BINARY, ("mcc", "accuracy"), "CoLA.tsv",
+                 implicit_header=("source", "label", "original_judgement", "sentence")),
         TaskSpec("sst2", "sentence", None, "label", "index", _BINARY, ("accuracy",), "SST-2.tsv"),
-        TaskSpec(
-            "mrpc", "#1 String", "#2 String", "Quality", "index", _BINARY, ("f1", "accuracy"), "MRPC.tsv"
-        ),
-        TaskSpec(
-            "stsb", "sentence1", "sentence2", "score", "index", None, ("pearson", "spearman"), "STS-B.tsv",
-            score_range=(0.0, 5.0),
-        ),
-        TaskSpec(
-            "qqp", "question1", "question2", "is_duplicate", "id", _BINARY, ("f1", "accuracy"), "QQP.tsv"
-        ),
+        TaskSpec("mrpc", "#1 String", "#2 String", "Quality", "index", _BINARY, ("f1", "accuracy"), "MRPC.tsv"),
+        TaskSpec("stsb", "sentence1", "sentence2", "score", "index", None, ("pearson", "spearman"), "STS-B.tsv",
+                 score_range=(0.0, 5.0)),
+        TaskSpec("qqp", "question1", "question2", "is_duplicate", "id", _BINARY, ("f1", "accuracy"), "QQP.tsv"),
         TaskSpec("mnli", "sentence1", "sentence2", "gold_label", "index", _NLI3, ("accuracy",), "MNLI-m.tsv"),
         TaskSpec("qnli", "question", "sentence", "label", "index", _NLI2, ("accuracy",), "QNLI.tsv"),
         TaskSpec("rte", "sentence1", "sentence2", "label", "index", _NLI2, ("accuracy",), "RTE.tsv"),
         TaskSpec("wnli", "sentence1", "sentence2", "label", "index", _BINARY, ("accuracy",), "WNLI.tsv"),
     )
 }
+# fmt: on
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:
@@ -200,7 +197,14 @@ def read_table(
         raise UserError(f"{path}: unknown file format {fmt!r}; choose one of: {', '.join(FILE_FORMATS)}")
     if fmt == "jsonl":
         return _read_jsonl(
-            path, text_column, text_pair_column, label_column, index_column, label_names, regression, require_labels
+            path,
+            text_column,
+            text_pair_column,
+            label_column,
+            index_column,
+            label_names,
+            regression,
+            require_labels,
         )
     rows = _csv_rows(path) if fmt == "csv" else _tsv_rows(path)
     if header:
@@ -209,7 +213,9 @@ def read_table(
     else:
         named = [c for c in (text_column, text_pair_column, label_column, index_column) if isinstance(c, str)]
         if named:
-            raise UserError(f"{path}: columns {named} are given by name but header=False; give 0-based positions")
+            raise UserError(
+                f"{path}: columns {named} are given by name but header=False; give 0-based positions"
+            )
         header_line, header_row, body = 0, [], rows
     columns = _resolve_columns(
         path,
@@ -295,7 +301,9 @@ def _resolve_columns(
     def position(column: str | int, what: str) -> int:
         if isinstance(column, int):
             if column < 0 or (header and column >= len(header)):
-                raise DataError(path, f"{what} column {column} is out of range ({len(header)} columns)", line=line)
+                raise DataError(
+                    path, f"{what} column {column} is out of range ({len(header)} columns)", line=line
+                )
             return column
         if column not in header:
             raise DataError(path, f"no {what} column {column!r} in the header {header}", line=line)
@@ -307,7 +315,9 @@ def _resolve_columns(
             label = position(label_column, "label")
         elif require_labels:
             raise DataError(
-                path, f"no label column {label_column!r} in the header {header} (is this a test file?)", line=line
+                path,
+                f"no label column {label_column!r} in the header {header} (is this a test file?)",
+                line=line,
             )
     elif require_labels:
         raise UserError(f"{path}: labels are required but no label column was given")
@@ -334,13 +344,17 @@ def _examples_from_rows(
 ) -> list[Example]:
     if not rows:
         raise DataError(path, "no examples (the file holds only a header)", line=1)
-    needed = 1 + max(c for c in (columns.text, columns.text_pair, columns.label, columns.index) if c is not None)
+    needed = 1 + max(
+        c for c in (columns.text, columns.text_pair, columns.label, columns.index) if c is not None
+    )
     examples = []
     for row_number, (line, fields) in enumerate(rows):
         if columns.width is not None and len(fields) != columns.width:
             # A TAB inside a text shifts every later column, so more fields is as wrong as fewer.
             raise DataError(
-                path, f"expected {columns.width} tab-separated columns {header}, found {len(fields)}", line=line
+                path,
+                f"expected {columns.width} tab-separated columns {header}, found {len(fields)}",
+                line=line,
             )
         if len(fields) < needed:
             raise DataError(path, f"expected at least {needed} columns, found {len(fields)}", line=line)
@@ -388,7 +402,9 @@ def _format_from_suffix(path: str | os.PathLike) -> str:
     if suffix == "json":
         return "jsonl"
     if suffix not in FILE_FORMATS:
-        raise UserError(f"{path}: cannot tell the format from the extension; set the file format (csv, tsv, jsonl)")
+        raise UserError(
+            f"{path}: cannot tell the format from the extension; set the file format (csv, tsv, jsonl)"
+        )
     return suffix
 
 
@@ -402,7 +418,9 @@ def _read_jsonl(
     regression: bool,
     require_labels: bool,
 ) -> list[Example]:
-    positional = [c for c in (text_column, text_pair_column, label_column, index_column) if isinstance(c, int)]
+    positional = [
+        c for c in (text_column, text_pair_column, label_column, index_column) if isinstance(c, int)
+    ]
     if positional:
         raise UserError(f"{path}: JSONL records have field names, not positions; got {positional}")
     records: list[tuple[int, dict]] = []

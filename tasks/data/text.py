@@ -16,16 +16,21 @@ def read_text(path: str | os.PathLike, pairs: bool | None = None) -> list[Exampl
     line decides and the rest must follow it. Example indices count the non-blank lines from 0.
     """
     examples: list[Example] = []
+    why = "this task takes single texts"
     for line, text in enumerate(read_text_lines(path), 1):
         if not text.strip():
             continue
         fields = text.split("\t")
         if pairs is None:
-            pairs = len(fields) > 1
+            pairs, why = len(fields) > 1, "the first line holds a single text"
         if pairs and len(fields) != 2:
-            raise DataError(path, f"expected a sentence pair 'a<TAB>b', found {len(fields)} tab-separated fields", line=line)
+            raise DataError(
+                path,
+                f"expected a sentence pair 'a<TAB>b', found {len(fields)} tab-separated fields",
+                line=line,
+            )
         if not pairs and len(fields) != 1:
-            raise DataError(path, "expected one text per line, found a TAB (this task takes single texts)", line=line)
+            raise DataError(path, f"expected one text per line, found a TAB ({why})", line=line)
         examples.append(
             Example(
                 index=str(len(examples)),

@@ -54,6 +54,11 @@ def f1(predictions: Tensor, labels: Tensor, positive: int = 1) -> float:
 def mcc(predictions: Tensor, labels: Tensor, num_classes: int | None = None) -> float:
     """Matthews correlation coefficient (0 when all predictions are one class, as sklearn gives)."""
     preds, labels = _class_ids(predictions), labels.long()
+    if preds.unique().numel() < 2 or labels.unique().numel() < 2:
+        # The correlation is 0/0 here. GLUE scored with sklearn, which gives 0; torchmetrics gives
+        # a limit value instead (0.18 for all-"1" predictions on a 3:2 set), which would flatter
+        # a CoLA model that has learnt only the majority class.
+        return 0.0
     num_classes = num_classes or max(2, _num_classes(preds, labels))
     return multiclass_matthews_corrcoef(preds, labels, num_classes=num_classes).item()
 
