@@ -33,6 +33,15 @@ HUB_GLUE_COLUMNS = {
 }
 
 
+def normalise_task(task: str) -> str:
+    """``SST-2`` -> ``sst2``; an unknown name is an error listing the known ones."""
+    name = str(task).lower().replace("-", "").replace("_", "")
+    if name not in GLUE_TASKS and name not in GENERIC_TASKS:
+        raise UserError(f"unknown task {task!r}; choose a GLUE task ({', '.join(GLUE_TASKS)}) "
+                        f"or one of {', '.join(GENERIC_TASKS)}")
+    return name
+
+
 def is_regression(task: str | None) -> bool:
     return task in ("stsb", "regression")
 
@@ -71,11 +80,7 @@ class ClassificationDataModule(TaskDataModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        name = str(task).lower().replace("-", "").replace("_", "")
-        if name not in GLUE_TASKS and name not in GENERIC_TASKS:
-            raise UserError(f"unknown task {task!r}; choose a GLUE task ({', '.join(GLUE_TASKS)}) "
-                            f"or one of {', '.join(GENERIC_TASKS)}")
-        self._task = name
+        self._task_name = task
         self.text_column, self.text_pair_column = text_column, text_pair_column
         self.label_column, self.index_column, self.header = label_column, index_column, header
         self.labels = list(labels) if labels is not None else None
@@ -88,7 +93,13 @@ class ClassificationDataModule(TaskDataModule):
 
     @property
     def task(self) -> str:
-        return self._task
+        # Checked here rather than in __init__: an error raised while jsonargparse instantiates
+        # the class would reach the user wrapped in parser noise.
+        return normalise_task(self._task_name)
+
+    @property
+    def _task(self) -> str:
+        return self.task
 
     @property
     def label_names(self) -> list[str] | None:

@@ -72,13 +72,13 @@ USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "score-squad":
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "score-squad":
         from .metrics.squad import main as score_squad
 
-        return score_squad(argv[1:])
+        return score_squad(args[1:])
     try:
-        BertTasksCLI(args=argv)
+        BertTasksCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
