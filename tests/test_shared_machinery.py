@@ -1,0 +1,125 @@
+"""The machinery every task shares: optimizer groups, schedule, batching, atomic writing, metrics.json."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tasks.callbacks import MetricsJsonWriter
+from tasks.datamodule import LengthGroupedSampler, TaskDataModule
+from tasks.io import DataError, atomic_open, read_text_lines, write_jsonl
+from tasks.module import TaskModule
+
+
+@pytest.fixture
+def module(tiny_bert_dir):
+    return TaskModule(pretrained=str(tiny_bert_dir), learning_rate=1e-3, weight_decay=0.01)
+
+
+def group_of(groups, param):
+    return next(g for g in groups if any(p is param for p in g["params"]))
+
+
+def test_weight_decay_spares_biases_and_layernorms(module):
+    groups = module.parameter_groups()
+    layer = module.encoder.encoder.layer[0]
+    assert group_of(groups, layer.attention.self.query.weight)["weight_decay"] == 0.01
+    assert group_of(groups, layer.attention.self.query.bias)["weight_decay"] == 0.0
+    assert group_of(groups, layer.output.LayerNorm.weight)["weight_decay"] == 0.0
+    assert group_of(groups, module.encoder.embeddings.LayerNorm.bias)["weight_decay"] == 0.0
+    assert group_of(groups, module.encoder.embeddings.word_embeddings.weight)["weight_decay"] == 0.01
+    assert sum(len(g["params"]) for g in groups) == len(list(module.parameters()))
+
+
+def test_layerwise_lr_decay(tiny_bert_dir):
+    module = TaskModule(pretrained=str(tiny_bert_dir), learning_rate=1.0, layerwise_lr_decay=0.5)
+    groups = module.parameter_groups()
+    layers = module.encoder.encoder.layer  # 2 layers: embeddings 0.5^3, layer0 0.5^2, layer1 0.5, pooler 1
+    assert group_of(groups, module.encoder.embeddings.word_embeddings.weight)["lr"] == pytest.approx(0.125)
+    assert group_of(groups, layers[0].intermediate.dense.weight)["lr"] == pytest.approx(0.25)
+    assert group_of(groups, layers[1].intermediate.dense.weight)["lr"] == pytest.approx(0.5)
+    assert group_of(groups, module.encoder.pooler.dense.weight)["lr"] == pytest.approx(1.0)
+
+
+def test_freeze_encoder_leaves_nothing_of_it_to_train(tiny_bert_dir):
+    module = TaskModule(pretrained=str(tiny_bert_dir), freeze_encoder=True)
+    assert module.parameter_groups() == []  # the base has no head; a task's head would be all that trains
+
+
+def test_linear_warmup_then_decay(module):
+    module._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    module.hparams.warmup_ratio = 0.1
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    factors = []
+    for _ in range(100):
+        factors.append(scheduler.get_last_lr()[0] / 1e-3)
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert factors[0] == pytest.approx(1 / 11)  # warm-up over 10 steps
+    assert factors[9] == pytest.approx(10 / 11)
+    assert factors[10] == pytest.approx(1.0)  # peak, then linear decay to 0 at step 100
+    assert factors[55] == pytest.approx(0.5)
+    assert factors[99] == pytest.approx(1 / 90)
+
+
+def test_collate_pads_to_multiple_of_eight(tiny_bert_dir):
+    data = TaskDataModule(tokenizer=str(tiny_bert_dir))
+    batch = data.collate([
+        {"input_ids": [101, 7, 102], "token_type_ids": [0, 0, 0], "attention_mask": [1, 1, 1],
+         "labels": [1, 2, -100], "index": "a", "label": 3},
+        {"input_ids": [101] + [5] * 9 + [102], "token_type_ids": [0] * 11, "attention_mask": [1] * 11,
+         "labels": [0] * 11, "index": "b", "label": 0},
+    ])
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["input_ids"][0, 3:].eq(0).all() and batch["attention_mask"][0].sum() == 3
+    assert batch["labels"][0, 3:].eq(-100).all()
+    assert batch["index"] == ["a", "b"] and batch["label"].tolist() == [3, 0]
+
+
+def test_length_grouped_sampler_is_a_permutation_with_homogeneous_batches():
+    lengths = [(i * 37) % 100 + 1 for i in range(1000)]
+    order = list(LengthGroupedSampler(lengths, batch_size=10, mega_batch=5))
+    assert sorted(order) == list(range(1000))
+    assert lengths[order[0]] == max(lengths)  # the longest batch first
+
+    def mean_spread(indices):
+        spans = [max(lengths[i] for i in indices[b:b + 10]) - min(lengths[i] for i in indices[b:b + 10])
+                 for b in range(0, len(indices), 10)]
+        return sum(spans) / len(spans)
+
+    # sorting mega-batches of 50 out of 100 distinct lengths leaves batches spanning ~20; random ones ~80
+    assert mean_spread(order) < 0.35 * mean_spread(list(range(1000)))
+
+
+def test_atomic_open_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "predictions.jsonl"
+    write_jsonl(target, [{"a": 1}])
+    with pytest.raises(RuntimeError), atomic_open(target) as handle:
+        handle.write('{"partial": true}\n')
+        raise RuntimeError("crash mid-way")
+    assert target.read_text() == '{"a": 1}\n'  # the old complete file, not the partial one
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]
+
+
+def test_read_text_lines_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("ok\nstill ok\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt:3: not valid UTF-8"):
+        read_text_lines(path)
+    path.write_bytes("\ufeffa\u2028b\r\nc\n".encode())
+    assert read_text_lines(path) == ["a\u2028b", "c"]  # BOM dropped, only real newlines split
+
+
+def test_metrics_json_keeps_the_other_prefix(tmp_path):
+    writer = MetricsJsonWriter()
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), is_global_zero=True, sanity_checking=False,
+                              callback_metrics={"val/f1": torch.tensor(0.5), "train/loss": torch.tensor(1.0)})
+    writer.on_validation_end(trainer, None)
+    trainer.callback_metrics = {"test/f1": torch.tensor(0.25)}
+    writer.on_test_end(trainer, None)
+    trainer.callback_metrics = {"val/f1": torch.tensor(0.75)}
+    writer.on_validation_end(trainer, None)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/f1": 0.75, "test/f1": 0.25}
