@@ -115,11 +115,21 @@ class TaskModule(L.LightningModule):
             monitor=self.main_metric if has_validation else None,
             mode=self.main_metric_mode,
             save_top_k=1,
-            save_last=True,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        return [best, MetricsJsonWriter()]
+        # Not save_last=True: Lightning 2.6 then writes last.ckpt only at steps where best.ckpt is
+        # written too, so it would freeze at the best epoch. "step" always grows: saved every time.
+        last = ModelCheckpoint(
+            dirpath=self.run_dir / "checkpoints",
+            filename="last",
+            monitor="step",
+            mode="max",
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        return [best, last, MetricsJsonWriter()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[PAYLOAD_KEY] = {"bert_config": self.encoder.config.to_dict(), **self._tokenizer_payload}

@@ -1,0 +1,329 @@
+"""SQuAD files (v1.1 and v2.0 JSON) and JSONL question files, read into plain examples.
+
+Two input shapes are accepted:
+
+- SQuAD JSON: ``{"version", "data": [{"title", "paragraphs": [{"context", "qas": [{"id",
+  "question", "answers": [{"text", "answer_start"}], "is_impossible"?}]}]}]}``.
+- JSONL, one question a line: ``{"id"?, "question", "context", "answers"?, "is_impossible"?}``
+  where ``answers`` is a list of ``{"text", "answer_start"}`` or the Hugging Face layout
+  ``{"text": [...], "answer_start": [...]}``. A line without ``id`` gets its 1-based line
+  number as id.
+
+``SquadExample.answers`` is ``None`` when the file gives no answers at all (questions to
+predict), and an empty tuple when the question is unanswerable (SQuAD v2.0).
+
+Every ``answer_start`` must point at its answer text in the context. One mismatch is repaired,
+and logged as a warning: an unambiguous *whitespace shift*, where the answer text occurs exactly
+once at a place that differs from ``answer_start`` only by whitespace, either because the gap
+between the two is whitespace (the annotator's span took in a space, or the text carries
+leading/trailing spaces) or because ``answer_start`` was counted in the context with its runs of
+whitespace collapsed to one space. Anything else is a ``DataError`` naming the question id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.io import DataError, read_text_lines
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SquadAnswer:
+    text: str
+    start: int  # character offset of ``text`` in the context: context[start:start + len(text)] == text
+
+    @property
+    def end(self) -> int:
+        """Character offset one past the answer's last character."""
+        return self.start + len(self.text)
+
+
+@dataclass(frozen=True)
+class SquadExample:
+    id: str
+    question: str
+    context: str
+    answers: tuple[SquadAnswer, ...] | None  # None: no gold given; (): unanswerable
+    title: str = ""
+
+    @property
+    def is_impossible(self) -> bool:
+        return self.answers == ()
+
+
+@dataclass
+class SquadFile:
+    path: Path
+    examples: list[SquadExample]
+    # SQuAD v2.0 semantics (unanswerable questions exist): the "version" field says v2, or some
+    # question carries "is_impossible", or some question has an empty answer list.
+    version_2_with_negative: bool
+    repaired: list[str]  # ids of the questions whose answer_start was repaired
+
+    @property
+    def has_answers(self) -> bool:
+        """True when every question carries gold answers (the file can train or be scored)."""
+        return all(example.answers is not None for example in self.examples)
+
+    def gold_answers(self) -> dict[str, list[str]]:
+        """{question id: gold answer texts}, in file order: what the official scorers read."""
+        return {example.id: [answer.text for answer in example.answers or ()] for example in self.examples}
+
+
+def read_squad(path: str | os.PathLike, check_answer_starts: bool = True) -> SquadFile:
+    """Read a SQuAD JSON file or a JSONL question file (chosen by content, not by name).
+
+    ``check_answer_starts=False`` skips the answer_start checks; the scorer uses it, because the
+    official scripts look at answer texts only.
+    """
+    path = Path(path)
+    lines = read_text_lines(path)
+    first = next((line.lstrip() for line in lines if line.strip()), "")
+    if not first:
+        raise DataError(path, "empty file: no questions")
+    reader = _SquadJsonReader if _is_squad_json(first, lines) else _JsonlReader
+    return reader(path, lines, check_answer_starts).read()
+
+
+def _is_squad_json(first_line: str, lines: list[str]) -> bool:
+    # JSONL: the first line is a complete question object, or one of several one-line objects.
+    # Anything else (a pretty-printed document, a one-line {"data": ...}) goes to the JSON reader,
+    # which reports precisely what is wrong with it.
+    try:
+        record = json.loads(first_line)
+    except json.JSONDecodeError:
+        return True
+    if not isinstance(record, dict):
+        return True
+    if "question" in record or "context" in record:
+        return False
+    return sum(1 for line in lines if line.strip()) == 1
+
+
+class _Reader:
+    def __init__(self, path: Path, lines: list[str], check_answer_starts: bool):
+        self.path, self.lines, self.check_answer_starts = path, lines, check_answer_starts
+        self.examples: list[SquadExample] = []
+        self.seen_ids: dict[str, str] = {}  # id -> where it was first seen
+        self.repaired: list[str] = []
+        self.saw_negative_marker = False
+
+    def error(self, problem: str, where: str | None = None, line: int | None = None) -> DataError:
+        return DataError(self.path, problem, line=line, example=where)
+
+    def add(self, qa: dict[str, Any], context: str, title: str, where: str, line: int | None) -> None:
+        """Validate one question record and append it as an example."""
+        qid = qa.get("id")
+        if not isinstance(qid, (str, int)) or isinstance(qid, bool) or str(qid) == "":
+            raise self.error("missing or empty 'id'", where, line)
+        qid = str(qid)
+        if qid in self.seen_ids:
+            raise self.error(f"duplicate question id (first seen at {self.seen_ids[qid]})", qid, line)
+        self.seen_ids[qid] = f"line {line}" if line is not None else where
+        question = qa.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise self.error("missing or empty 'question'", qid, line)
+        if not context.strip():
+            raise self.error("empty context: there is nothing to find an answer in", qid, line)
+        answers = self.answers(qa, context, qid, line)
+        self.examples.append(SquadExample(qid, question, context, answers, title))
+
+    def answers(
+        self, qa: dict[str, Any], context: str, qid: str, line: int | None
+    ) -> tuple[SquadAnswer, ...] | None:
+        raw = qa.get("answers")
+        impossible = qa.get("is_impossible")
+        if impossible is not None:
+            self.saw_negative_marker = True
+            if not isinstance(impossible, bool):
+                raise self.error(f"'is_impossible' must be true or false, not {impossible!r}", qid, line)
+        if raw is None:
+            return () if impossible else None
+        pairs = _answer_pairs(raw)
+        if pairs is None:
+            raise self.error(
+                "'answers' must be a list of {text, answer_start} or {text: [...], answer_start: [...]}",
+                qid,
+                line,
+            )
+        if impossible and pairs:
+            raise self.error("is_impossible is true but answers are given", qid, line)
+        if impossible is False and not pairs:
+            raise self.error("is_impossible is false but there are no answers", qid, line)
+        if not pairs:
+            self.saw_negative_marker = True
+        return tuple(self.answer(text, start, context, qid, line) for text, start in pairs)
+
+    def answer(self, text: Any, start: Any, context: str, qid: str, line: int | None) -> SquadAnswer:
+        if not isinstance(text, str) or not text.strip():
+            raise self.error("an answer has a missing or empty 'text'", qid, line)
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            raise self.error(f"answer {text!r} has no valid 'answer_start' (got {start!r})", qid, line)
+        if not self.check_answer_starts or context[start : start + len(text)] == text:
+            return SquadAnswer(text, start)
+        repaired = repair_whitespace_shift(context, text, start)
+        if repaired is None:
+            found = context[start : start + len(text)]
+            raise self.error(
+                f"answer_start {start} points at {found!r}, not at the answer {text!r}", qid, line
+            )
+        self.repaired.append(qid)
+        log.warning(
+            "%s: question %s: answer %r moved from answer_start %d to %d (whitespace shift)",
+            self.path,
+            qid,
+            text,
+            start,
+            repaired.start,
+        )
+        return repaired
+
+    def finish(self, version: str = "") -> SquadFile:
+        if not self.examples:
+            raise self.error("no questions in the file")
+        version_2 = self.saw_negative_marker or version.lstrip("vV").startswith("2")
+        if self.repaired:
+            log.warning(
+                "%s: repaired %d answer_start value(s) shifted by whitespace", self.path, len(self.repaired)
+            )
+        return SquadFile(self.path, self.examples, version_2, self.repaired)
+
+
+class _SquadJsonReader(_Reader):
+    def read(self) -> SquadFile:
+        try:
+            document = json.loads("\n".join(self.lines))
+        except json.JSONDecodeError as err:
+            raise self.error(f"not valid JSON: {err.msg} (column {err.colno})", line=err.lineno) from None
+        if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+            raise self.error("not a SQuAD file: expected a JSON object with a 'data' list of articles")
+        version = document.get("version", "")
+        for a, article in enumerate(document["data"]):
+            where = f"data[{a}]"
+            if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+                raise self.error("article without a 'paragraphs' list", where)
+            title = article.get("title", "")
+            for p, paragraph in enumerate(article["paragraphs"]):
+                where = f"data[{a}].paragraphs[{p}]"
+                if not isinstance(paragraph, dict):
+                    raise self.error("paragraph is not an object", where)
+                context = paragraph.get("context")
+                if not isinstance(context, str):
+                    raise self.error("paragraph without a 'context' string", where)
+                qas = paragraph.get("qas")
+                if not isinstance(qas, list):
+                    raise self.error("paragraph without a 'qas' list", where)
+                for q, qa in enumerate(qas):
+                    if not isinstance(qa, dict):
+                        raise self.error("question is not an object", f"{where}.qas[{q}]")
+                    self.add(qa, context, str(title), f"{where}.qas[{q}]", None)
+        return self.finish(str(version))
+
+
+class _JsonlReader(_Reader):
+    def read(self) -> SquadFile:
+        for number, text in enumerate(self.lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise self.error(f"not valid JSON: {err.msg} (column {err.colno})", line=number) from None
+            self.add_record(record, number, f"line {number}")
+        return self.finish()
+
+    def add_record(self, record: Any, number: int, where: str) -> None:
+        line = number if self.lines else None
+        if not isinstance(record, dict):
+            raise self.error("expected a JSON object {id, question, context, answers?}", where, line)
+        context = record.get("context")
+        if not isinstance(context, str):
+            raise self.error("missing 'context' string", where if line is None else None, line)
+        if "id" not in record:
+            record = {**record, "id": str(number)}
+        self.add(record, context, str(record.get("title", "")), where, line)
+
+
+def squad_from_records(
+    source: str, records: Iterable[dict[str, Any]], check_answer_starts: bool = True
+) -> SquadFile:
+    """Examples from JSONL-shaped records held in memory (e.g. a Hugging Face ``squad`` split).
+
+    Errors name ``source`` and the record's id (or 1-based position).
+    """
+    reader = _JsonlReader(Path(source), [], check_answer_starts)
+    for number, record in enumerate(records, start=1):
+        reader.add_record(record, number, f"record {number}")
+    return reader.finish()
+
+
+def _answer_pairs(raw: Any) -> list[tuple[Any, Any]] | None:
+    """(text, answer_start) pairs from either answer layout; None when the layout is unknown."""
+    if isinstance(raw, list):
+        if not all(isinstance(item, dict) for item in raw):
+            return None
+        return [(item.get("text"), item.get("answer_start")) for item in raw]
+    if (
+        isinstance(raw, dict)
+        and isinstance(raw.get("text"), list)
+        and isinstance(raw.get("answer_start"), list)
+    ):
+        if len(raw["text"]) != len(raw["answer_start"]):
+            return None
+        return list(zip(raw["text"], raw["answer_start"], strict=True))
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The whitespace-shift repair
+
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+def repair_whitespace_shift(context: str, text: str, start: int) -> SquadAnswer | None:
+    """The answer's true place when ``start`` is off by whitespace only and the place is unique.
+
+    Candidates are the occurrences of the answer text (its surrounding whitespace stripped).
+    One qualifies when the context between it and ``start`` is whitespace only, or when
+    ``start`` is its offset in the context with whitespace runs collapsed to single spaces.
+    Exactly one qualifying occurrence is a repair; none or several is no repair (None).
+    """
+    stripped = text.strip()
+    collapsed_offsets = _collapsed_offsets(context)
+    qualifying = []
+    for position in _occurrences(context, stripped):
+        low, high = sorted((start, position))
+        gap_is_whitespace = high <= len(context) and context[low:high].strip() == ""
+        if gap_is_whitespace or collapsed_offsets[position] == start:
+            qualifying.append(position)
+    if len(qualifying) != 1:
+        return None
+    return SquadAnswer(stripped, qualifying[0])
+
+
+def _occurrences(context: str, text: str) -> Iterator[int]:
+    position = context.find(text)
+    while position != -1:
+        yield position
+        position = context.find(text, position + 1)
+
+
+def _collapsed_offsets(context: str) -> list[int]:
+    """offsets[i] = where character i lands once leading whitespace is dropped and runs collapse."""
+    offsets, collapsed, previous_space = [], 0, True  # True drops the leading whitespace
+    for char in context:
+        offsets.append(collapsed)
+        is_space = char.isspace()
+        if not (is_space and previous_space):
+            collapsed += 1
+        previous_space = is_space
+    return offsets

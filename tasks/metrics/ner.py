@@ -1,0 +1,63 @@
+"""Entity-level NER scores, computed by seqeval (the conlleval numbers papers report).
+
+Token accuracy is returned as a secondary number only: with most tokens tagged O it says little.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+from seqeval.metrics import classification_report
+from seqeval.scheme import IOB1, IOB2, IOBES
+
+from tasks.data.conll import normalize_scheme
+
+_SEQEVAL_SCHEMES = {"BIO": IOB2, "IOB1": IOB1, "IOBES": IOBES}
+
+
+def ner_scores(
+    gold: Sequence[Sequence[str]],
+    predicted: Sequence[Sequence[str]],
+    scheme: str = "BIO",
+    strict: bool = False,
+) -> dict[str, float]:
+    """Micro precision/recall/F1 over entities, F1 per entity type, and token accuracy.
+
+    Keys: ``precision``, ``recall``, ``f1``, ``f1_<TYPE>`` for each type found in gold or
+    predictions, ``token_accuracy``. ``strict=False`` is conlleval's chunking (any scheme);
+    ``strict=True`` is seqeval's strict mode, which only counts entities well formed in ``scheme``.
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+    for index, (gold_tags, predicted_tags) in enumerate(zip(gold, predicted, strict=True)):
+        if len(gold_tags) != len(predicted_tags):
+            raise ValueError(
+                f"sentence {index}: {len(gold_tags)} gold tags but {len(predicted_tags)} predicted"
+            )
+    gold_lists = [list(tags) for tags in gold]
+    predicted_lists = [list(tags) for tags in predicted]
+    options = {"mode": "strict", "scheme": _SEQEVAL_SCHEMES[normalize_scheme(scheme)]} if strict else {}
+    with warnings.catch_warnings():
+        # seqeval warns when a type is never predicted; a 0.0 for it is the answer we want.
+        warnings.simplefilter("ignore")
+        report = classification_report(
+            gold_lists, predicted_lists, output_dict=True, zero_division=0, **options
+        )
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    scores = {
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "f1": float(micro["f1-score"]),
+    }
+    for name, row in report.items():
+        if not name.endswith(" avg"):
+            scores[f"f1_{name}"] = float(row["f1-score"])
+    total = sum(len(tags) for tags in gold_lists)
+    correct = sum(
+        g == p
+        for gold_tags, pred_tags in zip(gold_lists, predicted_lists, strict=True)
+        for g, p in zip(gold_tags, pred_tags, strict=True)
+    )
+    scores["token_accuracy"] = correct / total if total else 0.0
+    return scores
