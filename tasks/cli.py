@@ -79,7 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         return score_squad(args[1:])
     try:
         BertTasksCLI(args=argv)  # None: LightningCLI reads sys.argv itself
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        user_error = _user_error_in(err)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _user_error_in(err: BaseException) -> BaseException | None:
+    """The user error behind ``err``: jsonargparse wraps errors raised while it instantiates classes."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

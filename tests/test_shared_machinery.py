@@ -123,3 +123,14 @@ def test_metrics_json_keeps_the_other_prefix(tmp_path):
     trainer.callback_metrics = {"val/f1": torch.tensor(0.75)}
     writer.on_validation_end(trainer, None)
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/f1": 0.75, "test/f1": 0.25}
+
+
+def test_bad_pretrained_source_is_a_one_line_user_error(tmp_path, capsys):
+    from .conftest import run_cli
+
+    code = run_cli("fit", "--config", "configs/sst2.yaml", "--model.pretrained", tmp_path / "missing_model",
+                   "--trainer.default_root_dir", tmp_path / "run")
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "missing_model: not a checkpoint directory" in last
+    assert not (tmp_path / "run" / "checkpoints").exists()
