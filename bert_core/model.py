@@ -3,6 +3,16 @@
 Module and parameter names follow Hugging Face's (which follow Google's TF variable scopes), so a
 transformers state dict loads as it is and a Google checkpoint maps with the short table in
 ``checkpoint.py``.
+
+Two choices make this encoder faster than the reference on CPU while computing the same function:
+
+* Padding is not computed. The encoder runs on the real tokens only, packed into a [N, H] matrix
+  (N = number of real tokens); embeddings, projections, feed-forward and LayerNorms never see a
+  padded position. Attention re-pads them in groups of rows of similar length (``TokenLayout``),
+  so a short row is not padded to the longest row of the batch either.
+* Dropout draws 16 random bits per element from 64-bit words instead of calling ``bernoulli_``
+  (several times cheaper on CPU, where dropout RNG dominates a training step), and attention with
+  dropout is written out (the fused SDPA kernels have no CPU dropout; its fallback is slower).
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from .config import BertConfig
 class BertOutput:
     last_hidden_state: torch.Tensor  # [B, T, H]
     pooler_output: torch.Tensor  # [B, H]
-    hidden_states: tuple[torch.Tensor, ...] | None = None  # (embeddings, layer 1, ..., layer N), each [B, T, H]
+    # (embeddings, layer 1, ..., layer N), each [B, T, H]; only when asked for
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -31,29 +42,191 @@ class BertPreTrainingOutput(BertOutput):
 
 
 def activation(name: str):
-    if name == "gelu":
-        return F.gelu  # exact erf form: what transformers computes for "gelu"
-    if name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh"):
-        return lambda x: F.gelu(x, approximate="tanh")  # Google's TF "gelu"
+    """``act(x, inplace=False)`` for a config's ``hidden_act``."""
     if name == "relu":
         return F.relu
-    raise ValueError(f"unknown hidden_act {name!r}")
+    if name == "gelu":
+        approximate = "none"  # exact erf form: what transformers computes for "gelu"
+    elif name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh"):
+        approximate = "tanh"  # what Google's TF code computed for "gelu"
+    else:
+        raise ValueError(f"unknown hidden_act {name!r}")
+
+    def gelu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        if inplace:
+            return torch.ops.aten.gelu_(x, approximate=approximate)
+        return F.gelu(x, approximate=approximate)
+
+    return gelu
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout
+
+_BITS = 16  # random bits per element: the drop rate is p rounded to a multiple of 2**-16
+
+
+def keep_mask(like: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """A {0., 1.} mask shaped like ``like`` keeping each element with probability ~1-p, and that rate.
+
+    torch's CPU dropout draws one 32-bit number per element through ``bernoulli_`` (about 15 ns
+    per element here); cutting four 16-bit draws out of each 64-bit word costs about 2 ns.
+    """
+    numel = like.numel()
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=like.device).random_(-(2**63), None)
+    draws = words.view(torch.int16)[:numel].view(like.shape)  # uniform integers in [-2**15, 2**15)
+    dropped = round(p * 2**_BITS)  # the `dropped` smallest of the 2**16 values are dropped
+    mask = torch.ge(draws, dropped - 2 ** (_BITS - 1), out=torch.empty_like(like))
+    return mask, 1.0 - dropped / 2**_BITS
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (zero with probability p, scale the rest by 1/(1-p)) with the cheaper mask."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        mask, keep = keep_mask(x, self.p)
+        return x * mask.mul_(1.0 / keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which positions are computed, and how attention sees them
+
+
+@dataclass
+class AttentionGroup:
+    """Rows of similar length that attend together, padded to the longest of them."""
+
+    rows: int
+    length: int  # T_g: the longest row of the group
+    offset: int  # the group's [rows * length] grid starts at this row of the layout's stacked grids
+    key_mask: torch.Tensor | None  # [rows, 1, 1, length], True = a real key; None: no padding in the group
+
+
+@dataclass
+class TokenLayout:
+    """Which positions of a [B, T] batch the encoder computes, and how attention groups them.
+
+    The computed tokens form an [N, ...] matrix in layout order. For attention they are laid out
+    as a stack of grids, one [rows * length] grid per group (zeros at padding).
+    """
+
+    batch_size: int
+    seq_len: int
+    index: torch.Tensor | None  # [N]: each token's flat position b * T + t; None: every position, in order
+    groups: list[AttentionGroup]
+    slots: torch.Tensor | None  # [N]: each token's row in the stacked grids; None: the tokens are the grids
+
+    # A row joins the current group while its length is at least this fraction of the group's
+    # longest row: fewer, larger attention calls against less attention work on padding.
+    GROUP_RATIO = 0.75
+
+    @classmethod
+    def every_position(cls, attention_mask: torch.Tensor | None, B: int, T: int) -> TokenLayout:
+        """Every position is computed, padding included; padded keys are masked (the reference's way)."""
+        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        return cls(B, T, None, [AttentionGroup(B, T, 0, key_mask)], None)
+
+    @classmethod
+    def real_tokens(cls, attention_mask: torch.Tensor) -> TokenLayout:
+        """Only the real tokens, rows sorted longest first and grouped by length for attention."""
+        B, T = attention_mask.shape
+        device = attention_mask.device
+        real = attention_mask.bool()
+        lengths = real.sum(1)  # [B]
+        order = lengths.argsort(descending=True, stable=True)  # [B]
+        real, lengths = real[order], lengths[order]
+        index = (order[:, None] * T + torch.arange(T, device=device))[real]  # [N], sorted-row-major
+
+        groups, row_starts, offset = [], [], 0
+        sizes = lengths.tolist()
+        for first, last in cls._group_bounds(sizes):
+            rows, longest = last - first, sizes[first]
+            key_mask = None
+            if sizes[last - 1] < longest:
+                key_mask = torch.arange(longest, device=device) < lengths[first:last, None]  # [rows, T_g]
+                key_mask = key_mask[:, None, None, :]
+            groups.append(AttentionGroup(rows, longest, offset, key_mask))
+            row_starts += range(offset, offset + rows * longest, longest)
+            offset += rows * longest
+        if offset == len(index):  # no group holds padding: the tokens are the grids
+            return cls(B, T, index, groups, None)
+        rank = real.cumsum(1) - 1  # [B, T]: a real token's place in its row
+        slots = (torch.tensor(row_starts, device=device)[:, None] + rank)[real]  # [N]
+        return cls(B, T, index, groups, slots)
+
+    @classmethod
+    def _group_bounds(cls, lengths: list[int]) -> list[tuple[int, int]]:
+        """[first, last) row ranges over lengths sorted longest first."""
+        bounds, first = [], 0
+        for i, length in enumerate(lengths):
+            if length < cls.GROUP_RATIO * lengths[first]:
+                bounds.append((first, i))
+                first = i
+        bounds.append((first, len(lengths)))
+        return bounds
+
+    def pack(self, values: torch.Tensor) -> torch.Tensor:
+        """[B, T, ...] -> [N, ...]: the computed positions, in layout order."""
+        flat = values.reshape(self.batch_size * self.seq_len, *values.shape[2:])
+        return flat if self.index is None else flat[self.index]
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, H] -> [B, T, H], zeros at the positions not computed."""
+        if self.index is not None:
+            x = x.new_zeros(self.batch_size * self.seq_len, x.shape[-1]).index_copy_(0, self.index, x)
+        return x.view(self.batch_size, self.seq_len, -1)
+
+    def to_grids(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C] tokens -> [G, C] stacked group grids, zeros at padding."""
+        if self.slots is None:
+            return x
+        g = self.groups[-1]
+        return x.new_zeros(g.offset + g.rows * g.length, x.shape[-1]).index_copy_(0, self.slots, x)
+
+    def from_grids(self, y: torch.Tensor) -> torch.Tensor:
+        """[G, C] stacked group grids -> [N, C] tokens."""
+        return y if self.slots is None else y[self.slots]
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder. Activations are [N, H]: one row per computed token.
 
 
 class Embeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        T = input_ids.shape[1]
-        positions = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids) + self.position_embeddings(positions)
-        return self.dropout(self.LayerNorm(x))  # [B, T, H]
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        # each [N] -> [N, H]; summed in the reference's order so the floats match
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(positions)
+        return self.dropout(self.LayerNorm(x))
+
+
+def attention_with_dropout(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, p: float
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d), masked) with dropout on the probabilities, times v.
+
+    q, k, v: [b, heads, T, d]; key_mask: [b, 1, 1, T] (True = attend) or None. Returns [b, heads, T, d].
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # [b, heads, T, T]
+    if key_mask is not None:  # in place: the matmul's backward does not need its output
+        scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
+    mask, keep = keep_mask(scores, p)
+    probs = scores.softmax(-1) * mask
+    return (probs @ v).mul_(1.0 / keep)  # the 1/(1-p) rescale on [T, d] rather than on [T, T]
 
 
 class SelfAttention(nn.Module):
@@ -66,16 +239,24 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, H = x.shape
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         # One matmul for q, k, v: the three Linear layers keep Google's/HF's weight names.
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = F.linear(x, weight, bias).view(B, T, 3, self.num_heads, self.head_size)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, T, head_size]
-        dropout_p = self.dropout_p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        return y.transpose(1, 2).reshape(B, T, H)
+        qkv = layout.to_grids(F.linear(x, weight, bias))  # [N, 3H] -> [G, 3H]
+        outputs = [self.attend(qkv[g.offset : g.offset + g.rows * g.length], g) for g in layout.groups]
+        return layout.from_grids(outputs[0] if len(outputs) == 1 else torch.cat(outputs))  # [N, H]
+
+    def attend(self, qkv: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
+        """One group's grid [rows * T, 3H] -> [rows * T, H]."""
+        rows, T = group.rows, group.length
+        qkv = qkv.view(rows, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [rows, heads, T, d]
+        if self.training and self.dropout_p > 0:
+            y = attention_with_dropout(q, k, v, group.key_mask, self.dropout_p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask)
+        return y.transpose(1, 2).reshape(rows * T, -1)
 
 
 class SelfOutput(nn.Module):
@@ -85,10 +266,11 @@ class SelfOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(y)) + residual)
+        # In place: neither the projection's nor dropout's backward needs its output.
+        return self.LayerNorm(self.dropout(self.dense(y)).add_(residual))
 
 
 class Attention(nn.Module):
@@ -97,8 +279,8 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = SelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.output(self.self(x, mask), x)
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        return self.output(self.self(x, layout), x)
 
 
 class Intermediate(nn.Module):
@@ -108,7 +290,8 @@ class Intermediate(nn.Module):
         self.act = activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.dense(x))  # [B, T, I]
+        # Without autograd the activation may overwrite its input: one [N, I] buffer fewer.
+        return self.act(self.dense(x), inplace=not torch.is_grad_enabled())  # [N, I]
 
 
 class Output(SelfOutput):
@@ -126,9 +309,9 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention(x, mask)
-        return self.output(self.intermediate(x), x)
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        x = self.attention(x, layout)
+        return self.output(self.intermediate(x), x)  # [N, H]
 
 
 class Encoder(nn.Module):
@@ -188,28 +371,62 @@ class BertModel(PretrainedMixin, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
     ) -> BertOutput:
+        """Encode a batch: input_ids, attention_mask (1 = real token, 0 = padding), token_type_ids, all [B, T].
+
+        Padded positions are not computed: their rows of ``last_hidden_state`` are zeros. Real
+        positions and ``pooler_output`` equal the reference (transformers) to float32 rounding.
+        With ``output_hidden_states=True`` (an inspection mode) every position is computed, padding
+        included, exactly as the reference does, so all outputs match it position by position.
+        """
+        return self._encode(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_hidden_states,
+            skip_padding=not output_hidden_states,
+        )
+
+    def _encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        output_hidden_states: bool,
+        skip_padding: bool,
+    ) -> BertOutput:
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {T} exceeds max_position_embeddings "
-                             f"({self.config.max_position_embeddings})")
+            raise ValueError(
+                f"sequence length {T} exceeds max_position_embeddings ({self.config.max_position_embeddings})"
+            )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        # Boolean key mask for SDPA, [B, 1, 1, T]: True = attend. None when nothing is padded,
-        # which lets SDPA pick its fastest kernel.
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]
-        x = self.embeddings(input_ids, token_type_ids)
+        layout = self._layout(attention_mask, B, T, skip_padding)
+        positions = torch.arange(T, device=input_ids.device).expand(B, T)
+        x = self.embeddings(
+            layout.pack(input_ids), layout.pack(token_type_ids), layout.pack(positions)
+        )  # [N, H]
         hidden_states = [x] if output_hidden_states else None
         for layer in self.encoder.layer:
-            x = layer(x, mask)
+            x = layer(x, layout)
             if hidden_states is not None:
                 hidden_states.append(x)
+        last_hidden_state = layout.unpack(x)  # [B, T, H]
         return BertOutput(
-            last_hidden_state=x,
-            pooler_output=self.pooler(x),
-            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            last_hidden_state=last_hidden_state,
+            pooler_output=self.pooler(last_hidden_state),
+            hidden_states=None if hidden_states is None else tuple(layout.unpack(h) for h in hidden_states),
         )
+
+    @staticmethod
+    def _layout(attention_mask: torch.Tensor | None, B: int, T: int, skip_padding: bool) -> TokenLayout:
+        if attention_mask is None or bool(attention_mask.all()):
+            return TokenLayout.every_position(None, B, T)  # nothing to mask: the fastest kernels
+        # A row starting with padding (left padding, or no token at all) has its pooled [CLS] on a
+        # padded position: such batches take the reference's way, as does an explicit request.
+        if not skip_padding or not bool(attention_mask[:, 0].all()):
+            return TokenLayout.every_position(attention_mask, B, T)
+        return TokenLayout.real_tokens(attention_mask)
 
 
 class PredictionHeadTransform(nn.Module):
@@ -244,7 +461,11 @@ class PreTrainingHeads(nn.Module):
 
 
 class BertForPreTraining(PretrainedMixin, nn.Module):
-    """BERT with its masked-LM and next-sentence heads, as in Google's pre-training checkpoints."""
+    """BERT with its masked-LM and next-sentence heads, as in Google's pre-training checkpoints.
+
+    This is the checkpoint-parity model: it computes every position, padding included, so all its
+    outputs (MLM logits at padded positions too) equal the reference's position by position.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -260,7 +481,9 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
     ) -> BertPreTrainingOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        out = self.bert._encode(
+            input_ids, attention_mask, token_type_ids, output_hidden_states, skip_padding=False
+        )
         return BertPreTrainingOutput(
             last_hidden_state=out.last_hidden_state,
             pooler_output=out.pooler_output,
