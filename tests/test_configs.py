@@ -1,4 +1,4 @@
-"""Every shipped config (configs/*.yaml, whichever task added it) parses, instantiates and runs offline as shipped."""
+"""Every shipped config (configs/*.yaml, whichever task added it) parses, instantiates and runs offline."""
 
 from __future__ import annotations
 
