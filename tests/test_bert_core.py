@@ -66,7 +66,7 @@ def test_oracle_parity_tanh_gelu(layout):
 
 
 def test_oracle_full_padded_batch_matches_reference():
-    """Padded positions are defined too (keys are masked, not queries), as in HF and Google's code."""
+    """The encoder's fast path (padding not computed) gives the reference on every real token and the pooler."""
     base = fixture_dir()
     expected = np.load(base / "expected_outputs.npz")
     model = BertModel.from_pretrained(base / "tf_checkpoint").eval()
