@@ -57,6 +57,9 @@ class BertTasksCLI(LightningCLI):
             stored = read_checkpoint(ckpt_path)["hyper_parameters"]
             config.model.init_args.pretrained = ckpt_path
             config.data.init_args.tokenizer = ckpt_path
+            # The task too, unless given: "classification" is the classification data module's default.
+            if getattr(config.data.init_args, "task", None) == "classification" and stored.get("task"):
+                config.data.init_args.task = stored["task"]
             if hasattr(config.data.init_args, "labels") and config.data.init_args.labels is None:
                 config.data.init_args.labels = stored.get("label_names")
 
