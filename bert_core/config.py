@@ -45,8 +45,15 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     def validate(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -56,7 +63,9 @@ class BertConfig:
                 f"({self.num_attention_heads})"
             )
         if self.hidden_act not in HIDDEN_ACTS:
-            raise ConfigError(f"unknown hidden_act {self.hidden_act!r}; expected one of {', '.join(HIDDEN_ACTS)}")
+            raise ConfigError(
+                f"unknown hidden_act {self.hidden_act!r}; expected one of {', '.join(HIDDEN_ACTS)}"
+            )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -68,8 +77,10 @@ class BertConfig:
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known and k != "extra"}
         if data.get("position_embedding_type", "absolute") != "absolute":
-            raise ConfigError(f"{source}: only absolute position embeddings are supported, "
-                              f"got position_embedding_type={data['position_embedding_type']!r}")
+            raise ConfigError(
+                f"{source}: only absolute position embeddings are supported, "
+                f"got position_embedding_type={data['position_embedding_type']!r}"
+            )
         if data.get("model_type", "bert") != "bert":
             raise ConfigError(f"{source}: model_type is {data['model_type']!r}, not 'bert'")
         if kwargs.get("pad_token_id") is None:
@@ -108,4 +119,6 @@ class BertConfig:
         return data
 
     def to_json(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        Path(path).write_text(
+            json.dumps(self.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )

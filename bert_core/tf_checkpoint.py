@@ -15,6 +15,11 @@ A checkpoint with prefix ``P`` (e.g. ``bert_model.ckpt``) is made of:
   how many bytes, plus the masked crc32c of those bytes.
 
 TF writes index blocks uncompressed, so snappy blocks are rejected rather than decoded.
+
+``resolve_tf_prefix`` is the package's one answer to "which checkpoint does this path mean" (a
+directory with one ``*.index``, a directory whose ``checkpoint`` state file names one of several,
+a prefix, or its ``.index`` / ``.data-*`` file); ``sources.resolve_source`` routes TF paths to it.
+It lives here, in the lowest layer, so the reader and the source resolution cannot disagree.
 """
 
 from __future__ import annotations
@@ -29,11 +34,15 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["CheckpointError", "list_tf_variables", "read_tf_checkpoint", "resolve_tf_prefix"]
+from .errors import CheckpointError
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt or uses a feature this reader does not support."""
+__all__ = [
+    "CheckpointError",
+    "is_tf_checkpoint",
+    "list_tf_variables",
+    "read_tf_checkpoint",
+    "resolve_tf_prefix",
+]
 
 
 # ---------------------------------------------------------------- crc32c (Castagnoli)
@@ -296,26 +305,62 @@ def _read_bundle(prefix: Path) -> tuple[dict, list[_Entry]]:
     return header, entries
 
 
-def resolve_tf_prefix(path: str | Path) -> Path:
-    """Checkpoint prefix from a directory, a prefix, or the path of its ``.index`` / ``.data-*`` file."""
+# ---------------------------------------------------------------- which checkpoint: the one prefix resolver
+STATE_FILE = "checkpoint"  # the text proto tf.train.Saver / CheckpointManager write beside their checkpoints
+_FILE_SUFFIX = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
+
+
+def is_tf_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TF checkpoint in a form ``resolve_tf_prefix`` takes (it may still be broken).
+
+    Lets a caller that also accepts other formats route a path without catching errors.
+    """
     path = Path(path)
     if path.is_dir():
-        state = path / "checkpoint"
-        if state.is_file():  # text proto written by tf.train.Saver / CheckpointManager
-            match = re.search(r'^model_checkpoint_path:\s*"(.*)"', state.read_text(encoding="utf-8"), re.M)
-            if not match:
-                raise CheckpointError(f"{state}: no model_checkpoint_path line")
-            path = path / match.group(1)  # a relative path is relative to the directory
-        else:
-            indexes = sorted(path.glob("*.index"))
-            if len(indexes) != 1:
-                found = ", ".join(p.name for p in indexes) or "none"
-                raise CheckpointError(f"{path}: expected exactly one *.index checkpoint file, found {found}")
-            path = indexes[0]
-    name = re.sub(r"\.(index|data-\d{5}-of-\d{5})$", "", path.name)
-    prefix = path.with_name(name)
+        return (path / STATE_FILE).is_file() or any(path.glob("*.index"))
+    return Path(f"{path}.index").is_file() or (path.is_file() and bool(_FILE_SUFFIX.search(path.name)))
+
+
+def resolve_tf_prefix(path: str | os.PathLike) -> Path:
+    """Checkpoint prefix from a directory, a prefix, or the path of its ``.index`` / ``.data-*`` file.
+
+    A directory holds one checkpoint, or several and a ``checkpoint`` state file (as TF training
+    writes) that names the one to use.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = _prefix_in_directory(path)
+    prefix = path.with_name(_FILE_SUFFIX.sub("", path.name))
     if not Path(f"{prefix}.index").is_file():
         raise CheckpointError(f"missing checkpoint index file {prefix}.index")
+    return prefix
+
+
+def _prefix_in_directory(directory: Path) -> Path:
+    state = directory / STATE_FILE
+    if state.is_file():
+        return _prefix_from_state_file(state)
+    indexes = sorted(directory.glob("*.index"))
+    if len(indexes) == 1:
+        return indexes[0]
+    found = ", ".join(p.name for p in indexes) or "none"
+    advice = (
+        f"; pass the prefix of the one to load (e.g. {indexes[0].with_suffix('')}), "
+        f"or add a '{STATE_FILE}' state file that names it"
+        if indexes
+        else ""
+    )
+    raise CheckpointError(f"{directory}: expected exactly one *.index checkpoint file, found {found}{advice}")
+
+
+def _prefix_from_state_file(state: Path) -> Path:
+    """The latest checkpoint a state file names; a relative path is relative to the state file's directory."""
+    match = re.search(r'^model_checkpoint_path:\s*"(.*)"', state.read_text(encoding="utf-8"), re.M)
+    if not match:
+        raise CheckpointError(f"{state}: no model_checkpoint_path line")
+    prefix = state.parent / match.group(1)
+    if not Path(f"{prefix}.index").is_file():
+        raise CheckpointError(f"missing checkpoint index file {prefix}.index (named by {state})")
     return prefix
 
 

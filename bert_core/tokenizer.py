@@ -1,84 +1,104 @@
-"""The WordPiece tokenizer of a checkpoint, with its casing decided from the checkpoint itself.
+"""The tokenizer of a checkpoint: what it is (``tokenizer_spec``) and the one place it is built (``build_tokenizer``).
 
-Lower-casing a cased model's input (or not lower-casing an uncased one's) silently costs several
-points of accuracy, so the casing comes from, in order: ``tokenizer_config.json``, Google's
-``uncased_L-...``/``cased_L-...`` directory names, and the vocabulary itself (an uncased vocabulary
-has no upper-case letters). An explicit choice that contradicts the checkpoint is an error.
+The spec is read from the checkpoint itself (vocab.txt, casing rules of ``vocab.py``, the model's
+maximum length), so a tokenizer stored beside task weights can be rebuilt without the checkpoint.
+An explicit casing that contradicts the checkpoint is an error: it silently loses accuracy.
+transformers is imported only when a tokenizer is built, so importing bert_core stays cheap.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import BertTokenizerFast
+from .errors import CheckpointError
+from .sources import resolve_source
+from .vocab import infer_lower_case, missing_special_tokens, read_vocab, read_vocab_tokens, vocab_ids
 
-from .checkpoint import CheckpointError, resolve_source
+if TYPE_CHECKING:
+    from transformers import BertTokenizerFast
 
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "TokenizerSpec",
+    "build_tokenizer",
+    "infer_lower_case",  # re-exported from .vocab until tasks/ imports it from there
+    "load_tokenizer",
+    "read_vocab",  # re-exported from .vocab until tasks/ imports it from there
+    "tokenizer_spec",
+]
 
-def read_vocab(path: str | os.PathLike) -> dict[str, int]:
-    """Google's vocab.txt: one token a line, the id is the line number."""
-    vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for index, line in enumerate(handle):
-            token = line.rstrip("\r\n")
-            vocab.setdefault(token, index)
-    if not vocab:
-        raise CheckpointError(f"{path}: empty vocabulary")
-    return vocab
-
-
-def infer_lower_case(directory: Path, vocab: dict[str, int], name: str = "") -> tuple[bool, str]:
-    """Returns (do_lower_case, the evidence for it)."""
-    config_path = directory / "tokenizer_config.json"
-    if config_path.is_file():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if "do_lower_case" in config:
-            return bool(config["do_lower_case"]), f"{config_path} says do_lower_case={config['do_lower_case']}"
-    for label in (directory.name.lower(), Path(name).name.lower()):
-        if label.startswith("uncased_") or "-uncased" in label or "_uncased" in label:
-            return True, f"the checkpoint is named '{label}'"
-        if label.startswith("cased_") or "-cased" in label or "_cased" in label:
-            return False, f"the checkpoint is named '{label}'"
-    has_upper = any(token[:1].isupper() for token in vocab if not token.startswith("[") and token[:1].isalpha())
-    if has_upper:
-        return False, "its vocab.txt has upper-case tokens (a cased vocabulary)"
-    return True, "its vocab.txt has no upper-case tokens (an uncased vocabulary)"
+DEFAULT_MAX_LENGTH = 512
 
 
-def load_tokenizer(source: str | os.PathLike, do_lower_case: bool | None = None) -> BertTokenizerFast:
-    """A fast WordPiece tokenizer from the source's ``vocab.txt`` (any source ``from_pretrained`` takes)."""
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Everything needed to rebuild a checkpoint's tokenizer, and why its casing is what it is."""
+
+    tokens: list[str]  # in id order, as in vocab.txt
+    do_lower_case: bool
+    model_max_length: int
+    evidence: str  # what decided do_lower_case, for messages
+
+
+def tokenizer_spec(source: str | os.PathLike, do_lower_case: bool | None = None) -> TokenizerSpec:
+    """The tokenizer of any source ``from_pretrained`` takes, read from its ``vocab.txt`` and checked."""
     resolved = resolve_source(source)
     vocab_path = resolved.directory / "vocab.txt"
     if not vocab_path.is_file():
-        raise CheckpointError(f"{resolved.directory}: no vocab.txt, so no tokenizer can be built for {source}")
-    vocab = read_vocab(vocab_path)
-    inferred, evidence = infer_lower_case(resolved.directory, vocab, resolved.name)
-    if do_lower_case is None:
-        do_lower_case = inferred
-    elif do_lower_case != inferred:
+        raise CheckpointError(
+            f"{resolved.directory}: no vocab.txt, so no tokenizer can be built for {source}"
+        )
+    tokens = read_vocab_tokens(vocab_path)
+    inferred, evidence = infer_lower_case(resolved.directory, tokens, resolved.name)
+    if do_lower_case is not None and do_lower_case != inferred:
         raise CheckpointError(
             f"do_lower_case={do_lower_case} contradicts the checkpoint {source}: {evidence}. "
             "Mismatched casing silently loses accuracy (about 9 F1 points on SQuAD); leave do_lower_case unset."
         )
-    missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t not in vocab]
+    missing = missing_special_tokens(tokens)
     if missing:
-        raise CheckpointError(f"{vocab_path}: special token(s) {', '.join(missing)} missing from the vocabulary")
-    max_length = 512
-    if resolved.config_path.is_file():
-        max_length = json.loads(resolved.config_path.read_text(encoding="utf-8")).get("max_position_embeddings", 512)
-    return BertTokenizerFast(vocab=vocab, do_lower_case=do_lower_case, model_max_length=max_length)
+        raise CheckpointError(
+            f"{vocab_path}: special token(s) {', '.join(missing)} missing from the vocabulary"
+        )
+    return TokenizerSpec(tokens, inferred, _max_length(resolved.config_path), evidence)
 
 
-def write_tokenizer_files(source_directory: str | os.PathLike, directory: str | os.PathLike, name: str = "") -> None:
-    """Copy vocab.txt and write a tokenizer_config.json that records the casing."""
-    source_directory, directory = Path(source_directory), Path(directory)
-    vocab_path = source_directory / "vocab.txt"
-    if not vocab_path.is_file():
-        return
-    vocab = read_vocab(vocab_path)
-    do_lower_case, _ = infer_lower_case(source_directory, vocab, name)
-    (directory / "vocab.txt").write_bytes(vocab_path.read_bytes())
-    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case}
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+def _max_length(config_path: Path) -> int:
+    if not config_path.is_file():
+        return DEFAULT_MAX_LENGTH
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return config.get("max_position_embeddings", DEFAULT_MAX_LENGTH)
+
+
+def build_tokenizer(
+    vocab: Mapping[str, int] | Sequence[str], do_lower_case: bool, model_max_length: int = DEFAULT_MAX_LENGTH
+) -> BertTokenizerFast:
+    """A fast WordPiece tokenizer over ``vocab`` (token -> id, or tokens in id order).
+
+    The vocabulary goes in as a dict because transformers 5's BertTokenizerFast silently ignores
+    ``vocab_file=``.
+    """
+    from transformers import BertTokenizerFast
+
+    ids = _as_vocab(vocab)
+    missing = missing_special_tokens(ids)
+    if missing:
+        raise CheckpointError(f"the vocabulary lacks the special token(s) {', '.join(missing)}")
+    return BertTokenizerFast(vocab=ids, do_lower_case=do_lower_case, model_max_length=model_max_length)
+
+
+def _as_vocab(vocab: Mapping[str, int] | Sequence[str]) -> dict[str, int]:
+    if isinstance(vocab, str):
+        raise TypeError("a vocabulary is a mapping token -> id or a sequence of tokens, not a string")
+    return dict(vocab) if isinstance(vocab, Mapping) else vocab_ids(vocab)
+
+
+def load_tokenizer(source: str | os.PathLike, do_lower_case: bool | None = None) -> BertTokenizerFast:
+    """A fast WordPiece tokenizer from the source's ``vocab.txt`` (any source ``from_pretrained`` takes)."""
+    spec = tokenizer_spec(source, do_lower_case)
+    return build_tokenizer(spec.tokens, spec.do_lower_case, spec.model_max_length)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import BertTokenizerFast
+
+from bert_core.tokenizer import build_tokenizer, load_tokenizer
 
 from .io import UserError
 
@@ -43,10 +44,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return _load(str(path.resolve()), path.stat().st_mtime)
 
 
-def tokenizer_from_checkpoint(path: str | os.PathLike) -> BertTokenizerFast:
-    payload = read_checkpoint(path)["payload"]
-    vocab: dict[str, int] = {}
-    for index, token in enumerate(payload["vocab"]):
-        vocab.setdefault(token, index)  # as bert_core.tokenizer.read_vocab: the first id of a duplicate wins
-    return BertTokenizerFast(vocab=vocab, do_lower_case=payload["do_lower_case"],
-                             model_max_length=payload["bert_config"].get("max_position_embeddings", 512))
+def load_task_tokenizer(source: str | os.PathLike, do_lower_case: bool | None = None):
+    """The tokenizer of a model source: a task checkpoint carries its vocabulary and casing; any
+    other source is read by ``bert_core``."""
+    if not is_task_checkpoint(source):
+        return load_tokenizer(source, do_lower_case=do_lower_case)
+    payload = read_checkpoint(source)["payload"]
+    max_length = payload["bert_config"].get("max_position_embeddings", 512)
+    return build_tokenizer(payload["vocab"], payload["do_lower_case"], model_max_length=max_length)

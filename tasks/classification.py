@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .data.glue import (
     GLUE_TASKS,
+    SUBMISSION_HEADER,
     Example,
     get_task,
     infer_label_names,
     read_glue,
     read_table,
-    write_submission,
+    submission_line,
 )
 from .data.text import read_text
-from .datamodule import TaskDataModule
-from .io import UserError, write_jsonl
+from .datamodule import Prepared, TaskDataModule
+from .evaluation import Evaluation, OutputFile
+from .io import UserError
 from .metrics.glue import compute_metrics
 from .module import TaskModule
 
@@ -80,50 +83,36 @@ class ClassificationDataModule(TaskDataModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self._task_name = task
         self.text_column, self.text_pair_column = text_column, text_pair_column
         self.label_column, self.index_column, self.header = label_column, index_column, header
         self.labels = list(labels) if labels is not None else None
         self.validation_mismatched_file = validation_mismatched_file
-        self._label_names: list[str] | None = None
-        self.datasets: dict[str, Any] = {}
         self.examples: dict[str, list[Example]] = {}
+        # Decided once, here: the CLI links both to the model right after instantiation.
+        self.task = normalise_task(task)
+        self.label_names = self._decide_label_names()
 
-    # -- link sources ----------------------------------------------------------------------------
-
-    @property
-    def task(self) -> str:
-        # Checked here rather than in __init__: an error raised while jsonargparse instantiates
-        # the class would reach the user wrapped in parser noise.
-        return normalise_task(self._task_name)
-
-    @property
-    def _task(self) -> str:
-        return self.task
-
-    @property
-    def label_names(self) -> list[str] | None:
+    def _decide_label_names(self) -> list[str] | None:
         """Label names in id order; None for regression."""
-        if is_regression(self._task):
+        if is_regression(self.task):
             return None
-        if self._label_names is None:
-            if self.labels is not None:
-                self._label_names = list(self.labels)
-            elif self._task in GLUE_TASKS:
-                self._label_names = list(GLUE_TASKS[self._task].label_names)
-            elif self.train_file is not None:
-                self._label_names = infer_label_names(self.read("train"))
-            elif self.dataset is not None:
-                self._label_names = self._hub_label_names()
-            else:
-                raise UserError("the label set is unknown: give --data.train_file, --data.labels, or a "
-                                "checkpoint (--ckpt_path) that stores it")
-        return self._label_names
+        if self.labels is not None:
+            return list(self.labels)
+        if self.task in GLUE_TASKS:
+            return list(GLUE_TASKS[self.task].label_names)
+        if self.train_file is not None:
+            return infer_label_names(self.read("train"))
+        if self.dataset is not None:
+            return self._hub_label_names()
+        raise UserError(
+            "the label set is unknown: give --data.train_file, --data.labels, or a "
+            "checkpoint (--ckpt_path) that stores it"
+        )
 
     @property
     def is_pair(self) -> bool:
-        if self._task in GLUE_TASKS:
-            return GLUE_TASKS[self._task].is_pair
+        if self.task in GLUE_TASKS:
+            return GLUE_TASKS[self.task].is_pair
         return self.text_pair_column is not None
 
     # -- reading -------------------------------------------------------------------------------
@@ -145,26 +134,40 @@ class ClassificationDataModule(TaskDataModule):
             return self._examples_from_hub(hub)
         if split == "predict" and Path(path).suffix.lower() == ".txt":
             return read_text(path, pairs=self.is_pair)
-        if self._task in GLUE_TASKS:
-            return read_glue(path, self._task, require_labels=labelled)
+        if self.task in GLUE_TASKS:
+            return read_glue(path, self.task, require_labels=labelled)
         # Generic files: the train file defines the label set unless --data.labels does.
         inferring = split == "train" and self.labels is None
-        known = None if is_regression(self._task) or inferring else self.label_names
-        return read_table(path, self.text_column, self.text_pair_column,
-                          self.label_column if split != "predict" else None, self.index_column,
-                          label_names=known, regression=is_regression(self._task), require_labels=labelled,
-                          header=self.header)
+        known = None if is_regression(self.task) or inferring else self.label_names
+        return read_table(
+            path,
+            self.text_column,
+            self.text_pair_column,
+            self.label_column if split != "predict" else None,
+            self.index_column,
+            label_names=known,
+            regression=is_regression(self.task),
+            require_labels=labelled,
+            header=self.header,
+        )
 
     def _examples_from_hub(self, rows) -> list[Example]:
-        text_column, pair_column = HUB_GLUE_COLUMNS.get(self._task, (self.text_column, self.text_pair_column))
-        names = None if is_regression(self._task) else self.label_names
+        text_column, pair_column = HUB_GLUE_COLUMNS.get(self.task, (self.text_column, self.text_pair_column))
+        names = None if is_regression(self.task) else self.label_names
         examples = []
         for i, row in enumerate(rows):
-            label = row.get(self.label_column if self._task not in GLUE_TASKS else "label")
+            label = row.get(self.label_column if self.task not in GLUE_TASKS else "label")
             if label is not None and names is not None and isinstance(label, int):
                 label = names[label] if 0 <= label < len(names) else None  # -1 marks unlabelled test rows
-            examples.append(Example(index=str(row.get("idx", i)), text=row[text_column],
-                                    text_pair=row[pair_column] if pair_column else None, label=label, line=i + 1))
+            examples.append(
+                Example(
+                    index=str(row.get("idx", i)),
+                    text=row[text_column],
+                    text_pair=row[pair_column] if pair_column else None,
+                    label=label,
+                    line=i + 1,
+                )
+            )
         return examples
 
     def _hub_label_names(self) -> list[str]:
@@ -173,67 +176,98 @@ class ClassificationDataModule(TaskDataModule):
 
     # -- features ------------------------------------------------------------------------------
 
+    def _gold(self, example: Example) -> int | float | None:
+        if example.label is None:
+            return None
+        return float(example.label) if is_regression(self.task) else self.label_names.index(str(example.label))
+
     def build(self, split: str, path: str | None = None):
         examples = self.read(split, path)
-        names = self.label_names
-        label_ids = {name: i for i, name in enumerate(names or [])}
-        rows = [{"index": e.index, "text": e.text, "text_pair": e.text_pair or "",
-                 "label": (float(e.label) if is_regression(self._task) else label_ids[str(e.label)])
-                 if e.label is not None else None} for e in examples]
+        rows = [
+            {"text": e.text, "text_pair": e.text_pair or "", "label": self._gold(e)} for e in examples
+        ]
         pair, max_length, tokenizer = self.is_pair, self.max_seq_length, self.tokenizer
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            encoded = tokenizer(batch["text"], batch["text_pair"] if pair else None, truncation="longest_first",
-                                max_length=max_length, return_attention_mask=True)
+            encoded = tokenizer(
+                batch["text"],
+                batch["text_pair"] if pair else None,
+                truncation="longest_first",
+                max_length=max_length,
+                return_attention_mask=True,
+            )
             features = {k: encoded[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
-            features["index"] = batch["index"]
             if all(label is not None for label in batch["label"]):
                 features["labels"] = batch["label"]
             return features
 
-        settings = {"task": self._task, "pair": pair, "labels": names}
-        return self.featurize(f"{split}-{Path(path or self.split_file(split) or 'hub').name}", rows, tokenize, settings)
+        settings = {"task": self.task, "pair": pair, "labels": self.label_names}
+        name = Path(path or self.split_file(split) or "hub").name
+        return self.featurize(f"{split}-{name}", rows, tokenize, settings)
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.datasets["train"] = self.build("train")
-        if stage in ("fit", "validate"):
-            if self.validation_file is not None or self.hub_split("validation") is not None:
-                self.datasets["validation"] = [self.build("validation")]
-                if self.validation_mismatched_file:
-                    self.datasets["validation"].append(self.build("validation", self.validation_mismatched_file))
-        if stage == "test":
-            self.datasets["test"] = self.build("test")
-        if stage == "predict":
-            self.datasets["predict"] = self.build("predict")
-
-    def train_dataloader(self):
-        return self.make_loader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self):
-        return [self.make_loader(d, shuffle=False) for d in self.datasets.get("validation", [])]
-
-    def test_dataloader(self):
-        return self.make_loader(self.datasets["test"], shuffle=False)
-
-    def predict_dataloader(self):
-        return self.make_loader(self.datasets["predict"], shuffle=False)
+    def prepare(self, split: str) -> list[Prepared]:
+        paths = [self.split_file(split)]
+        if split == "validation" and self.validation_mismatched_file:
+            paths.append(self.validation_mismatched_file)
+        prepared = []
+        for path, suffix in zip(paths, ("", "_mm"), strict=False):  # MNLI: matched, then mismatched
+            examples = self.read(split, path)
+            gold = [self._gold(e) for e in examples]
+            evaluation = Evaluation(
+                split,
+                str(path or f"{self.dataset}[{split}]"),
+                windows=[1] * len(examples),
+                gold=gold if all(g is not None for g in gold) else None,
+                context=examples,
+                metric_suffix=suffix,
+                outputs=self._outputs(examples) if split == "predict" else (),
+            )
+            prepared.append(Prepared(self.build(split, path), evaluation))
+        return prepared
 
     # -- predictions ---------------------------------------------------------------------------
 
-    def write_predictions(self, outputs: list[list[dict[str, Any]]]) -> list[Path]:
-        records = [record for batch in outputs for record in batch]
-        paths = [write_jsonl(self.predictions_path(), records)]
-        if self._task in GLUE_TASKS:
-            spec = get_task(self._task)
-            values = [r["score"] if spec.is_regression else r["label"] for r in records]
-            submission = paths[0].parent / spec.submission_name(self.predict_file)
-            paths.append(write_submission(submission, spec, [r["index"] for r in records], values))
-        return paths
+    def _outputs(self, examples: list[Example]) -> list[OutputFile]:
+        """``predictions.jsonl`` (``{index, label, probabilities}`` or ``{index, score}``), and for
+        GLUE tasks the submission file (``index<TAB>prediction``) beside it."""
+
+        def record(example: int, prediction: Classified) -> list[str]:
+            fields = {"index": examples[example].index, **prediction.record()}
+            return [json.dumps(fields, ensure_ascii=False)]
+
+        jsonl = self.predictions_path()
+        outputs = [OutputFile(jsonl, record)]
+        if self.task in GLUE_TASKS:
+            spec = get_task(self.task)
+
+            def submission(example: int, prediction: Classified) -> list[str]:
+                value = prediction.score if spec.is_regression else prediction.label
+                return [submission_line(spec, examples[example].index, value)]
+
+            path = jsonl.parent / spec.submission_name(self.predict_file)
+            outputs.append(OutputFile(path, submission, header=[SUBMISSION_HEADER]))
+        return outputs
+
+
+@dataclass
+class Classified:
+    """One example's prediction: its logits (kept for scoring) and what they say."""
+
+    logits: torch.Tensor  # [num_labels], or a scalar score for regression
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    score: float | None = None  # regression
+
+    def record(self) -> dict[str, Any]:
+        if self.score is not None:
+            return {"score": self.score}
+        return {"label": self.label, "probabilities": self.probabilities}
 
 
 class SequenceClassifier(TaskModule):
     """[CLS] pooled output -> dropout -> linear; cross-entropy, or MSE for regression (STS-B)."""
+
+    main_metric_mode = "max"
 
     def __init__(self, classifier_dropout: float | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -241,19 +275,13 @@ class SequenceClassifier(TaskModule):
         if not self.regression and not self.label_names:
             raise UserError("a classification task needs its label names (they come from the data module)")
         num_labels = 1 if self.regression else len(self.label_names)
-        dropout = self.encoder.config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(self.hidden_size, num_labels)
-        self.classifier.weight.data.normal_(0.0, self.encoder.config.initializer_range)
-        self.classifier.bias.data.zero_()
+        self.dropout = self.head_dropout(classifier_dropout)
+        self.classifier = self.linear_head(num_labels)
         self.metrics = metric_names(self.hparams.task, num_labels)
-        self._outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     @property
     def main_metric(self) -> str:
         return f"val/{self.metrics[0]}"
-
-    main_metric_mode = "max"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.classifier(self.dropout(self.encode(batch).pooler_output))  # [B, num_labels]
@@ -264,53 +292,30 @@ class SequenceClassifier(TaskModule):
             return F.mse_loss(logits, labels.float())
         return F.cross_entropy(logits, labels)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
-        return loss
+    def training_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return self.loss(outputs, batch["labels"])
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int) -> None:
-        logits = self(batch)
-        self._outputs.setdefault(dataloader_idx, []).append((logits.detach().float().cpu(), batch["labels"].cpu()))
+    def split_outputs(self, outputs: torch.Tensor, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        logits = outputs.detach().float().cpu()
+        return [(index, index, row) for index, row in zip(batch["feature_index"].tolist(), logits, strict=True)]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, 0)
-
-    def _log_epoch_metrics(self, prefix: str) -> None:
-        for dataloader_idx, outputs in sorted(self._outputs.items()):
-            logits = torch.cat([o[0] for o in outputs])
-            labels = torch.cat([o[1] for o in outputs])
-            logits, labels = self._gather(logits), self._gather(labels)
-            suffix = "_mm" if dataloader_idx == 1 else ""  # MNLI mismatched
-            values = compute_metrics(self.metrics, logits, labels,
-                                     num_classes=None if self.regression else len(self.label_names))
-            values["loss"] = self.loss(logits, labels).item()
-            for name, value in values.items():
-                self.log(f"{prefix}/{name}{suffix}", value, add_dataloader_idx=False, sync_dist=False)
-        self._outputs = {}
-
-    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """All ranks' outputs (DDP), so metrics such as F1 and correlations are computed over the whole set."""
-        if self.trainer.world_size == 1:
-            return tensor
-        return self.all_gather(tensor).reshape(-1, *tensor.shape[1:]).cpu()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        logits = self(batch).float()
+    def decode(self, example: int, outputs: list[torch.Tensor], evaluation: Evaluation) -> Classified:
+        (logits,) = outputs
         if self.regression:
-            return [{"index": index, "score": round(float(s), 6)} for index, s in zip(batch["index"], logits)]
+            return Classified(logits, score=round(float(logits), 6))
         probabilities = logits.softmax(-1)
-        return [
-            {"index": index, "label": self.label_names[int(p.argmax())],
-             "probabilities": {name: round(float(v), 6) for name, v in zip(self.label_names, p)}}
-            for index, p in zip(batch["index"], probabilities)
-        ]
+        return Classified(
+            logits,
+            label=self.label_names[int(probabilities.argmax())],
+            probabilities={name: round(float(v), 6) for name, v in zip(self.label_names, probabilities)},
+        )
+
+    def score(self, predictions: dict[int, Classified], evaluation: Evaluation) -> dict[str, float]:
+        if evaluation.gold is None:
+            return {}
+        logits = torch.stack([p.logits for p in predictions.values()])
+        labels = torch.tensor([evaluation.gold[i] for i in predictions])
+        num_classes = None if self.regression else len(self.label_names)
+        values = compute_metrics(self.metrics, logits, labels, num_classes=num_classes)
+        values["loss"] = self.loss(logits, labels).item()
+        return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from lightning.pytorch.cli import LightningCLI
 from bert_core import CheckpointError, ConfigError
 
 from .callbacks import RunConfigSaver
-from .checkpoint import read_checkpoint
+from .checkpoint import is_task_checkpoint, read_checkpoint
 from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
@@ -54,14 +55,27 @@ class BertTasksCLI(LightningCLI):
         if ckpt_path and self.subcommand != "fit" and ckpt_path not in ("best", "last", "hpc", "registry"):
             # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights
             # come with Lightning's loading), the tokenizer and the labels from what it carries.
-            stored = read_checkpoint(ckpt_path)["hyper_parameters"]
             config.model.init_args.pretrained = ckpt_path
             config.data.init_args.tokenizer = ckpt_path
-            # The task too, unless given: "classification" is the classification data module's default.
-            if getattr(config.data.init_args, "task", None) == "classification" and stored.get("task"):
-                config.data.init_args.task = stored["task"]
-            if hasattr(config.data.init_args, "labels") and config.data.init_args.labels is None:
-                config.data.init_args.labels = stored.get("label_names")
+            self._pass_down(config, read_checkpoint(ckpt_path)["hyper_parameters"], labels=True)
+        elif is_task_checkpoint(config.model.init_args.pretrained):
+            self._pass_down(config, read_checkpoint(config.model.init_args.pretrained)["hyper_parameters"])
+
+    @staticmethod
+    def _pass_down(config, stored: dict, labels: bool = False) -> None:
+        """What a task checkpoint says about its data, handed to the data module unless given:
+        SQuAD's version, and when the checkpoint is the model itself, the task and the labels
+        (the data module never opens a checkpoint)."""
+        data = config.data.init_args
+        if hasattr(data, "version_2_with_negative") and data.version_2_with_negative is None:
+            data.version_2_with_negative = True if stored.get("task") == "squad_v2" else None
+        if not labels:
+            return
+        # "classification" is the classification data module's default: the checkpoint knows better.
+        if getattr(data, "task", None) == "classification" and stored.get("task"):
+            data.task = stored["task"]
+        if hasattr(data, "labels") and data.labels is None:
+            data.labels = stored.get("label_names")
 
 
 def _run_name(config) -> str:
@@ -74,12 +88,36 @@ def _run_name(config) -> str:
 USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
 
 
+# Subcommands besides LightningCLI's: name -> ("module:function", one line of help).
+EXTRA_COMMANDS = {
+    "score-squad": ("tasks.metrics.squad:main", "score a SQuAD predictions file with the official EM/F1"),
+}
+LIGHTNING_COMMANDS = {
+    "fit": "fine-tune on the train file, validating on the dev file each epoch",
+    "validate": "score a checkpoint on the dev file",
+    "test": "score a checkpoint on the test file",
+    "predict": "predict on a file, writing predictions into the run directory",
+}
+
+
+def print_help() -> None:
+    print("usage: python -m tasks <command> [--config configs/<name>.yaml] [--key value ...]\n\ncommands:")
+    for name, line in {**LIGHTNING_COMMANDS, **{k: v for k, (_, v) in EXTRA_COMMANDS.items()}}.items():
+        print(f"  {name:<12}{line}")
+    configs = sorted(Path("configs").glob("*.yaml"))
+    if configs:
+        print(f"\nconfigs: {' '.join(str(c) for c in configs)}")
+    print("\n'python -m tasks <command> --help' lists a command's options.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "score-squad":
-        from .metrics.squad import main as score_squad
-
-        return score_squad(args[1:])
+    if not args or args[0] in ("-h", "--help"):
+        print_help()
+        return 0
+    if args[0] in EXTRA_COMMANDS:
+        module_name, function = EXTRA_COMMANDS[args[0]][0].split(":")
+        return getattr(importlib.import_module(module_name), function)(args[1:])
     try:
         BertTasksCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except Exception as err:

@@ -9,6 +9,7 @@ import os
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from bert_core import load_tokenizer
-
-from .checkpoint import is_task_checkpoint, tokenizer_from_checkpoint
+from .checkpoint import load_task_tokenizer
+from .evaluation import Evaluation
 from .io import UserError
 
 # Padding value per column; list-valued columns not named here (e.g. token labels) pad with -100,
@@ -44,7 +44,9 @@ class TaskDataModule(L.LightningDataModule):
         cache_dir: where tokenised features are cached (default: the ``datasets`` cache).
     """
 
-    model_inputs: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
+    # What the module is told (linked at instantiation): decided once, in the subclass's __init__.
+    task: str | None = None
+    label_names: list[str] | None = None
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class TaskDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self._tokenizer = None
         self._hub: datasets.DatasetDict | None = None
+        self.prepared: dict[str, list[Prepared]] = {}
 
     # -- tokenizer ---------------------------------------------------------------------------
 
@@ -86,10 +89,7 @@ class TaskDataModule(L.LightningDataModule):
         if self._tokenizer is None:
             if self.tokenizer_source is None:
                 raise UserError("no tokenizer source: set --model.pretrained (the data module follows it)")
-            if is_task_checkpoint(self.tokenizer_source):
-                self._tokenizer = tokenizer_from_checkpoint(self.tokenizer_source)
-            else:
-                self._tokenizer = load_tokenizer(self.tokenizer_source, do_lower_case=self.do_lower_case)
+            self._tokenizer = load_task_tokenizer(self.tokenizer_source, do_lower_case=self.do_lower_case)
             limit = self._tokenizer.model_max_length
             if self._max_seq_length > limit:
                 warnings.warn(f"max_seq_length {self._max_seq_length} exceeds the encoder's {limit} positions; "
@@ -106,6 +106,10 @@ class TaskDataModule(L.LightningDataModule):
     def split_file(self, split: str) -> str | None:
         return {"train": self.train_file, "validation": self.validation_file, "test": self.test_file,
                 "predict": self.predict_file}[split]
+
+    def has_split(self, split: str) -> bool:
+        """A file is set for the split, or the hub data set has it."""
+        return self.split_file(split) is not None or (self.dataset is not None and self.hub_split(split) is not None)
 
     def hub_split(self, split: str) -> datasets.Dataset | None:
         """A split of ``--data.dataset`` from the Hugging Face Hub (None when no data set is named)."""
@@ -150,9 +154,11 @@ class TaskDataModule(L.LightningDataModule):
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         cache_root = Path(self.cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "bert_tasks")
         cache_root.mkdir(parents=True, exist_ok=True)
-        return table.map(fn, batched=True, remove_columns=table.column_names,
-                         cache_file_name=str(cache_root / f"{type(self).__name__}-{split}-{digest}.arrow"),
-                         load_from_cache_file=True, desc=f"tokenising {split}")
+        features = table.map(fn, batched=True, remove_columns=table.column_names,
+                             cache_file_name=str(cache_root / f"{type(self).__name__}-{split}-{digest}.arrow"),
+                             load_from_cache_file=True, desc=f"tokenising {split}")
+        # Each feature's row number: outputs are collected by it (a repeat counts once).
+        return features.add_column("feature_index", list(range(len(features))))
 
     # -- batching ----------------------------------------------------------------------------
 
@@ -182,6 +188,35 @@ class TaskDataModule(L.LightningDataModule):
                           collate_fn=self.collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
+    # -- splits, loaders and evaluations: written once for every task --------------------------
+
+    def prepare(self, split: str) -> list[Prepared]:
+        """Read and featurise a split: one ``Prepared`` per loader (MNLI validates on two files)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        for split in STAGE_SPLITS[stage]:
+            if split == "validation" and not self.has_split(split):
+                continue  # fit without a dev set: train only
+            if split not in self.prepared:
+                self.prepared[split] = self.prepare(split)
+
+    def evaluations(self) -> dict[str, list[Evaluation]]:
+        """What the module needs to decode, score and write each prepared split."""
+        return {split: [p.evaluation for p in prepared] for split, prepared in self.prepared.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader(self.prepared["train"][0].dataset, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.make_loader(p.dataset, shuffle=False) for p in self.prepared.get("validation", [])]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.make_loader(p.dataset, shuffle=False) for p in self.prepared["test"]]
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.make_loader(self.prepared["predict"][0].dataset, shuffle=False)
+
     # -- outputs -------------------------------------------------------------------------------
 
     @property
@@ -191,17 +226,16 @@ class TaskDataModule(L.LightningDataModule):
     def predictions_path(self, default_name: str = "predictions.jsonl") -> Path:
         return Path(self.predictions_file) if self.predictions_file else self.run_dir / default_name
 
-    def write_predictions(self, outputs: list[Any]) -> Path | list[Path]:
-        raise NotImplementedError
 
-    # Link sources: subclasses override.
-    @property
-    def task(self) -> str | None:
-        return None
+@dataclass
+class Prepared:
+    """A featurised split: the loader's rows and what the module needs to evaluate them."""
 
-    @property
-    def label_names(self) -> list[str] | None:
-        return None
+    dataset: datasets.Dataset
+    evaluation: Evaluation
+
+
+STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 
 
 class LengthGroupedSampler(Sampler[int]):

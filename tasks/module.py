@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from bert_core import BertConfig, BertModel, resolve_source
-from bert_core.tokenizer import infer_lower_case, read_vocab
+from bert_core import BertConfig, BertModel
+from bert_core.tokenizer import tokenizer_spec
 
 from .callbacks import MetricsJsonWriter
 from .checkpoint import PAYLOAD_KEY, is_task_checkpoint, read_checkpoint
+from .evaluation import Collector, Evaluation
+from .writers import PredictionWriter
 
 
 class TaskModule(L.LightningModule):
@@ -107,8 +108,7 @@ class TaskModule(L.LightningModule):
     # -- checkpoints ---------------------------------------------------------------------------
 
     def configure_callbacks(self):
-        has_validation = getattr(self.trainer.datamodule, "validation_file", None) is not None or getattr(
-            self.trainer.datamodule, "dataset", None) is not None
+        has_validation = self._trainer is not None and self.trainer.datamodule.has_split("validation")
         best = ModelCheckpoint(
             dirpath=self.run_dir / "checkpoints",
             filename="best",
@@ -129,25 +129,125 @@ class TaskModule(L.LightningModule):
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        return [best, last, MetricsJsonWriter()]
+        return [best, last, MetricsJsonWriter(), PredictionWriter()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[PAYLOAD_KEY] = {"bert_config": self.encoder.config.to_dict(), **self._tokenizer_payload}
 
-    # -- prediction ----------------------------------------------------------------------------
+    # -- the task's part: subclasses define these ----------------------------------------------
+
+    def training_loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluation_loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor | None:
+        """A loss logged per evaluation step (None: the task's ``score`` reports its own)."""
+        return None
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        """(example index, feature index, output) for each feature of the batch, on the CPU."""
+        raise NotImplementedError
+
+    def decode(self, example: int, outputs: list[Any], evaluation: Evaluation) -> Any:
+        """The prediction for one example from all of its outputs (in feature order)."""
+        raise NotImplementedError
+
+    def score(self, predictions: dict[int, Any], evaluation: Evaluation) -> dict[str, float]:
+        """Metrics of the decoded predictions against the evaluation's gold data."""
+        raise NotImplementedError
+
+    # -- training and evaluation, driven here for every task -------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        self.evaluations: dict[str, list[Evaluation]] = datamodule.evaluations() if datamodule is not None else {}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.training_loss(self(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def _start(self, split: str) -> None:
+        self._collectors = [Collector(evaluation.windows) for evaluation in self.evaluations.get(split, [])]
+
+    def on_validation_epoch_start(self) -> None:
+        self._start("validation")
+
+    def on_test_epoch_start(self) -> None:
+        self._start("test")
 
     def on_predict_epoch_start(self) -> None:
-        self._predictions: list[Any] = []
+        self._start("predict")
 
-    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._predictions.append(outputs)
+    def _evaluation_step(self, prefix: str, batch: dict[str, Any], dataloader_idx: int) -> None:
+        outputs = self(batch)
+        loss = self.evaluation_loss(outputs, batch)
+        if loss is not None:
+            suffix = self.evaluations[_SPLITS[prefix]][dataloader_idx].metric_suffix
+            self.log(f"{prefix}/loss{suffix}", loss, batch_size=len(batch["input_ids"]), add_dataloader_idx=False)
+        self._collectors[dataloader_idx].add(self.split_outputs(outputs, batch))
 
-    def on_predict_epoch_end(self) -> None:
-        paths = self.trainer.datamodule.write_predictions(self._predictions)
-        self._predictions = []
-        if self.trainer.is_global_zero:
-            for path in paths if isinstance(paths, list | tuple) else [paths]:
-                print(f"predictions written to {path}", file=sys.stderr)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step("test", batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def _finish_evaluation(self, prefix: str) -> None:
+        """Gather every rank's outputs, decode each complete example, log the metrics, write artefacts."""
+        for collector, evaluation in zip(self._collectors, self.evaluations[_SPLITS[prefix]], strict=True):
+            self._gather(collector)
+            predictions = {example: self.decode(example, outputs, evaluation) for example, outputs in collector.complete()}
+            if not predictions:
+                continue
+            for name, value in self.score(predictions, evaluation).items():
+                self.log(f"{prefix}/{name}{evaluation.metric_suffix}", value, add_dataloader_idx=False)
+            if evaluation.write_artifacts is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+                evaluation.write_artifacts(predictions, self.run_dir)
+        self._collectors = []
+
+    def _gather(self, collector: Collector) -> None:
+        """With several processes, every rank gets every rank's outputs (keyed by feature: the
+        distributed sampler's padding repeats count once)."""
+        if self.trainer.world_size == 1:
+            return
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, collector.items())
+        collector.parts.clear()
+        for items in gathered:
+            collector.add(items)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[tuple[int, Any]]:
+        """The examples this batch completed, decoded, in example order (for the prediction writer)."""
+        (collector,), (evaluation,) = self._collectors, self.evaluations["predict"]
+        collector.add(self.split_outputs(self(batch), batch))
+        return [(example, self.decode(example, outputs, evaluation)) for example, outputs in collector.ready()]
+
+    def prediction_pending(self) -> int:
+        """Examples of the predict split not decoded yet (0 once a predict epoch has seen them all)."""
+        return sum(collector.pending for collector in self._collectors)
+
+    # -- heads -----------------------------------------------------------------------------------
+
+    def linear_head(self, out_features: int) -> nn.Linear:
+        """A linear layer on the hidden size, initialised as BERT's task heads: N(0, initializer_range), zero bias."""
+        head = nn.Linear(self.hidden_size, out_features)
+        head.weight.data.normal_(0.0, self.encoder.config.initializer_range)
+        head.bias.data.zero_()
+        return head
+
+    def head_dropout(self, classifier_dropout: float | None) -> nn.Dropout:
+        """Dropout before a head: ``classifier_dropout``, by default the encoder's hidden dropout."""
+        rate = self.encoder.config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
+        return nn.Dropout(rate)
+
+
+_SPLITS = {"val": "validation", "test": "test"}
 
 
 def _depth(name: str, num_layers: int) -> int:
@@ -165,11 +265,5 @@ def load_encoder(pretrained: str, **overrides) -> tuple[BertModel, dict[str, Any
         config = BertConfig.from_dict({**payload["bert_config"], **overrides})
         return BertModel(config), {k: payload[k] for k in ("vocab", "do_lower_case")}
     encoder = BertModel.from_pretrained(pretrained, **overrides)
-    resolved = resolve_source(pretrained)
-    vocab_path = resolved.directory / "vocab.txt"
-    vocab = read_vocab(vocab_path)
-    do_lower_case, _ = infer_lower_case(resolved.directory, vocab, resolved.name)
-    tokens = [line.rstrip("\r") for line in vocab_path.read_text(encoding="utf-8").split("\n")]
-    if tokens and tokens[-1] == "":
-        tokens.pop()
-    return encoder, {"vocab": tokens, "do_lower_case": do_lower_case}
+    spec = tokenizer_spec(pretrained)
+    return encoder, {"vocab": spec.tokens, "do_lower_case": spec.do_lower_case}

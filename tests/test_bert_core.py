@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import ast
+import graphlib
+import importlib
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bert_core import BertConfig, BertForPreTraining, BertModel, CheckpointError, ConfigError, load_tokenizer
-from bert_core.checkpoint import resolve_source, tf_name_to_hf
+import bert_core
+from bert_core import (
+    BertConfig,
+    BertForPreTraining,
+    BertModel,
+    CheckpointError,
+    ConfigError,
+    errors,
+    load_tokenizer,
+    tf_checkpoint,
+)
+from bert_core.checkpoint import tf_name_to_hf
+from bert_core.sources import resolve_source
 
 from .conftest import shared_path
 
@@ -24,8 +41,12 @@ def fixture_dir():
 def run_oracle(model: BertForPreTraining, expected) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
-        out = model(torch.tensor(expected["input_ids"]), torch.tensor(expected["attention_mask"]),
-                    torch.tensor(expected["token_type_ids"]), output_hidden_states=True)
+        out = model(
+            torch.tensor(expected["input_ids"]),
+            torch.tensor(expected["attention_mask"]),
+            torch.tensor(expected["token_type_ids"]),
+            output_hidden_states=True,
+        )
     mask = expected["attention_mask"].astype(bool)  # padded rows are compared on real tokens only
     got = {
         "last_hidden_state": out.last_hidden_state.numpy()[mask],
@@ -34,8 +55,11 @@ def run_oracle(model: BertForPreTraining, expected) -> dict[str, float]:
         "seq_relationship_logits": out.seq_relationship_logits.numpy(),
         "hidden_states": torch.stack(out.hidden_states).numpy()[:, mask],
     }
-    want = {k: expected[k][mask] if k in ("last_hidden_state", "prediction_logits") else expected[k]
-            for k in got if k in expected.files}
+    want = {
+        k: expected[k][mask] if k in ("last_hidden_state", "prediction_logits") else expected[k]
+        for k in got
+        if k in expected.files
+    }
     if "hidden_states" in want:
         want["hidden_states"] = want["hidden_states"][:, mask]
     return {k: float(np.abs(got[k] - want[k]).max()) for k in want}
@@ -44,12 +68,20 @@ def run_oracle(model: BertForPreTraining, expected) -> dict[str, float]:
 @pytest.mark.parametrize("layout", ["tf_checkpoint", "tf_prefix", "hf"])
 def test_oracle_parity_erf_gelu(layout):
     base = fixture_dir()
-    source = {"tf_checkpoint": base / "tf_checkpoint", "tf_prefix": base / "tf_checkpoint" / "bert_model.ckpt",
-              "hf": base / "hf"}[layout]
+    source = {
+        "tf_checkpoint": base / "tf_checkpoint",
+        "tf_prefix": base / "tf_checkpoint" / "bert_model.ckpt",
+        "hf": base / "hf",
+    }[layout]
     expected = np.load(base / "expected_outputs.npz")
     errors = run_oracle(BertForPreTraining.from_pretrained(source), expected)
-    assert set(errors) == {"last_hidden_state", "pooled_output", "prediction_logits", "seq_relationship_logits",
-                           "hidden_states"}
+    assert set(errors) == {
+        "last_hidden_state",
+        "pooled_output",
+        "prediction_logits",
+        "seq_relationship_logits",
+        "hidden_states",
+    }
     assert max(errors.values()) <= ATOL, errors
 
 
@@ -71,44 +103,42 @@ def test_oracle_full_padded_batch_matches_reference():
     expected = np.load(base / "expected_outputs.npz")
     model = BertModel.from_pretrained(base / "tf_checkpoint").eval()
     with torch.no_grad():
-        out = model(torch.tensor(expected["input_ids"]), torch.tensor(expected["attention_mask"]),
-                    torch.tensor(expected["token_type_ids"]))
+        out = model(
+            torch.tensor(expected["input_ids"]),
+            torch.tensor(expected["attention_mask"]),
+            torch.tensor(expected["token_type_ids"]),
+        )
     real = expected["attention_mask"].astype(bool)
     assert np.abs(out.last_hidden_state.numpy()[real] - expected["last_hidden_state"][real]).max() <= ATOL
     assert np.abs(out.pooler_output.numpy() - expected["pooled_output"]).max() <= ATOL
 
 
-def test_tokenizer_reproduces_fixture_ids():
-    base = fixture_dir()
-    info = json.loads((base / "expected_outputs.json").read_text())
-    tokenizer = load_tokenizer(base / "tf_checkpoint")
-    for row, text in enumerate(info["texts"]):
-        ids = tokenizer(text["a"], text["b"])["input_ids"]
-        for replacement in info["mask_replacements"]:  # the fixture masked "fox" for the MLM head
-            if replacement["row"] == row:
-                ids[replacement["position"]] = tokenizer.mask_token_id
-        assert ids == [i for i, m in zip(info["input_ids"][row], info["attention_mask"][row]) if m]
-    # the HF copy says do_lower_case in tokenizer_config.json; Google's directory is inferred from the vocab
-    assert load_tokenizer(base / "hf")("Hello")["input_ids"] == tokenizer("Hello")["input_ids"]
-
-
 def test_tf_name_table():
     assert tf_name_to_hf("bert/encoder/layer_11/attention/self/query/kernel") == (
-        "bert.encoder.layer.11.attention.self.query.weight", True)
+        "bert.encoder.layer.11.attention.self.query.weight",
+        True,
+    )
     assert tf_name_to_hf("bert/embeddings/LayerNorm/gamma") == ("bert.embeddings.LayerNorm.weight", False)
-    assert tf_name_to_hf("bert/embeddings/word_embeddings") == ("bert.embeddings.word_embeddings.weight", False)
+    assert tf_name_to_hf("bert/embeddings/word_embeddings") == (
+        "bert.embeddings.word_embeddings.weight",
+        False,
+    )
     assert tf_name_to_hf("cls/predictions/output_bias") == ("cls.predictions.bias", False)
     assert tf_name_to_hf("cls/seq_relationship/output_weights") == ("cls.seq_relationship.weight", False)
 
 
-def test_encoder_from_pretraining_checkpoint_drops_heads_and_pretraining_from_encoder_says_so(tmp_path, capsys):
+def test_encoder_from_pretraining_checkpoint_drops_heads_and_pretraining_from_encoder_says_so(
+    tmp_path, capsys
+):
     base = fixture_dir()
     encoder = BertModel.from_pretrained(base / "tf_checkpoint")
     assert not any(name.startswith("cls") for name in encoder.state_dict())
     encoder.save_pretrained(tmp_path)
     model = BertForPreTraining.from_pretrained(tmp_path)
     assert "newly initialised" in capsys.readouterr().err
-    assert torch.equal(model.bert.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight)
+    assert torch.equal(
+        model.bert.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight
+    )
 
 
 def test_round_trip_save_pretrained_to_transformers(tmp_path):
@@ -136,9 +166,12 @@ def test_real_minilm_weights_match_transformers():
     ours = BertModel.from_pretrained("all-MiniLM-L6-v2").eval()
     theirs = transformers.BertModel.from_pretrained(directory, attn_implementation="eager").eval()
     tokenizer = load_tokenizer("all-MiniLM-L6-v2")
-    batch = tokenizer(["The cat sat on the mat.", "Ça coûte combien, s'il vous plaît ?"],
-                      ["A dog slept on the sofa all afternoon.", None and "" or "Cheap."],
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["The cat sat on the mat.", "Ça coûte combien, s'il vous plaît ?"],
+        ["A dog slept on the sofa all afternoon.", None and "" or "Cheap."],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         a = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         b = theirs(**batch)
@@ -170,17 +203,6 @@ def copy_tf(tmp_path):
     return target
 
 
-def test_missing_directory_and_missing_files(tmp_path):
-    with pytest.raises(CheckpointError, match="no such directory"):
-        BertModel.from_pretrained(tmp_path / "nope")
-    with pytest.raises(CheckpointError, match="no model.safetensors, pytorch_model.bin or TF checkpoint"):
-        BertModel.from_pretrained(tmp_path)
-    target = copy_tf(tmp_path)
-    (target / "bert_config.json").unlink()
-    with pytest.raises(CheckpointError, match="no bert_config.json"):
-        BertModel.from_pretrained(target)
-
-
 def test_missing_data_shard(tmp_path):
     target = copy_tf(tmp_path)
     (target / "bert_model.ckpt.data-00000-of-00001").unlink()
@@ -203,7 +225,9 @@ def test_broken_config(tmp_path):
     with pytest.raises(ConfigError, match="not valid JSON"):
         BertModel.from_pretrained(target)
     (target / "bert_config.json").write_text(json.dumps({**config, "num_attention_heads": 5}))
-    with pytest.raises(ConfigError, match=r"hidden_size \(64\) is not divisible by num_attention_heads \(5\)"):
+    with pytest.raises(
+        ConfigError, match=r"hidden_size \(64\) is not divisible by num_attention_heads \(5\)"
+    ):
         BertModel.from_pretrained(target)
     (target / "bert_config.json").write_text(json.dumps({**config, "hidden_act": "swish"}))
     with pytest.raises(ConfigError, match="unknown hidden_act 'swish'"):
@@ -214,7 +238,9 @@ def test_vocab_and_embedding_size_mismatch(tmp_path):
     target = copy_tf(tmp_path)
     config = json.loads((target / "bert_config.json").read_text())
     (target / "bert_config.json").write_text(json.dumps({**config, "vocab_size": 600}))
-    with pytest.raises(CheckpointError, match=r"tensor embeddings.word_embeddings.weight has shape \(513, 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"tensor embeddings.word_embeddings.weight has shape \(513, 64\)"
+    ):
         BertModel.from_pretrained(target)
     (target / "bert_config.json").write_text(json.dumps({**config, "vocab_size": 500}))
     with pytest.raises(CheckpointError, match="513 tokens, but the model's vocab_size is 500"):
@@ -241,28 +267,84 @@ def test_unexpected_and_missing_tensors(tmp_path):
         BertModel.from_pretrained(target)
 
 
-def test_casing_contradiction_is_an_error():
-    with pytest.raises(CheckpointError, match="do_lower_case=False contradicts"):
-        load_tokenizer(fixture_dir() / "tf_checkpoint", do_lower_case=False)
-    assert load_tokenizer(fixture_dir() / "tf_checkpoint", do_lower_case=True) is not None
-
-
-def test_casing_from_google_directory_names(tmp_path):
-    for name, lower in (("uncased_L-2_H-64_A-4", True), ("cased_L-2_H-64_A-4", False)):
-        target = tmp_path / name
-        shutil.copytree(fixture_dir() / "tf_checkpoint", target)
-        tokenizer = load_tokenizer(target)
-        assert tokenizer("The")["input_ids"][1] == (213 if lower else 100)  # "the" or [UNK]
-
-
-def test_hub_id_offline_fails_fast_with_advice(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match="bert-base-uncased.*local copy"):
-        BertModel.from_pretrained("bert-base-uncased")
-
-
 def test_config_json_round_trip(tmp_path):
     config = BertConfig.from_json(fixture_dir() / "tf_checkpoint" / "bert_config.json")
     config.to_json(tmp_path / "config.json")
     again = BertConfig.from_json(tmp_path / "config.json")
     assert again == config and again.layer_norm_eps == 1e-12
+
+
+def test_corrupt_tf_index_is_the_one_checkpoint_error(tmp_path):
+    """tf_checkpoint raises the package's CheckpointError itself, so one ``except`` catches every layer."""
+    target = copy_tf(tmp_path)
+    index = target / "bert_model.ckpt.index"
+    raw = bytearray(index.read_bytes())
+    raw[100] ^= 0x10
+    index.write_bytes(raw)
+    for load in (BertModel.from_pretrained, tf_checkpoint.read_tf_checkpoint):
+        with pytest.raises(bert_core.CheckpointError, match="corrupt index .*checksum mismatch") as error:
+            load(target)
+        assert type(error.value) is bert_core.CheckpointError
+    names = ("checkpoint", "errors", "sources", "tf_checkpoint", "tokenizer", "vocab")
+    modules = [bert_core, *(importlib.import_module(f"bert_core.{name}") for name in names)]
+    classes = {getattr(module, "CheckpointError", None) for module in modules} - {None}
+    assert classes == {errors.CheckpointError} and issubclass(errors.CheckpointError, ValueError)
+
+
+# -- the package's shape ------------------------------------------------------------------------
+
+
+def test_importing_bert_core_and_its_config_does_not_import_transformers():
+    code = (
+        "import sys, bert_core.config, bert_core, bert_core.vocab\n"
+        "assert not {'transformers', 'torch'} & set(sys.modules), 'config/vocab import torch or transformers'\n"
+        "from bert_core import BertModel, CheckpointError, load_tokenizer, resolve_source\n"
+        "import bert_core.checkpoint, bert_core.model, bert_core.tokenizer\n"
+        "assert 'transformers' not in sys.modules, 'bert_core imports transformers'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def bert_core_imports() -> dict[str, set[str]]:
+    """bert_core module -> the bert_core modules it imports anywhere (in functions and TYPE_CHECKING too)."""
+    package = Path(bert_core.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        if path.stem == "__init__":  # re-exports everything, lazily; not a layer
+            continue
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                targets |= {node.module} if node.module else {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bert_core."):
+                targets.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                targets |= {a.name.split(".")[1] for a in node.names if a.name.startswith("bert_core.")}
+        graph[path.stem] = {target.split(".")[0] for target in targets} - {path.stem}
+    return graph
+
+
+def test_no_import_cycles_in_bert_core():
+    graph = bert_core_imports()
+    assert {
+        "errors",
+        "config",
+        "vocab",
+        "tf_checkpoint",
+        "sources",
+        "checkpoint",
+        "model",
+        "tokenizer",
+    } <= set(graph)
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
+    assert order.index("tf_checkpoint") < order.index("sources") < order.index("checkpoint")
+    assert graph["errors"] == set() and graph["tf_checkpoint"] == {"errors"}
+    assert graph["vocab"] == {"errors"} and graph["config"] == set()
+    assert "tokenizer" not in graph["checkpoint"] and "model" not in graph["checkpoint"]

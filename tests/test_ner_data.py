@@ -2,19 +2,14 @@
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from tasks.data.conll import read_conll
 from tasks.io import DataError, UserError
-from tasks.tagging import (
-    TaggingDataModule,
-    TaggingModule,
-    conll_lines_with_predictions,
-    split_words,
-    text_records,
-)
+from tasks.data.conll import conll_lines_with_predictions
+from tasks.data.words import split_words, text_records
+from tasks.tagging import TaggingDataModule, TaggingModule
 
 IOB1_TRAIN = "-DOCSTART- -X- O\n\nEU NNP I-ORG\nrejects VBZ O\nGerman JJ I-MISC\ncall NN O\n\nPeter NNP I-PER\nBlackburn NNP I-PER\n"
 
@@ -138,12 +133,12 @@ def test_conll_output_appends_the_prediction_in_conlleval_layout(tmp_path):
 
 def test_checkpoint_keeps_its_scheme_and_refuses_another(tiny_bert_dir):
     module = TaggingModule(pretrained=str(tiny_bert_dir), label_names=["O", "B-X", "I-X"])
-    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(tag_scheme="IOB1"))
+    module.tag_scheme = "IOB1"  # what the data module's evaluations say
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
     assert checkpoint["tagging"] == {"tag_scheme": "IOB1"}
     restored = TaggingModule(pretrained=str(tiny_bert_dir), label_names=["O", "B-X", "I-X"])
-    restored._trainer = SimpleNamespace(datamodule=SimpleNamespace(tag_scheme="BIO"))
+    restored.tag_scheme = "BIO"
     with pytest.raises(UserError, match="trained with --data.tag_scheme IOB1, not BIO"):
         restored.on_load_checkpoint(checkpoint)
 

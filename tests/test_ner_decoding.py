@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tasks.data.conll import is_valid_sequence, label_names_for
-from tasks.tagging import fill_untokenized, transition_constraints, viterbi
+from tasks.decoding.tagging import fill_untokenized, transition_constraints, viterbi
 
 
 def brute_force(scores: np.ndarray, labels: list[str], scheme: str) -> tuple[float, list[str]]:

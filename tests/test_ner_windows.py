@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 
 from tasks.data.conll import is_valid_sequence
-from tasks.tagging import (
-    IGNORE_INDEX,
-    TaggingDataModule,
-    TaggingModule,
-    WordScores,
-    build_windows,
-    sentence_spans,
-)
+from tasks.decoding.tagging import WordScores, decode_sentence, transition_constraints
+from tasks.features.tagging import IGNORE_INDEX, build_windows, sentence_spans
+from tasks.tagging import TaggingDataModule
 
 
 def make_datamodule(tmp_path: Path, tokenizer_dir: Path, train: str, **options) -> TaggingDataModule:
@@ -28,7 +23,7 @@ def make_datamodule(tmp_path: Path, tokenizer_dir: Path, train: str, **options) 
 
 
 def features_of(datamodule: TaggingDataModule, split: str = "train") -> list[dict]:
-    return list(datamodule.build(split).features)
+    return list(datamodule.build(split)[1])
 
 
 def test_sentence_spans_hand_computed():
@@ -117,19 +112,16 @@ def test_600_word_sentence_every_word_predicted_exactly_once_with_the_most_conte
             assert context == max(others)  # no other window gives this word more context
 
     # decoded from random scores, every word gets one tag and the sequence is valid
-    module = TaggingModule.__new__(TaggingModule)
-    module.label_names, module._tag_scheme = datamodule.label_names, "BIO"
     scores_rng = np.random.default_rng(0)
     collected = [
         WordScores(
-            f["sentence"],
             np.array(f["word_indices"]),
             np.log(scores_rng.dirichlet(np.ones(3), size=len(f["word_indices"]))),
-            f["num_predictable"],
         )
         for f in features
     ]
-    (decoded,) = module.decode(collected, [len(words)])
+    constraints = transition_constraints(datamodule.label_names, "BIO")
+    decoded = decode_sentence(len(words), collected, datamodule.label_names, constraints)
     assert len(decoded) == 600 and is_valid_sequence(decoded, "BIO")
 
 

@@ -10,12 +10,12 @@ import pytest
 from bert_core import load_tokenizer
 from tasks.data.squad import SquadAnswer, SquadExample
 from tasks.io import DataError, UserError
-from tasks.qa import (
+from tasks.decoding.qa import postprocess
+from tasks.features.qa import (
     OUTSIDE_CONTEXT,
     build_features,
     check_window_options,
     max_context_masks,
-    postprocess,
     window_spans,
 )
 

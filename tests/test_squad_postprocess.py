@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tasks.data.squad import SquadExample
-from tasks.qa import OUTSIDE_CONTEXT, QAFeature, postprocess
+from tasks.decoding.qa import postprocess
+from tasks.features.qa import OUTSIDE_CONTEXT, QAFeature
 
 CONTEXT = "Zero one two three four five six seven eight nine"
 WORD_SPANS = [m.span() for m in re.finditer(r"\S+", CONTEXT)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,3 +317,53 @@ def is_valid_sequence(tags: Sequence[str], scheme: str) -> bool:
             return False
         previous = tag
     return previous is None or allowed_end(previous, scheme)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing: the file again, with a predicted tag per token
+
+
+class ConllPredictions:
+    """Renders a CoNLL file again, sentence by sentence, each token line with the predicted tag as
+    a new last column.
+
+    This is conlleval's layout when the gold tag is the last column; a gold column elsewhere
+    moves to the second-to-last place. -DOCSTART- lines get an O, separators stay empty lines.
+    Sentences must be rendered in file order (``sentence``), then ``rest`` gives the trailing lines.
+    """
+
+    def __init__(self, lines: Sequence[str], conll: ConllFile):
+        self.lines, self.conll, self.next_line = lines, conll, 0  # 0-based index of the next line to write
+
+    def sentence(self, index: int, tags: Sequence[str]) -> Iterator[str]:
+        """The lines up to and including the last word of sentence ``index``."""
+        last = self.conll.sentences[index].lines[-1] if self.conll.sentences[index].words else self.next_line
+        predicted = iter(tags)
+        while self.next_line < last:
+            yield self._render(self.lines[self.next_line], predicted)
+            self.next_line += 1
+
+    def rest(self) -> Iterator[str]:
+        while self.next_line < len(self.lines):
+            yield self._render(self.lines[self.next_line], iter(()))
+            self.next_line += 1
+
+    def _render(self, line: str, predicted: Iterator[str]) -> str:
+        if not line.strip():
+            return ""
+        columns = split_columns(line)
+        gold_column = self.conll.tag_column
+        if gold_column is not None and gold_column != len(columns) - 1 and len(columns) == self.conll.num_columns:
+            columns.append(columns.pop(gold_column))
+        tag = OUTSIDE if columns[0] == DOCSTART else next(predicted)
+        return self.conll.separator.join([*columns, tag])
+
+
+def conll_lines_with_predictions(
+    lines: Sequence[str], conll: ConllFile, tags: Sequence[Sequence[str]]
+) -> Iterator[str]:
+    """The whole file with predictions (see ``ConllPredictions``); ``tags`` per sentence, in order."""
+    writer = ConllPredictions(lines, conll)
+    for index, sentence_tags in enumerate(tags):
+        yield from writer.sentence(index, sentence_tags)
+    yield from writer.rest()

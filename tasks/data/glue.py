@@ -148,6 +148,15 @@ def read_glue(path: str | os.PathLike, task: str | TaskSpec, require_labels: boo
     )
 
 
+SUBMISSION_HEADER = "index\tprediction"
+
+
+def submission_line(task: str | TaskSpec, index: str, prediction: str | float) -> str:
+    """One row of a GLUE submission file: a label name, or a score with 3 decimals for STS-B."""
+    value = f"{float(prediction):.3f}" if get_task(task).is_regression else str(prediction)
+    return f"{index}\t{value}"
+
+
 def write_submission(
     path: str | os.PathLike, task: str | TaskSpec, indices: Sequence[str], predictions: Sequence[str | float]
 ) -> Path:
@@ -159,10 +168,9 @@ def write_submission(
     if len(indices) != len(predictions):
         raise ValueError(f"{len(indices)} indices but {len(predictions)} predictions")
     with atomic_open(path) as handle:
-        handle.write("index\tprediction\n")
+        handle.write(SUBMISSION_HEADER + "\n")
         for index, prediction in zip(indices, predictions, strict=True):
-            value = f"{float(prediction):.3f}" if spec.is_regression else str(prediction)
-            handle.write(f"{index}\t{value}\n")
+            handle.write(submission_line(spec, index, prediction) + "\n")
     return Path(path)
 
 

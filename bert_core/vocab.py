@@ -1,0 +1,96 @@
+"""Google's ``vocab.txt`` and the casing rules of a checkpoint, in pure Python (no torch, no transformers).
+
+Lower-casing a cased model's input (or not lower-casing an uncased one's) silently costs several
+points of accuracy, so the casing comes from, in order: ``tokenizer_config.json``, Google's
+``uncased_L-...``/``cased_L-...`` directory names, and the vocabulary itself (an uncased vocabulary
+has no upper-case letters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .errors import CheckpointError
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "infer_lower_case",
+    "missing_special_tokens",
+    "read_vocab",
+    "read_vocab_tokens",
+    "vocab_ids",
+    "write_tokenizer_files",
+]
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def read_vocab_tokens(path: str | os.PathLike) -> list[str]:
+    """The tokens of a vocab.txt in line order (the id is the line number); a final newline ends the last line."""
+    tokens = [line.rstrip("\r") for line in Path(path).read_text(encoding="utf-8").split("\n")]
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    if not tokens:
+        raise CheckpointError(f"{path}: empty vocabulary")
+    return tokens
+
+
+def vocab_ids(tokens: Sequence[str]) -> dict[str, int]:
+    """Token -> id (its position); the first id of a duplicated token wins, as in Google's tokenizer."""
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        vocab.setdefault(token, index)
+    return vocab
+
+
+def read_vocab(path: str | os.PathLike) -> dict[str, int]:
+    """Google's vocab.txt as token -> id."""
+    return vocab_ids(read_vocab_tokens(path))
+
+
+def missing_special_tokens(vocab: Iterable[str]) -> list[str]:
+    """The BERT special tokens a vocabulary lacks, in SPECIAL_TOKENS order."""
+    present = set(vocab)
+    return [token for token in SPECIAL_TOKENS if token not in present]
+
+
+def infer_lower_case(directory: str | os.PathLike, vocab: Iterable[str], name: str = "") -> tuple[bool, str]:
+    """Returns (do_lower_case, the evidence for it) for the checkpoint in ``directory``."""
+    directory = Path(directory)
+    from_config = _casing_from_tokenizer_config(directory / "tokenizer_config.json")
+    if from_config is not None:
+        return from_config
+    for label in (directory.name.lower(), Path(name).name.lower()):
+        if label.startswith("uncased_") or "-uncased" in label or "_uncased" in label:
+            return True, f"the checkpoint is named '{label}'"
+        if label.startswith("cased_") or "-cased" in label or "_cased" in label:
+            return False, f"the checkpoint is named '{label}'"
+    if any(token[:1].isupper() for token in vocab if not token.startswith("[") and token[:1].isalpha()):
+        return False, "its vocab.txt has upper-case tokens (a cased vocabulary)"
+    return True, "its vocab.txt has no upper-case tokens (an uncased vocabulary)"
+
+
+def _casing_from_tokenizer_config(path: Path) -> tuple[bool, str] | None:
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if "do_lower_case" not in config:
+        return None
+    return bool(config["do_lower_case"]), f"{path} says do_lower_case={config['do_lower_case']}"
+
+
+def write_tokenizer_files(
+    source_directory: str | os.PathLike, directory: str | os.PathLike, name: str = ""
+) -> None:
+    """Copy vocab.txt and write a tokenizer_config.json that records the casing, so it is not guessed again."""
+    source_directory, directory = Path(source_directory), Path(directory)
+    vocab_path = source_directory / "vocab.txt"
+    if not vocab_path.is_file():
+        return
+    do_lower_case, _ = infer_lower_case(source_directory, read_vocab(vocab_path), name)
+    (directory / "vocab.txt").write_bytes(vocab_path.read_bytes())
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,348 @@
+"""SQuAD features: question + context windows, max-context masks, answer spans; pure, no Lightning.
+
+The flow, one way: examples (``tasks.data.squad``) -> ``build_features`` (question + one window of
+the context per feature, with each context token's character span in the original context) ->
+``QAModule`` (start and end logits per token) -> ``postprocess`` (best valid span per question,
+across all of its windows, sliced from the original context) -> metrics and prediction files.
+
+Windows follow google-research/bert's ``run_squad.py``: a context longer than the room left after
+``[CLS] question [SEP] ... [SEP]`` is cut into windows whose starts are ``doc_stride`` tokens
+apart (``doc_stride`` is the *step between window starts*, not the overlap that Hugging Face
+tokenizers call ``stride``; with 384 tokens and a 14-token question, the room is 367 and
+``doc_stride=128`` makes windows overlap by 239 tokens). A token that several windows hold is
+"max context" in the one where it has the most context on its shorter side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from ..data.squad import SquadAnswer, SquadExample
+from ..io import DataError, UserError
+
+log = logging.getLogger(__name__)
+
+OUTSIDE_CONTEXT = -1  # the character offset of [CLS], question, [SEP] and padding tokens
+
+
+@dataclass
+class QAFeature:
+    """One window of one example: ``[CLS] question [SEP] context window [SEP]``."""
+
+    example_index: int
+    window_index: int  # 0 for the first window of the example
+    input_ids: np.ndarray  # int32 [T]
+    token_type_ids: np.ndarray  # int8 [T]: 0 for [CLS] question [SEP], 1 for the window and its [SEP]
+    # int32 [T, 2]: the character span [start, end) in the example's context of each context
+    # token; OUTSIDE_CONTEXT for the other tokens.
+    offsets: np.ndarray
+    max_context: np.ndarray  # bool [T]: this window is the token's best window (max-context rule)
+    start_position: int = 0  # training label: the answer's first token, or 0 ([CLS]) for "no answer here"
+    end_position: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class FeatureStats:
+    truncated_questions: int = 0  # questions cut to max_query_length tokens
+    answers_outside_window: int = 0  # training windows labelled [CLS] because the answer is elsewhere
+    untokenizable_answers: int = 0  # answers made only of characters the tokenizer drops
+
+
+def check_window_options(max_seq_length: int, max_query_length: int, doc_stride: int) -> None:
+    """A UserError for window options that leave no room for the context."""
+    if max_query_length < 1:
+        raise UserError(f"max_query_length must be at least 1, not {max_query_length}")
+    if doc_stride < 1:
+        raise UserError(f"doc_stride (the step between window starts) must be at least 1, not {doc_stride}")
+    if max_seq_length < max_query_length + 4:
+        raise UserError(
+            f"max_seq_length={max_seq_length} leaves no room for the context after a question of up to "
+            f"max_query_length={max_query_length} tokens and the 3 special tokens; raise max_seq_length "
+            "or lower max_query_length"
+        )
+
+
+def window_spans(num_tokens: int, room: int, doc_stride: int) -> list[tuple[int, int]]:
+    """(start, length) of each window over ``num_tokens`` context tokens, google-research/bert style.
+
+    Windows start every ``doc_stride`` tokens until one reaches the end of the context; a step
+    never exceeds a window's length, so no token is skipped.
+    """
+    spans, start = [], 0
+    while start < num_tokens:
+        length = min(num_tokens - start, room)
+        spans.append((start, length))
+        if start + length == num_tokens:
+            break
+        start += min(length, doc_stride)
+    return spans
+
+
+def max_context_masks(spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """For each window, which of its tokens have their maximal context in it.
+
+    A token's context in a window is min(tokens left of it, tokens right of it) + 0.01 * window
+    length; the window with the highest score wins, the earlier one on ties (as in run_squad.py).
+    """
+    num_tokens = max(start + length for start, length in spans)
+    best_score = np.full(num_tokens, -np.inf)
+    best_window = np.zeros(num_tokens, dtype=np.int64)
+    for index, (start, length) in enumerate(spans):
+        positions = np.arange(start, start + length)
+        score = np.minimum(positions - start, start + length - 1 - positions) + 0.01 * length
+        better = score > best_score[positions]
+        best_score[positions[better]] = score[better]
+        best_window[positions[better]] = index
+    return [best_window[start : start + length] == index for index, (start, length) in enumerate(spans)]
+
+
+def answer_token_span(offsets: np.ndarray, start_char: int, end_char: int) -> tuple[int, int] | None:
+    """First and last context token overlapping the characters [start_char, end_char); None if none."""
+    overlapping = np.nonzero((offsets[:, 0] < end_char) & (offsets[:, 1] > start_char))[0]
+    if len(overlapping) == 0:
+        return None
+    return int(overlapping[0]), int(overlapping[-1])
+
+
+def build_features(
+    examples: Sequence[SquadExample],
+    tokenizer,
+    max_seq_length: int = 384,
+    max_query_length: int = 64,
+    doc_stride: int = 128,
+    with_labels: bool = False,
+    version_2_with_negative: bool = False,
+    source: str = "<examples>",
+) -> tuple[list[QAFeature], FeatureStats]:
+    """Tokenise the examples and cut them into windows (see the module docstring).
+
+    ``with_labels`` sets start/end positions from each example's first answer (training);
+    an unanswerable example, or a window that does not hold the whole answer, gets [CLS] (0, 0).
+    Errors name ``source`` and the question id.
+    """
+    check_window_options(max_seq_length, max_query_length, doc_stride)
+    stats = FeatureStats()
+    # Many questions share one paragraph: tokenise each distinct context once.
+    contexts = list(dict.fromkeys(example.context for example in examples))
+    context_encodings = tokenizer(
+        contexts,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+    context_tokens = {
+        context: (np.asarray(ids, dtype=np.int32), _cover_combining_marks(context, offsets))
+        for context, ids, offsets in zip(
+            contexts, context_encodings["input_ids"], context_encodings["offset_mapping"], strict=True
+        )
+    }
+    questions = tokenizer(
+        [example.question for example in examples],
+        add_special_tokens=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )["input_ids"]
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+
+    features: list[QAFeature] = []
+    for example_index, (example, question_ids) in enumerate(zip(examples, questions, strict=True)):
+        if not question_ids:
+            raise DataError(
+                source, "the question has no tokens (only characters the tokenizer drops)", example=example.id
+            )
+        if len(question_ids) > max_query_length:
+            stats.truncated_questions += 1
+            question_ids = question_ids[:max_query_length]
+        doc_ids, doc_offsets = context_tokens[example.context]
+        if len(doc_ids) == 0:
+            raise DataError(
+                source, "the context has no tokens (only characters the tokenizer drops)", example=example.id
+            )
+        answer_tokens = (
+            _label_tokens(example, doc_offsets, version_2_with_negative, stats, source)
+            if with_labels
+            else None
+        )
+
+        room = max_seq_length - len(question_ids) - 3
+        spans = window_spans(len(doc_ids), room, doc_stride)
+        prefix = [cls_id, *question_ids, sep_id]
+        for window_index, ((start, length), max_context) in enumerate(
+            zip(spans, max_context_masks(spans), strict=True)
+        ):
+            input_ids = np.array([*prefix, *doc_ids[start : start + length], sep_id], dtype=np.int32)
+            token_type_ids = np.zeros(len(input_ids), dtype=np.int8)
+            token_type_ids[len(prefix) :] = 1
+            offsets = np.full((len(input_ids), 2), OUTSIDE_CONTEXT, dtype=np.int32)
+            offsets[len(prefix) : len(prefix) + length] = doc_offsets[start : start + length]
+            is_max = np.zeros(len(input_ids), dtype=bool)
+            is_max[len(prefix) : len(prefix) + length] = max_context
+            feature = QAFeature(example_index, window_index, input_ids, token_type_ids, offsets, is_max)
+            if answer_tokens is not None:
+                first, last = answer_tokens
+                if start <= first and last < start + length:
+                    feature.start_position = first - start + len(prefix)
+                    feature.end_position = last - start + len(prefix)
+                else:
+                    stats.answers_outside_window += 1
+            features.append(feature)
+    if stats.truncated_questions:
+        log.info(
+            "%s: %d question(s) cut to max_query_length=%d tokens",
+            source,
+            stats.truncated_questions,
+            max_query_length,
+        )
+    if stats.untokenizable_answers:
+        log.warning(
+            "%s: %d answer(s) hold no token; trained as no-answer", source, stats.untokenizable_answers
+        )
+    return features, stats
+
+
+def _cover_combining_marks(context: str, offsets: list[tuple[int, int]]) -> np.ndarray:
+    """Token offsets as int32 [N, 2], each end moved past the combining marks that follow it.
+
+    An uncased tokenizer strips accents, and with them the offsets of decomposed combining marks
+    ("Zoe" + U+0308): without this, an answer ending in "Zoë" would be sliced as "Zoe".
+    """
+    array = np.asarray(offsets, dtype=np.int32).reshape(-1, 2)
+    if context.isascii():
+        return array
+    for index in range(len(array)):
+        end = int(array[index, 1])
+        limit = int(array[index + 1, 0]) if index + 1 < len(array) else len(context)
+        while end < limit and unicodedata.category(context[end]) == "Mn":
+            end += 1
+        array[index, 1] = end
+    return array
+
+
+def _label_tokens(
+    example: SquadExample,
+    doc_offsets: np.ndarray,
+    version_2_with_negative: bool,
+    stats: FeatureStats,
+    source: str,
+) -> tuple[int, int] | None:
+    """The first answer's token span in the whole context; None for a no-answer label."""
+    if example.answers is None:
+        raise DataError(source, "the question has no 'answers'; training needs them", example=example.id)
+    if not example.answers:
+        if not version_2_with_negative:
+            raise DataError(
+                source,
+                "unanswerable question in SQuAD v1.1 training data (use v2.0 data or version_2_with_negative=true)",
+                example=example.id,
+            )
+        return None
+    answer = example.answers[0]  # like run_squad.py: train on the first gold answer
+    span = answer_token_span(doc_offsets, answer.start, answer.end)
+    if span is None:
+        stats.untokenizable_answers += 1
+    return span
+
+
+
+def feature_columns(
+    features: Sequence[QAFeature], example_offset: int, with_labels: bool
+) -> dict[str, list]:
+    """Arrow-friendly columns of features: model inputs, labels and what post-processing needs."""
+    columns: dict[str, list] = {
+        "input_ids": [f.input_ids.tolist() for f in features],
+        "token_type_ids": [f.token_type_ids.tolist() for f in features],
+        "attention_mask": [[1] * len(f) for f in features],
+        "example_index": [example_offset + f.example_index for f in features],
+        "window_index": [f.window_index for f in features],
+        "offset_starts": [f.offsets[:, 0].tolist() for f in features],
+        "offset_ends": [f.offsets[:, 1].tolist() for f in features],
+        "max_context": [f.max_context.astype(np.int8).tolist() for f in features],
+    }
+    if with_labels:
+        columns["start_positions"] = [f.start_position for f in features]
+        columns["end_positions"] = [f.end_position for f in features]
+    return columns
+
+
+def example_rows(examples: Sequence[SquadExample]) -> list[dict[str, Any]]:
+    return [
+        {
+            "example_index": index,
+            "id": e.id,
+            "question": e.question,
+            "context": e.context,
+            "has_answers": e.answers is not None,
+            "answer_texts": [a.text for a in e.answers or ()],
+            "answer_starts": [a.start for a in e.answers or ()],
+        }
+        for index, e in enumerate(examples)
+    ]
+
+
+def features_code_digest() -> str:
+    """A digest of this module's source, in the feature cache key: a change to any helper here
+    must not reuse windows cached by the old code."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def rows_to_examples(batch: dict[str, list]) -> list[SquadExample]:
+    return [
+        SquadExample(
+            qid,
+            question,
+            context,
+            tuple(SquadAnswer(t, s) for t, s in zip(texts, starts, strict=True)) if has else None,
+        )
+        for qid, question, context, has, texts, starts in zip(
+            batch["id"],
+            batch["question"],
+            batch["context"],
+            batch["has_answers"],
+            batch["answer_texts"],
+            batch["answer_starts"],
+            strict=True,
+        )
+    ]
+
+
+def features_from_table(table: datasets.Dataset) -> list[QAFeature]:
+    """The post-processing side of each feature (offsets, max-context flags), as numpy arrays."""
+    columns = [
+        "example_index",
+        "window_index",
+        "input_ids",
+        "token_type_ids",
+        "offset_starts",
+        "offset_ends",
+        "max_context",
+    ]
+    features = []
+    for row in table.select_columns(columns).with_format("numpy"):
+        offsets = np.stack([row["offset_starts"], row["offset_ends"]], axis=1).astype(np.int32)
+        features.append(
+            QAFeature(
+                int(row["example_index"]),
+                int(row["window_index"]),
+                row["input_ids"].astype(np.int32),
+                row["token_type_ids"].astype(np.int8),
+                offsets,
+                row["max_context"].astype(bool),
+            )
+        )
+    return features
+

@@ -1,0 +1,81 @@
+"""The one prediction writer: every task's ``predict`` output goes through it.
+
+Lightning's ``BasePredictionWriter`` pattern: each predict step returns the examples it finished
+(``(example index, prediction)`` pairs, in example order) and the writer renders them at once into
+temp files beside the targets. When the epoch ends with every example written, the temp files
+are renamed over the targets; otherwise (an error, an interrupted or cut-short run) they are
+removed, so a file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from .evaluation import OutputFile
+from .io import UserError
+
+
+class PredictionWriter(BasePredictionWriter):
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self._open: list[tuple[OutputFile, IO[str], str]] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._discard()
+        if not trainer.is_global_zero:
+            return
+        for output in pl_module.evaluations["predict"][0].outputs:
+            path = Path(output.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            handle = os.fdopen(fd, "w", encoding="utf-8")
+            handle.writelines(line + "\n" for line in output.header)
+            self._open.append((output, handle, tmp))
+
+    def write_on_batch_end(self, trainer, pl_module, prediction: Any, batch_indices, batch, batch_idx, dataloader_idx):
+        for output, handle, _ in self._open:
+            for example, value in prediction:
+                handle.writelines(line + "\n" for line in output.render(example, value))
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pending = pl_module.prediction_pending()
+        if pending:
+            self._discard()
+            source = pl_module.evaluations["predict"][0].source
+            raise UserError(
+                f"{pending} example(s) of {source} were not predicted (--trainer.limit_predict_batches?); "
+                "no predictions written"
+            )
+        for output, handle, tmp in self._open:
+            if output.footer is not None:
+                handle.writelines(line + "\n" for line in output.footer())
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, output.path)
+            print(f"predictions written to {output.path}", file=sys.stderr)
+        self._open = []
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        for _, handle, tmp in self._open:
+            handle.close()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._open = []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
