@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .errors import CheckpointError
 from .sources import resolve_source
-from .vocab import infer_lower_case, missing_special_tokens, read_vocab, read_vocab_tokens, vocab_ids
+from .vocab import infer_lower_case, missing_special_tokens, read_vocab_tokens, vocab_ids
 
 if TYPE_CHECKING:
     from transformers import BertTokenizerFast
@@ -26,9 +26,7 @@ __all__ = [
     "DEFAULT_MAX_LENGTH",
     "TokenizerSpec",
     "build_tokenizer",
-    "infer_lower_case",  # re-exported from .vocab until tasks/ imports it from there
     "load_tokenizer",
-    "read_vocab",  # re-exported from .vocab until tasks/ imports it from there
     "tokenizer_spec",
 ]
 

@@ -32,8 +32,11 @@ def _load(path: str, mtime: float) -> dict[str, Any]:
         raise UserError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})") from None
     if PAYLOAD_KEY not in checkpoint:
         raise UserError(f"{path}: not a bert-tasks checkpoint (no '{PAYLOAD_KEY}' entry)")
-    return {"payload": checkpoint[PAYLOAD_KEY], "hyper_parameters": checkpoint.get("hyper_parameters", {}),
-            "datamodule_hyper_parameters": checkpoint.get("datamodule_hyper_parameters", {})}
+    return {
+        "payload": checkpoint[PAYLOAD_KEY],
+        "hyper_parameters": checkpoint.get("hyper_parameters", {}),
+        "datamodule_hyper_parameters": checkpoint.get("datamodule_hyper_parameters", {}),
+    }
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -30,9 +30,15 @@ from .module import TaskModule
 GENERIC_TASKS = ("classification", "regression")
 # Column names of the GLUE data sets on the Hugging Face Hub (`--data.dataset nyu-mll/glue`).
 HUB_GLUE_COLUMNS = {
-    "cola": ("sentence", None), "sst2": ("sentence", None), "mrpc": ("sentence1", "sentence2"),
-    "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
+    "cola": ("sentence", None),
+    "sst2": ("sentence", None),
+    "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
 }
 
 
@@ -40,8 +46,10 @@ def normalise_task(task: str) -> str:
     """``SST-2`` -> ``sst2``; an unknown name is an error listing the known ones."""
     name = str(task).lower().replace("-", "").replace("_", "")
     if name not in GLUE_TASKS and name not in GENERIC_TASKS:
-        raise UserError(f"unknown task {task!r}; choose a GLUE task ({', '.join(GLUE_TASKS)}) "
-                        f"or one of {', '.join(GENERIC_TASKS)}")
+        raise UserError(
+            f"unknown task {task!r}; choose a GLUE task ({', '.join(GLUE_TASKS)}) "
+            f"or one of {', '.join(GENERIC_TASKS)}"
+        )
     return name
 
 
@@ -179,13 +187,13 @@ class ClassificationDataModule(TaskDataModule):
     def _gold(self, example: Example) -> int | float | None:
         if example.label is None:
             return None
-        return float(example.label) if is_regression(self.task) else self.label_names.index(str(example.label))
+        return (
+            float(example.label) if is_regression(self.task) else self.label_names.index(str(example.label))
+        )
 
     def build(self, split: str, path: str | None = None):
         examples = self.read(split, path)
-        rows = [
-            {"text": e.text, "text_pair": e.text_pair or "", "label": self._gold(e)} for e in examples
-        ]
+        rows = [{"text": e.text, "text_pair": e.text_pair or "", "label": self._gold(e)} for e in examples]
         pair, max_length, tokenizer = self.is_pair, self.max_seq_length, self.tokenizer
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -297,7 +305,9 @@ class SequenceClassifier(TaskModule):
 
     def split_outputs(self, outputs: torch.Tensor, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         logits = outputs.detach().float().cpu()
-        return [(index, index, row) for index, row in zip(batch["feature_index"].tolist(), logits, strict=True)]
+        return [
+            (index, index, row) for index, row in zip(batch["feature_index"].tolist(), logits, strict=True)
+        ]
 
     def decode(self, example: int, outputs: list[torch.Tensor], evaluation: Evaluation) -> Classified:
         (logits,) = outputs

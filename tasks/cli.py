@@ -46,10 +46,14 @@ class BertTasksCLI(LightningCLI):
             trainer.default_root_dir = str(Path("outputs") / _run_name(config))
         if trainer.logger is None or trainer.logger is True:
             trainer.logger = [
-                {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                 "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/csv"}},
-                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                 "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/tensorboard"}},
+                {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/csv"},
+                },
+                {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/tensorboard"},
+                },
             ]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and self.subcommand != "fit" and ckpt_path not in ("best", "last", "hpc", "registry"):

@@ -92,8 +92,11 @@ class TaskDataModule(L.LightningDataModule):
             self._tokenizer = load_task_tokenizer(self.tokenizer_source, do_lower_case=self.do_lower_case)
             limit = self._tokenizer.model_max_length
             if self._max_seq_length > limit:
-                warnings.warn(f"max_seq_length {self._max_seq_length} exceeds the encoder's {limit} positions; "
-                              f"using {limit}", stacklevel=2)
+                warnings.warn(
+                    f"max_seq_length {self._max_seq_length} exceeds the encoder's {limit} positions; "
+                    f"using {limit}",
+                    stacklevel=2,
+                )
         return self._tokenizer
 
     @property
@@ -104,12 +107,18 @@ class TaskDataModule(L.LightningDataModule):
     # -- files and hub data sets --------------------------------------------------------------
 
     def split_file(self, split: str) -> str | None:
-        return {"train": self.train_file, "validation": self.validation_file, "test": self.test_file,
-                "predict": self.predict_file}[split]
+        return {
+            "train": self.train_file,
+            "validation": self.validation_file,
+            "test": self.test_file,
+            "predict": self.predict_file,
+        }[split]
 
     def has_split(self, split: str) -> bool:
         """A file is set for the split, or the hub data set has it."""
-        return self.split_file(split) is not None or (self.dataset is not None and self.hub_split(split) is not None)
+        return self.split_file(split) is not None or (
+            self.dataset is not None and self.hub_split(split) is not None
+        )
 
     def hub_split(self, split: str) -> datasets.Dataset | None:
         """A split of ``--data.dataset`` from the Hugging Face Hub (None when no data set is named)."""
@@ -146,17 +155,34 @@ class TaskDataModule(L.LightningDataModule):
         if not examples:
             return table
         content = hashlib.sha256(json.dumps(examples, sort_keys=True, default=str).encode()).hexdigest()
-        vocab = hashlib.sha256("\n".join(sorted(self.tokenizer.get_vocab(), key=self.tokenizer.get_vocab().get)).encode())
-        key = json.dumps({"settings": settings, "vocab": vocab.hexdigest(), "examples": content,
-                          "lower": getattr(self.tokenizer, "do_lower_case", None),
-                          "code": hashlib.sha256(fn.__code__.co_code + repr(fn.__code__.co_consts).encode()).hexdigest(),
-                          "max_seq_length": self.max_seq_length}, sort_keys=True, default=str)
+        vocab = hashlib.sha256(
+            "\n".join(sorted(self.tokenizer.get_vocab(), key=self.tokenizer.get_vocab().get)).encode()
+        )
+        key = json.dumps(
+            {
+                "settings": settings,
+                "vocab": vocab.hexdigest(),
+                "examples": content,
+                "lower": getattr(self.tokenizer, "do_lower_case", None),
+                "code": hashlib.sha256(
+                    fn.__code__.co_code + repr(fn.__code__.co_consts).encode()
+                ).hexdigest(),
+                "max_seq_length": self.max_seq_length,
+            },
+            sort_keys=True,
+            default=str,
+        )
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         cache_root = Path(self.cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "bert_tasks")
         cache_root.mkdir(parents=True, exist_ok=True)
-        features = table.map(fn, batched=True, remove_columns=table.column_names,
-                             cache_file_name=str(cache_root / f"{type(self).__name__}-{split}-{digest}.arrow"),
-                             load_from_cache_file=True, desc=f"tokenising {split}")
+        features = table.map(
+            fn,
+            batched=True,
+            remove_columns=table.column_names,
+            cache_file_name=str(cache_root / f"{type(self).__name__}-{split}-{digest}.arrow"),
+            load_from_cache_file=True,
+            desc=f"tokenising {split}",
+        )
         # Each feature's row number: outputs are collected by it (a repeat counts once).
         return features.add_column("feature_index", list(range(len(features))))
 
@@ -167,7 +193,9 @@ class TaskDataModule(L.LightningDataModule):
         batch: dict[str, Any] = {}
         for key in features[0]:
             values = [f[key] for f in features]
-            if isinstance(values[0], list | tuple) and (not values[0] or not isinstance(values[0][0], list | str)):
+            if isinstance(values[0], list | tuple) and (
+                not values[0] or not isinstance(values[0][0], list | str)
+            ):
                 pad = self.tokenizer.pad_token_id if key == "input_ids" else PAD_VALUES.get(key, IGNORE_INDEX)
                 length = max(8, 8 * math.ceil(max(len(v) for v in values) / 8))
                 dtype = torch.float if values[0] and isinstance(values[0][0], float) else torch.long
@@ -184,9 +212,15 @@ class TaskDataModule(L.LightningDataModule):
         if shuffle and self.group_by_length and "input_ids" in dataset.column_names:
             lengths = [len(ids) for ids in dataset["input_ids"]]
             sampler, shuffle = LengthGroupedSampler(lengths, batch_size, seed=environment_seed()), False
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                          collate_fn=self.collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     # -- splits, loaders and evaluations: written once for every task --------------------------
 
@@ -235,7 +269,12 @@ class Prepared:
     evaluation: Evaluation
 
 
-STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
+STAGE_SPLITS = {
+    "fit": ("train", "validation"),
+    "validate": ("validation",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -244,7 +283,13 @@ class LengthGroupedSampler(Sampler[int]):
     out-of-memory error shows up at once)."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, mega_batch: int = 50, seed: int = 0):
-        self.lengths, self.batch_size, self.mega, self.seed, self.epoch = list(lengths), batch_size, mega_batch, seed, 0
+        self.lengths, self.batch_size, self.mega, self.seed, self.epoch = (
+            list(lengths),
+            batch_size,
+            mega_batch,
+            seed,
+            0,
+        )
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -257,8 +302,8 @@ class LengthGroupedSampler(Sampler[int]):
         size = self.batch_size * self.mega
         batches = []
         for start in range(0, len(order), size):
-            chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            chunk = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]]) if batches else 0
         first = batches.pop(longest) if batches else []
         rng.shuffle(batches)

@@ -100,7 +100,11 @@ class Collector:
         return len(self.windows) - self.next_example
 
     def items(self) -> list[tuple[int, int, Any]]:
-        return [(example, feature, output) for example, parts in self.parts.items() for feature, output in parts.items()]
+        return [
+            (example, feature, output)
+            for example, parts in self.parts.items()
+            for feature, output in parts.items()
+        ]
 
     def _pop(self, example: int) -> list[Any]:
         parts = self.parts.pop(example, {})

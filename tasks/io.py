@@ -18,7 +18,9 @@ class UserError(Exception):
 class DataError(UserError):
     """Bad input data; the message names the file, the line (or example) and the problem."""
 
-    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None, example: str | None = None):
+    def __init__(
+        self, path: str | os.PathLike, problem: str, line: int | None = None, example: str | None = None
+    ):
         where = str(path)
         if line is not None:
             where += f":{line}"
@@ -78,7 +80,9 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(path, f"not valid UTF-8 (byte {raw[err.start]:#04x} at offset {err.start})", line=line) from None
+        raise DataError(
+            path, f"not valid UTF-8 (byte {raw[err.start]:#04x} at offset {err.start})", line=line
+        ) from None
     # Split on newlines only: str.splitlines() would also break on U+2028, U+0085 and other
     # separators that occur inside real sentences.
     lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]

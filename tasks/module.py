@@ -55,9 +55,14 @@ class TaskModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        overrides = {k: v for k, v in (("hidden_dropout_prob", hidden_dropout_prob),
-                                       ("attention_probs_dropout_prob", attention_probs_dropout_prob))
-                     if v is not None}
+        overrides = {
+            k: v
+            for k, v in (
+                ("hidden_dropout_prob", hidden_dropout_prob),
+                ("attention_probs_dropout_prob", attention_probs_dropout_prob),
+            )
+            if v is not None
+        }
         self.encoder, self._tokenizer_payload = load_encoder(pretrained, **overrides)
         self.label_names = list(label_names) if label_names is not None else None
         if freeze_encoder:
@@ -89,11 +94,15 @@ class TaskModule(L.LightningModule):
             scale = decay ** (num_layers + 1 - depth)
             key = (lr * scale, 0.0 if no_decay else self.hparams.weight_decay)
             groups.setdefault(key, []).append(param)
-        return [{"params": params, "lr": group_lr, "weight_decay": wd} for (group_lr, wd), params in groups.items()]
+        return [
+            {"params": params, "lr": group_lr, "weight_decay": wd}
+            for (group_lr, wd), params in groups.items()
+        ]
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.learning_rate,
-                                      eps=self.hparams.adam_epsilon)
+        optimizer = torch.optim.AdamW(
+            self.parameter_groups(), lr=self.hparams.learning_rate, eps=self.hparams.adam_epsilon
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_ratio * total)
 
@@ -159,7 +168,9 @@ class TaskModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
-        self.evaluations: dict[str, list[Evaluation]] = datamodule.evaluations() if datamodule is not None else {}
+        self.evaluations: dict[str, list[Evaluation]] = (
+            datamodule.evaluations() if datamodule is not None else {}
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(self(batch), batch)
@@ -183,7 +194,9 @@ class TaskModule(L.LightningModule):
         loss = self.evaluation_loss(outputs, batch)
         if loss is not None:
             suffix = self.evaluations[_SPLITS[prefix]][dataloader_idx].metric_suffix
-            self.log(f"{prefix}/loss{suffix}", loss, batch_size=len(batch["input_ids"]), add_dataloader_idx=False)
+            self.log(
+                f"{prefix}/loss{suffix}", loss, batch_size=len(batch["input_ids"]), add_dataloader_idx=False
+            )
         self._collectors[dataloader_idx].add(self.split_outputs(outputs, batch))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -202,12 +215,19 @@ class TaskModule(L.LightningModule):
         """Gather every rank's outputs, decode each complete example, log the metrics, write artefacts."""
         for collector, evaluation in zip(self._collectors, self.evaluations[_SPLITS[prefix]], strict=True):
             self._gather(collector)
-            predictions = {example: self.decode(example, outputs, evaluation) for example, outputs in collector.complete()}
+            predictions = {
+                example: self.decode(example, outputs, evaluation)
+                for example, outputs in collector.complete()
+            }
             if not predictions:
                 continue
             for name, value in self.score(predictions, evaluation).items():
                 self.log(f"{prefix}/{name}{evaluation.metric_suffix}", value, add_dataloader_idx=False)
-            if evaluation.write_artifacts is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            if (
+                evaluation.write_artifacts is not None
+                and self.trainer.is_global_zero
+                and not self.trainer.sanity_checking
+            ):
                 evaluation.write_artifacts(predictions, self.run_dir)
         self._collectors = []
 
@@ -226,7 +246,9 @@ class TaskModule(L.LightningModule):
         """The examples this batch completed, decoded, in example order (for the prediction writer)."""
         (collector,), (evaluation,) = self._collectors, self.evaluations["predict"]
         collector.add(self.split_outputs(self(batch), batch))
-        return [(example, self.decode(example, outputs, evaluation)) for example, outputs in collector.ready()]
+        return [
+            (example, self.decode(example, outputs, evaluation)) for example, outputs in collector.ready()
+        ]
 
     def prediction_pending(self) -> int:
         """Examples of the predict split not decoded yet (0 once a predict epoch has seen them all)."""

@@ -126,7 +126,11 @@ class QADataModule(TaskDataModule):
                 f"{data.path}: some questions have no 'answers'; {split} needs gold answers (use predict)"
             )
         tokenizer, version_2, source = self.tokenizer, self.version_2_with_negative, str(data.path)
-        max_seq_length, max_query_length, doc_stride = self.max_seq_length, self.max_query_length, self.doc_stride
+        max_seq_length, max_query_length, doc_stride = (
+            self.max_seq_length,
+            self.max_query_length,
+            self.doc_stride,
+        )
 
         def featurize_batch(batch: dict[str, list]) -> dict[str, list]:
             features, _ = build_features(
@@ -148,7 +152,9 @@ class QADataModule(TaskDataModule):
             "version_2_with_negative": version_2,
             "features_code": features_code_digest(),
         }
-        table = self.featurize(f"{split}-{data.path.name}", example_rows(data.examples), featurize_batch, settings)
+        table = self.featurize(
+            f"{split}-{data.path.name}", example_rows(data.examples), featurize_batch, settings
+        )
         rank_zero_info(
             f"{split}: {len(data.examples)} questions -> {len(table)} windows of up to {max_seq_length} tokens"
         )
@@ -156,7 +162,9 @@ class QADataModule(TaskDataModule):
 
     def prepare(self, split: str) -> list[Prepared]:
         data, table = self.read(split), self.build(split)
-        windows = np.bincount(np.asarray(table["example_index"], dtype=np.int64), minlength=len(data.examples))
+        windows = np.bincount(
+            np.asarray(table["example_index"], dtype=np.int64), minlength=len(data.examples)
+        )
         # Training needs no decoding: its windows' offsets are not read back.
         context = QAContext(data.examples, features_from_table(table)) if split != "train" else None
         evaluation = Evaluation(
@@ -180,14 +188,21 @@ class QADataModule(TaskDataModule):
             write_json(run_dir / "nbest_predictions.json", {p.id: p.nbest for p in answers}),
         ]
         if self.version_2_with_negative:
-            paths.append(write_json(run_dir / "null_odds.json", {p.id: finite_null_odds(p.null_odds) for p in answers}))
+            paths.append(
+                write_json(run_dir / "null_odds.json", {p.id: finite_null_odds(p.null_odds) for p in answers})
+            )
         return paths
 
 
 def _prediction_record(example: int, prediction: QAPrediction) -> list[str]:
     """JSONL ``{id, answer, start, end, score}``, one line per question in input order."""
     score = None if prediction.score is None else round(prediction.score, 6)
-    record = {"id": prediction.id, "answer": prediction.text, "start": prediction.start, "end": prediction.end}
+    record = {
+        "id": prediction.id,
+        "answer": prediction.text,
+        "start": prediction.start,
+        "end": prediction.end,
+    }
     return [json.dumps({**record, "score": score}, ensure_ascii=False)]
 
 
@@ -241,18 +256,28 @@ class QAModule(TaskModule):
         padding = batch["attention_mask"] == 0
         return start.masked_fill(padding, -10000.0), end.masked_fill(padding, -10000.0)
 
-    def training_loss(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+    def training_loss(
+        self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
+    ) -> torch.Tensor:
         start, end = outputs
-        return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
+        return (
+            F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])
+        ) / 2
 
-    def split_outputs(self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+    def split_outputs(
+        self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
+    ) -> list[tuple[int, int, Any]]:
         """(example, feature, (start logits, end logits)) per window, cut to its real length."""
         start, end = (t.detach().float().cpu().numpy() for t in outputs)
         lengths = batch["attention_mask"].sum(-1).tolist()
         rows = zip(batch["example_index"].tolist(), batch["feature_index"].tolist(), lengths, strict=True)
-        return [(example, feature, (start[i, :n], end[i, :n])) for i, (example, feature, n) in enumerate(rows)]
+        return [
+            (example, feature, (start[i, :n], end[i, :n])) for i, (example, feature, n) in enumerate(rows)
+        ]
 
-    def decode(self, example: int, outputs: Sequence[tuple[np.ndarray, np.ndarray]], evaluation: Evaluation) -> QAPrediction:
+    def decode(
+        self, example: int, outputs: Sequence[tuple[np.ndarray, np.ndarray]], evaluation: Evaluation
+    ) -> QAPrediction:
         context: QAContext = evaluation.context
         return decode_example(
             context.examples[example],
@@ -272,7 +297,9 @@ class QAModule(TaskModule):
         odds = {p.id: p.null_odds for p in predictions.values()} if self.version_2_with_negative else None
         # The predictions already say "" where the odds exceed the threshold; scoring with the same
         # threshold keeps the reported EM/F1 those of the written predictions.
-        metrics = evaluate(gold, answers, self.version_2_with_negative, odds, self.hparams.null_score_diff_threshold)
+        metrics = evaluate(
+            gold, answers, self.version_2_with_negative, odds, self.hparams.null_score_diff_threshold
+        )
         return {
             ("exact_match" if name == "exact" else name): float(value)
             for name, value in metrics.items()

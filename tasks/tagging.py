@@ -236,7 +236,14 @@ class TaggingDataModule(TaskDataModule):
                 batch["sentence_ids"], batch["words"], batch["labels"], strict=True
             ):
                 for feature in document_features(
-                    tokenizer, sentence_ids, words, labels, budget, document_context, label_all_tokens, label_names
+                    tokenizer,
+                    sentence_ids,
+                    words,
+                    labels,
+                    budget,
+                    document_context,
+                    label_all_tokens,
+                    label_names,
                 ):
                     for key, value in feature.items():
                         features[key].append(value)
@@ -278,9 +285,15 @@ class TaggingDataModule(TaskDataModule):
                 return [json.dumps(entity_record(lines[sentence], spans[sentence], tags), ensure_ascii=False)]
 
             return [OutputFile(self.predictions_path(), record)]
-        path = self.predictions_path() if self.predictions_file else self.predictions_path("predictions.conll")
+        path = (
+            self.predictions_path() if self.predictions_file else self.predictions_path("predictions.conll")
+        )
         if data.conll is None:  # a hub data set: no file to write back
-            return [OutputFile(path, lambda s, tags: [json.dumps({"words": data.sentences[s].words, "tags": tags})])]
+            return [
+                OutputFile(
+                    path, lambda s, tags: [json.dumps({"words": data.sentences[s].words, "tags": tags})]
+                )
+            ]
         file_scheme = detect_scheme(s.tags for s in data.sentences) if data.conll.has_tags else None
         writer = ConllPredictions(read_text_lines(data.path), data.conll)
 
@@ -356,7 +369,9 @@ class TaggingModule(TaskModule):
     def evaluation_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return self.training_loss(outputs, batch)
 
-    def split_outputs(self, outputs: torch.Tensor, batch: dict[str, Any]) -> list[tuple[int, int, WordScores]]:
+    def split_outputs(
+        self, outputs: torch.Tensor, batch: dict[str, Any]
+    ) -> list[tuple[int, int, WordScores]]:
         """Each window's labelled words and their label log-probabilities."""
         log_probs = outputs.detach().float().log_softmax(-1).cpu().numpy()
         positions = batch["word_positions"].cpu().numpy()
@@ -366,7 +381,9 @@ class TaggingModule(TaskModule):
             zip(batch["sentence"].tolist(), batch["feature_index"].tolist(), strict=True)
         ):
             keep = positions[row] != IGNORE_INDEX  # the collate pads these lists with -100
-            items.append((sentence, feature, WordScores(indices[row][keep], log_probs[row, positions[row][keep]])))
+            items.append(
+                (sentence, feature, WordScores(indices[row][keep], log_probs[row, positions[row][keep]]))
+            )
         return items
 
     def decode(self, example: int, outputs: list[WordScores], evaluation: Evaluation) -> list[str]:

@@ -39,7 +39,9 @@ class PredictionWriter(BasePredictionWriter):
             handle.writelines(line + "\n" for line in output.header)
             self._open.append((output, handle, tmp))
 
-    def write_on_batch_end(self, trainer, pl_module, prediction: Any, batch_indices, batch, batch_idx, dataloader_idx):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction: Any, batch_indices, batch, batch_idx, dataloader_idx
+    ):
         for output, handle, _ in self._open:
             for example, value in prediction:
                 handle.writelines(line + "\n" for line in output.render(example, value))
@@ -64,7 +66,9 @@ class PredictionWriter(BasePredictionWriter):
             print(f"predictions written to {output.path}", file=sys.stderr)
         self._open = []
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self._discard()
 
     def _discard(self) -> None:

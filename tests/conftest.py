@@ -27,8 +27,14 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     """A random 2-layer, H=32 BERT in HF format with MiniLM's real 30,522-token uncased vocab."""
     directory = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     BertModel(config).save_pretrained(directory)
     source = resolve_source("all-MiniLM-L6-v2").directory
     shutil.copy(source / "vocab.txt", directory / "vocab.txt")
@@ -51,5 +57,13 @@ def run_cli(*args: str) -> int:
 @pytest.fixture
 def fast_trainer_args() -> list[str]:
     """Trainer options that keep end-to-end tests to seconds (no progress bar, no model summary)."""
-    return ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+    return [
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+    ]

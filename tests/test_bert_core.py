@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import graphlib
 import importlib
 import json
@@ -30,6 +29,7 @@ from bert_core.checkpoint import tf_name_to_hf
 from bert_core.sources import resolve_source
 
 from .conftest import shared_path
+from .test_layout import package_graph
 
 ATOL = 1e-5
 
@@ -312,27 +312,11 @@ def test_importing_bert_core_and_its_config_does_not_import_transformers():
     assert result.returncode == 0, result.stderr
 
 
-def bert_core_imports() -> dict[str, set[str]]:
-    """bert_core module -> the bert_core modules it imports anywhere (in functions and TYPE_CHECKING too)."""
-    package = Path(bert_core.__file__).parent
-    graph = {}
-    for path in package.glob("*.py"):
-        if path.stem == "__init__":  # re-exports everything, lazily; not a layer
-            continue
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                targets |= {node.module} if node.module else {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bert_core."):
-                targets.add(node.module.split(".")[1])
-            elif isinstance(node, ast.Import):
-                targets |= {a.name.split(".")[1] for a in node.names if a.name.startswith("bert_core.")}
-        graph[path.stem] = {target.split(".")[0] for target in targets} - {path.stem}
-    return graph
-
-
-def test_no_import_cycles_in_bert_core():
-    graph = bert_core_imports()
+def test_bert_core_layers():
+    graph = {
+        module.removeprefix("bert_core."): {target.removeprefix("bert_core.") for target in targets}
+        for module, targets in package_graph("bert_core").items()
+    }
     assert {
         "errors",
         "config",

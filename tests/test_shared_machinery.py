@@ -67,12 +67,26 @@ def test_linear_warmup_then_decay(module):
 
 def test_collate_pads_to_multiple_of_eight(tiny_bert_dir):
     data = TaskDataModule(tokenizer=str(tiny_bert_dir))
-    batch = data.collate([
-        {"input_ids": [101, 7, 102], "token_type_ids": [0, 0, 0], "attention_mask": [1, 1, 1],
-         "labels": [1, 2, -100], "index": "a", "label": 3},
-        {"input_ids": [101] + [5] * 9 + [102], "token_type_ids": [0] * 11, "attention_mask": [1] * 11,
-         "labels": [0] * 11, "index": "b", "label": 0},
-    ])
+    batch = data.collate(
+        [
+            {
+                "input_ids": [101, 7, 102],
+                "token_type_ids": [0, 0, 0],
+                "attention_mask": [1, 1, 1],
+                "labels": [1, 2, -100],
+                "index": "a",
+                "label": 3,
+            },
+            {
+                "input_ids": [101] + [5] * 9 + [102],
+                "token_type_ids": [0] * 11,
+                "attention_mask": [1] * 11,
+                "labels": [0] * 11,
+                "index": "b",
+                "label": 0,
+            },
+        ]
+    )
     assert batch["input_ids"].shape == (2, 16)
     assert batch["input_ids"][0, 3:].eq(0).all() and batch["attention_mask"][0].sum() == 3
     assert batch["labels"][0, 3:].eq(-100).all()
@@ -86,8 +100,10 @@ def test_length_grouped_sampler_is_a_permutation_with_homogeneous_batches():
     assert lengths[order[0]] == max(lengths)  # the longest batch first
 
     def mean_spread(indices):
-        spans = [max(lengths[i] for i in indices[b:b + 10]) - min(lengths[i] for i in indices[b:b + 10])
-                 for b in range(0, len(indices), 10)]
+        spans = [
+            max(lengths[i] for i in indices[b : b + 10]) - min(lengths[i] for i in indices[b : b + 10])
+            for b in range(0, len(indices), 10)
+        ]
         return sum(spans) / len(spans)
 
     # sorting mega-batches of 50 out of 100 distinct lengths leaves batches spanning ~20; random ones ~80
@@ -115,8 +131,12 @@ def test_read_text_lines_errors_name_file_and_line(tmp_path):
 
 def test_metrics_json_keeps_the_other_prefix(tmp_path):
     writer = MetricsJsonWriter()
-    trainer = SimpleNamespace(default_root_dir=str(tmp_path), is_global_zero=True, sanity_checking=False,
-                              callback_metrics={"val/f1": torch.tensor(0.5), "train/loss": torch.tensor(1.0)})
+    trainer = SimpleNamespace(
+        default_root_dir=str(tmp_path),
+        is_global_zero=True,
+        sanity_checking=False,
+        callback_metrics={"val/f1": torch.tensor(0.5), "train/loss": torch.tensor(1.0)},
+    )
     writer.on_validation_end(trainer, None)
     trainer.callback_metrics = {"test/f1": torch.tensor(0.25)}
     writer.on_test_end(trainer, None)
@@ -128,8 +148,15 @@ def test_metrics_json_keeps_the_other_prefix(tmp_path):
 def test_bad_pretrained_source_is_a_one_line_user_error(tmp_path, capsys):
     from .conftest import run_cli
 
-    code = run_cli("fit", "--config", "configs/sst2.yaml", "--model.pretrained", tmp_path / "missing_model",
-                   "--trainer.default_root_dir", tmp_path / "run")
+    code = run_cli(
+        "fit",
+        "--config",
+        "configs/sst2.yaml",
+        "--model.pretrained",
+        tmp_path / "missing_model",
+        "--trainer.default_root_dir",
+        tmp_path / "run",
+    )
     assert code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "missing_model: not a checkpoint directory" in last

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.io import DataError, read_text_lines
+from ..io import DataError, read_text_lines
 
 DOCSTART = "-DOCSTART-"
 OUTSIDE = "O"
@@ -353,7 +353,11 @@ class ConllPredictions:
             return ""
         columns = split_columns(line)
         gold_column = self.conll.tag_column
-        if gold_column is not None and gold_column != len(columns) - 1 and len(columns) == self.conll.num_columns:
+        if (
+            gold_column is not None
+            and gold_column != len(columns) - 1
+            and len(columns) == self.conll.num_columns
+        ):
             columns.append(columns.pop(gold_column))
         tag = OUTSIDE if columns[0] == DOCSTART else next(predicted)
         return self.conll.separator.join([*columns, tag])

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.io import DataError, UserError, atomic_open, read_text_lines
+from ..io import DataError, UserError, atomic_open, read_text_lines
 
 
 @dataclass(frozen=True)

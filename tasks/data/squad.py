@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.io import DataError, read_text_lines
+from ..io import DataError, read_text_lines
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from tasks.data.glue import Example
-from tasks.io import DataError, read_text_lines
+from ..io import DataError, read_text_lines
+from .glue import Example
 
 
 def read_text(path: str | os.PathLike, pairs: bool | None = None) -> list[Example]:

@@ -73,7 +73,6 @@ def _split_chunk(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return leading + middle + trailing[::-1]
 
 
-
 def entity_record(line: str, word_spans: Sequence[tuple[int, int]], tags: Sequence[str]) -> dict[str, Any]:
     """The JSONL record of one raw text line: the line and its entities with character offsets."""
     entities = []

@@ -77,7 +77,6 @@ def fill_untokenized(tags: list[str | None]) -> list[str]:
     return filled
 
 
-
 @dataclass
 class WordScores:
     """The label log-probabilities of the words one window labels."""

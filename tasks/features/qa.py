@@ -258,10 +258,7 @@ def _label_tokens(
     return span
 
 
-
-def feature_columns(
-    features: Sequence[QAFeature], example_offset: int, with_labels: bool
-) -> dict[str, list]:
+def feature_columns(features: Sequence[QAFeature], example_offset: int, with_labels: bool) -> dict[str, list]:
     """Arrow-friendly columns of features: model inputs, labels and what post-processing needs."""
     columns: dict[str, list] = {
         "input_ids": [f.input_ids.tolist() for f in features],
@@ -345,4 +342,3 @@ def features_from_table(table: datasets.Dataset) -> list[QAFeature]:
             )
         )
     return features
-

@@ -171,7 +171,10 @@ FEATURE_COLUMNS = (
 
 
 def documents_as_rows(
-    sentences: Sequence[Sentence], gold: Sequence[Sequence[str]] | None, label_ids: dict[str, int], by_line: bool
+    sentences: Sequence[Sentence],
+    gold: Sequence[Sequence[str]] | None,
+    label_ids: dict[str, int],
+    by_line: bool,
 ) -> list[dict[str, list]]:
     """One row per document (what ``Dataset.map`` sees): its sentences' ids, words and label ids.
 
@@ -247,4 +250,3 @@ def window_labels(
             )
             token_labels[start + 2 : end + 1] = [inside] * (end - start - 1)
     return token_labels
-

@@ -19,7 +19,7 @@ from torchmetrics.functional.classification import (
     multiclass_matthews_corrcoef,
 )
 
-from tasks.data.glue import TaskSpec, get_task
+from ..data.glue import TaskSpec, get_task
 
 METRIC_NAMES = ("accuracy", "f1", "mcc", "pearson", "spearman")
 

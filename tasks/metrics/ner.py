@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB1, IOB2, IOBES
 
-from tasks.data.conll import normalize_scheme
+from ..data.conll import normalize_scheme
 
 _SEQEVAL_SCHEMES = {"BIO": IOB2, "IOB1": IOB1, "IOBES": IOBES}
 

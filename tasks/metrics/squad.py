@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tasks.io import DataError, UserError, read_text_lines
+from ..io import DataError, UserError, read_text_lines
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -280,7 +280,7 @@ def score_files(
     version: str = "auto",
 ) -> dict[str, float]:
     """The metrics of a predictions file against a SQuAD data file (JSON or JSONL with answers)."""
-    from tasks.data.squad import read_squad  # the scorer needs no answer_start checks
+    from ..data.squad import read_squad  # the scorer needs no answer_start checks
 
     data = read_squad(data_file, check_answer_starts=False)
     if not data.has_answers:

@@ -9,7 +9,6 @@ import pytest
 
 from bert_core import load_tokenizer
 from tasks.data.squad import SquadAnswer, SquadExample
-from tasks.io import DataError, UserError
 from tasks.decoding.qa import postprocess
 from tasks.features.qa import (
     OUTSIDE_CONTEXT,
@@ -18,6 +17,7 @@ from tasks.features.qa import (
     max_context_masks,
     window_spans,
 )
+from tasks.io import DataError, UserError
 
 # Words that the uncased WordPiece vocabulary holds as single tokens, so token i is word i.
 WORDS = "red green blue cat dog house river tree stone bird water fire road hill king city ship book".split()

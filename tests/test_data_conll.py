@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.conll import documents, read_conll
+from tasks.data.conll import conll_lines_with_predictions, documents, read_conll
 from tasks.io import DataError
 
 SHARED_WNUT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ner" / "wnut17"
@@ -112,3 +112,36 @@ def test_real_wnut17_files_read_with_their_sentence_counts():
         name: len(read_conll(SHARED_WNUT / f"{name}.conll").sentences) for name in ("train", "dev", "test")
     }
     assert counts == {"train": 3394, "dev": 1009, "test": 1287}
+
+
+def test_conll_output_appends_the_prediction_in_conlleval_layout(tmp_path):
+    path = tmp_path / "test.conll"
+    path.write_text(
+        "-DOCSTART- -X- O\n\nEU NNP I-ORG\nrejects VBZ O\n\t\nPeter NNP I-PER\n", encoding="utf-8"
+    )
+    conll = read_conll(path)
+    lines = path.read_text().split("\n")[:-1]
+    written = list(conll_lines_with_predictions(lines, conll, [["I-ORG", "O"], ["O"]]))
+    assert written == [
+        "-DOCSTART- -X- O O",
+        "",
+        "EU NNP I-ORG I-ORG",
+        "rejects VBZ O O",
+        "",
+        "Peter NNP I-PER O",
+    ]
+    # a gold tag in another column moves to the second-to-last place
+    path.write_text("EU\tI-ORG\tNNP\nrejects\tO\tVBZ\n", encoding="utf-8")
+    conll = read_conll(path, tag_column=1)
+    lines = path.read_text().split("\n")[:-1]
+    written = list(conll_lines_with_predictions(lines, conll, [["B-ORG", "O"]]))
+    assert written == ["EU\tNNP\tI-ORG\tB-ORG", "rejects\tVBZ\tO\tO"]
+
+
+def test_untagged_conll_gets_the_prediction_as_second_column(tmp_path):
+    path = tmp_path / "zh.conll"
+    path.write_text("北\n京\n\n好\n", encoding="utf-8")
+    conll = read_conll(path)
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    written = list(conll_lines_with_predictions(lines, conll, [["B-LOC", "I-LOC"], ["O"]]))
+    assert written == ["北 B-LOC", "京 I-LOC", "", "好 O"]

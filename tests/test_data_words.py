@@ -1,0 +1,56 @@
+"""Raw text to words with character offsets, and entity records back into the text."""
+
+import json
+
+from tasks.data.words import split_words, text_records
+
+
+def test_split_words_offsets_hand_computed():
+    text = 'Dr. Okafor\'s team (Lagos) won $5, said "Ann".'
+    words = [text[a:b] for a, b in split_words(text)]
+    assert words == [
+        "Dr",
+        ".",
+        "Okafor",
+        "'s",
+        "team",
+        "(",
+        "Lagos",
+        ")",
+        "won",
+        "$",
+        "5",
+        ",",
+        "said",
+        '"',
+        "Ann",
+        '"',
+        ".",
+    ]
+    assert split_words("  the U.S. army ") == [(2, 5), (6, 10), (11, 15)]
+    assert split_words("") == [] and split_words("   ") == []
+
+
+def test_split_words_chinese_is_one_word_per_character_with_original_offsets():
+    text = "我在北京工作, 张三去了Shanghai。"
+    spans = split_words(text)
+    words = [text[a:b] for a, b in spans]
+    assert words == ["我", "在", "北", "京", "工", "作", ",", "张", "三", "去", "了", "Shanghai", "。"]
+    assert spans[7] == (8, 9)  # after the comma and the space
+
+
+def test_text_records_give_character_offsets_into_the_original_line():
+    lines = ["  Ana  Souza visited Porto Alegre.", "", "北京欢迎你"]
+    spans = [split_words(line) for line in lines]
+    tags = [["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"], [], ["B-LOC", "I-LOC", "O", "O", "O"]]
+    records = text_records(lines, spans, tags)
+    assert records[0]["entities"] == [
+        {"text": "Ana  Souza", "type": "PER", "start": 2, "end": 12},
+        {"text": "Porto Alegre", "type": "LOC", "start": 21, "end": 33},
+    ]
+    assert records[1] == {"text": "", "entities": []}
+    assert records[2]["entities"] == [{"text": "北京", "type": "LOC", "start": 0, "end": 2}]
+    for record in records:
+        for entity in record["entities"]:
+            assert record["text"][entity["start"] : entity["end"]] == entity["text"]
+    json.dumps(records, ensure_ascii=False)  # plain JSON
