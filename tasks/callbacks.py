@@ -17,38 +17,49 @@ METRICS_FILE = "metrics.json"
 class MetricsJsonWriter(L.Callback):
     """Writes ``<run dir>/metrics.json``: a flat object of the latest ``val/*`` and ``test/*`` metrics.
 
-    A validation replaces the ``val/`` keys and keeps the ``test/`` ones (and vice versa); a new
-    ``fit`` starts the file afresh, so numbers from an earlier run never pass as this run's.
+    A validation replaces the ``val/`` keys and keeps the ``test/`` ones (and vice versa). A ``fit``
+    starts the file afresh and writes it only when it ends: numbers from an earlier run never pass
+    as this run's, and a run that died leaves no metrics.json to look finished.
     """
+
+    def __init__(self) -> None:
+        self._fit_metrics: dict[str, float | None] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = Path(trainer.default_root_dir) / METRICS_FILE
         if trainer.is_global_zero and path.exists():
             path.unlink()
+        self._fit_metrics = {}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._write(trainer, "val/")
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "fit":
+            self._fit_metrics = _metrics(trainer, "val/")
+        else:
+            self._write(trainer, "val/", _metrics(trainer, "val/"))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, "test/")
+        self._write(trainer, "test/", _metrics(trainer, "test/"))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, "val/", self._fit_metrics)
         path = Path(trainer.default_root_dir) / METRICS_FILE
         if trainer.is_global_zero and path.exists():
             print(f"dev metrics ({path}): {path.read_text().strip()}")
 
-    def _write(self, trainer: L.Trainer, prefix: str) -> None:
-        if not trainer.is_global_zero:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
-        metrics = {k: (None if math.isnan(v) else v) for k, v in sorted(metrics.items())}
-        if not metrics:
+    def _write(self, trainer: L.Trainer, prefix: str, metrics: dict[str, float | None]) -> None:
+        if not trainer.is_global_zero or not metrics:
             return
         path = Path(trainer.default_root_dir) / METRICS_FILE
         previous = json.loads(path.read_text()) if path.exists() else {}
         kept = {k: v for k, v in previous.items() if not k.startswith(prefix)}
         write_json(path, {**kept, **metrics})
+
+
+def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float | None]:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+    return {k: (None if math.isnan(v) else v) for k, v in sorted(metrics.items())}
 
 
 class RunConfigSaver(SaveConfigCallback):

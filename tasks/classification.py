@@ -23,7 +23,7 @@ from .data.glue import (
 from .data.text import read_text
 from .datamodule import Prepared, TaskDataModule
 from .evaluation import Evaluation, OutputFile
-from .io import UserError
+from .io import UserError, write_json
 from .metrics.glue import compute_metrics
 from .module import TaskModule
 
@@ -229,18 +229,50 @@ class ClassificationDataModule(TaskDataModule):
                 context=examples,
                 metric_suffix=suffix,
                 outputs=self._outputs(examples) if split == "predict" else (),
+                write_artifacts=self._confusion_writer(suffix, gold)
+                if split != "predict" and self.label_names
+                else None,
             )
             prepared.append(Prepared(self.build(split, path), evaluation))
         return prepared
 
     # -- predictions ---------------------------------------------------------------------------
 
+    def _confusion_writer(self, suffix: str, gold: list[int | None]):
+        """After an evaluation: ``confusion_matrix<suffix>.json`` ({labels, matrix}: rows gold,
+        columns predicted), the latest evaluation's, for ``report``."""
+        names = self.label_names
+
+        def write(predictions: dict[int, Classified], run_dir: Path) -> list[Path]:
+            if any(g is None for g in gold):  # an unlabelled test file
+                return []
+            matrix = [[0] * len(names) for _ in names]
+            for example, prediction in predictions.items():
+                matrix[gold[example]][names.index(prediction.label)] += 1
+            return [
+                write_json(run_dir / f"confusion_matrix{suffix}.json", {"labels": names, "matrix": matrix})
+            ]
+
+        return write
+
     def _outputs(self, examples: list[Example]) -> list[OutputFile]:
-        """``predictions.jsonl`` (``{index, label, probabilities}`` or ``{index, score}``), and for
-        GLUE tasks the submission file (``index<TAB>prediction``) beside it."""
+        """``predictions.jsonl`` (``{line, index, text, label, probabilities}`` with the labels' names,
+        or ``{line, index, text, score}``), and for GLUE tasks the submission file
+        (``index<TAB>prediction``, in GLUE's own label values) beside it."""
+
+        spec = GLUE_TASKS.get(self.task)
+        display = spec.display_name if spec is not None else str
 
         def record(example: int, prediction: Classified) -> list[str]:
-            fields = {"index": examples[example].index, **prediction.record()}
+            source = examples[example]
+            fields: dict[str, Any] = {"line": source.line, "index": source.index, "text": source.text}
+            if source.text_pair is not None:
+                fields["text_pair"] = source.text_pair
+            if prediction.score is not None:
+                fields["score"] = prediction.score
+            else:
+                fields["label"] = display(prediction.label)
+                fields["probabilities"] = {display(name): p for name, p in prediction.probabilities.items()}
             return [json.dumps(fields, ensure_ascii=False)]
 
         jsonl = self.predictions_path()
@@ -265,11 +297,6 @@ class Classified:
     label: str | None = None
     probabilities: dict[str, float] | None = None
     score: float | None = None  # regression
-
-    def record(self) -> dict[str, Any]:
-        if self.score is not None:
-            return {"score": self.score}
-        return {"label": self.label, "probabilities": self.probabilities}
 
 
 class SequenceClassifier(TaskModule):

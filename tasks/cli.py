@@ -1,93 +1,21 @@
-"""The command line: LightningCLI over the task modules, with the run-directory conventions."""
+"""The command line: ``python -m tasks <command> ...``.
+
+The Lightning commands (fit, validate, test, predict) run ``tasks.app.BertTasksCLI``; the others
+are plain functions in a table. Heavy imports wait until a command needs them, so that ``--help``
+and the small commands start at once.
+"""
 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import warnings
 from pathlib import Path
-
-from lightning.pytorch.cli import LightningCLI
 
 from bert_core import CheckpointError, ConfigError
 
-from .callbacks import RunConfigSaver
-from .checkpoint import is_task_checkpoint, read_checkpoint
-from .datamodule import TaskDataModule
 from .io import UserError
-from .module import TaskModule
-
-
-class BertTasksCLI(LightningCLI):
-    """``python -m tasks fit|validate|test|predict --config configs/X.yaml [--key value ...]``."""
-
-    def __init__(self, args: list[str] | None = None, run: bool = True):
-        super().__init__(
-            TaskModule,
-            TaskDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=RunConfigSaver,
-            auto_configure_optimizers=False,
-            args=args,
-            run=run,
-        )
-
-    def add_arguments_to_parser(self, parser) -> None:
-        # The tokenizer always comes from the encoder's own source; task and labels flow from
-        # the data (the train file or the checkpoint) into the model, which stores them.
-        parser.link_arguments("model.init_args.pretrained", "data.init_args.tokenizer")
-        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
-        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = config.trainer
-        if trainer.default_root_dir is None:
-            trainer.default_root_dir = str(Path("outputs") / _run_name(config))
-        if trainer.logger is None or trainer.logger is True:
-            trainer.logger = [
-                {
-                    "class_path": "lightning.pytorch.loggers.CSVLogger",
-                    "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/csv"},
-                },
-                {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": trainer.default_root_dir, "name": "logs/tensorboard"},
-                },
-            ]
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path and self.subcommand != "fit" and ckpt_path not in ("best", "last", "hpc", "registry"):
-            # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights
-            # come with Lightning's loading), the tokenizer and the labels from what it carries.
-            config.model.init_args.pretrained = ckpt_path
-            config.data.init_args.tokenizer = ckpt_path
-            self._pass_down(config, read_checkpoint(ckpt_path)["hyper_parameters"], labels=True)
-        elif is_task_checkpoint(config.model.init_args.pretrained):
-            self._pass_down(config, read_checkpoint(config.model.init_args.pretrained)["hyper_parameters"])
-
-    @staticmethod
-    def _pass_down(config, stored: dict, labels: bool = False) -> None:
-        """What a task checkpoint says about its data, handed to the data module unless given:
-        SQuAD's version, and when the checkpoint is the model itself, the task and the labels
-        (the data module never opens a checkpoint)."""
-        data = config.data.init_args
-        if hasattr(data, "version_2_with_negative") and data.version_2_with_negative is None:
-            data.version_2_with_negative = True if stored.get("task") == "squad_v2" else None
-        if not labels:
-            return
-        # "classification" is the classification data module's default: the checkpoint knows better.
-        if getattr(data, "task", None) == "classification" and stored.get("task"):
-            data.task = stored["task"]
-        if hasattr(data, "labels") and data.labels is None:
-            data.labels = stored.get("label_names")
-
-
-def _run_name(config) -> str:
-    configs = config.get("config") or []
-    if configs:
-        return Path(str(configs[-1])).stem
-    return config.model.class_path.rsplit(".", 1)[-1].lower()
-
 
 USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
 
@@ -95,6 +23,7 @@ USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
 # Subcommands besides LightningCLI's: name -> ("module:function", one line of help).
 EXTRA_COMMANDS = {
     "score-squad": ("tasks.metrics.squad:main", "score a SQuAD predictions file with the official EM/F1"),
+    "report": ("tasks.report:main", "draw a run's curves and per-task pictures into report.html"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "fine-tune on the train file, validating on the dev file each epoch",
@@ -108,7 +37,7 @@ def print_help() -> None:
     print("usage: python -m tasks <command> [--config configs/<name>.yaml] [--key value ...]\n\ncommands:")
     for name, line in {**LIGHTNING_COMMANDS, **{k: v for k, (_, v) in EXTRA_COMMANDS.items()}}.items():
         print(f"  {name:<12}{line}")
-    configs = sorted(Path("configs").glob("*.yaml"))
+    configs = _shipped_configs()
     if configs:
         print(f"\nconfigs: {' '.join(str(c) for c in configs)}")
     print("\n'python -m tasks <command> --help' lists a command's options.")
@@ -122,8 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in EXTRA_COMMANDS:
         module_name, function = EXTRA_COMMANDS[args[0]][0].split(":")
         return getattr(importlib.import_module(module_name), function)(args[1:])
+    if args[0] in LIGHTNING_COMMANDS and not _has_option(
+        args, "--config", "-c", "--model", "--data", "--help", "-h", "--print_config"
+    ):
+        print(
+            f"error: choose a task config: python -m tasks {args[0]} --config configs/<name>.yaml\n"
+            f"configs: {' '.join(str(c) for c in _shipped_configs()) or '(none found under configs/)'}",
+            file=sys.stderr,
+        )
+        return 2
+    quiet_lightning()
+    from .app import BertTasksCLI
+
+    if (
+        args[0] in LIGHTNING_COMMANDS
+        and _has_option(args, "--help", "-h")
+        and _has_option(args, "--config", "-c")
+    ):
+        return _help_with_config(BertTasksCLI, args)
     try:
-        BertTasksCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+        BertTasksCLI(args=args)
     except Exception as err:
         user_error = _user_error_in(err)
         if user_error is None:
@@ -142,3 +89,74 @@ def _user_error_in(err: BaseException) -> BaseException | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _shipped_configs() -> list[Path]:
+    return sorted(Path("configs").glob("*.yaml"))
+
+
+def _has_option(args: list[str], *names: str) -> bool:
+    """Whether one of ``names`` (or an option under it: ``--model`` covers ``--model.class_path``) is given."""
+    keys = [arg.split("=", 1)[0] for arg in args]
+    return any(key == name or key.startswith(name + ".") for key in keys for name in names)
+
+
+def _help_with_config(cli_class, args: list[str]) -> int:
+    """``fit --config X --help``: the command's options, then those of the config's data module
+    (in subclass mode jsonargparse lists only ``--data CLASS``, not what that class takes)."""
+    import yaml
+
+    try:
+        cli_class(args=args)
+    except SystemExit:
+        pass
+    config_path = args[args.index("--config") + 1] if "--config" in args else args[args.index("-c") + 1]
+    data = (yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}).get("data") or {}
+    class_path = data.get("class_path") if isinstance(data, dict) else None
+    if class_path:
+        print(f"\nOptions of {class_path} (--data.<name>), from {config_path}:")
+        try:
+            cli_class(args=[args[0], "--data.help", class_path])
+        except SystemExit:
+            pass
+    return 0
+
+
+# Lightning's messages that say nothing to a user of this app (it sets these things itself).
+_NOISE = (
+    r".*does not have many workers.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+    r".*dirpath has changed from.*",
+    r".*Experiment logs directory .* exists and is not empty.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r"LightningCLI's args parameter is intended.*",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return (
+            "Tip:" not in message
+            and "litlogger" not in message.lower()
+            and "litmodels" not in message.lower()
+        )
+
+
+def quiet_lightning() -> None:
+    if getattr(quiet_lightning, "done", False):
+        return
+    quiet_lightning.done = True
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+
+
+def __getattr__(name: str):
+    if name == "BertTasksCLI":  # the Lightning application, imported on first use
+        from .app import BertTasksCLI
+
+        return BertTasksCLI
+    raise AttributeError(name)

@@ -30,24 +30,50 @@ class DataError(UserError):
         self.path, self.line, self.example, self.problem = str(path), line, example, problem
 
 
+def open_beside(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> tuple[IO, str]:
+    """A new temp file in ``path``'s directory (created if needed), and its name: write it, then
+    ``commit`` it over ``path`` or delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return os.fdopen(fd, mode, encoding=None if "b" in mode else encoding), tmp
+
+
+def commit(handle: IO, tmp: str, path: str | os.PathLike) -> None:
+    """Flush and close a temp file from ``open_beside`` and rename it over ``path``, with the
+    permissions a plain ``open`` would give (mkstemp's are owner-only)."""
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def discard(handle: IO, tmp: str) -> None:
+    handle.close()
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds.
 
     A crash or an exception leaves no partial file behind that looks complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, tmp = open_beside(path, mode, encoding)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+        with handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            commit(handle, tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        discard(handle, tmp)
         raise
 
 

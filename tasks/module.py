@@ -118,9 +118,12 @@ class TaskModule(L.LightningModule):
 
     def configure_callbacks(self):
         has_validation = self._trainer is not None and self.trainer.datamodule.has_split("validation")
+        # best.ckpt: weights and what rebuilds the model (config, vocab, labels), no optimizer state;
+        # last.ckpt keeps everything a resumed run needs.
         best = ModelCheckpoint(
             dirpath=self.run_dir / "checkpoints",
             filename="best",
+            save_weights_only=True,
             monitor=self.main_metric if has_validation else None,
             mode=self.main_metric_mode,
             save_top_k=1,
@@ -175,7 +178,16 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(self(batch), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        # The peak (head) learning rate of the schedule; layer-wise decay scales the others down.
+        self.log("train/lr", max(group["lr"] for group in self.optimizers().param_groups))
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A run that reaches max_steps inside an epoch (``--trainer.max_steps 2``, the way people try
+        # things) stops through should_stop, which makes Lightning validate (and checkpoint) first.
+        max_steps = self.trainer.max_steps
+        if max_steps is not None and max_steps > 0 and self.trainer.global_step >= max_steps:
+            self.trainer.should_stop = True
 
     def _start(self, split: str) -> None:
         self._collectors = [Collector(evaluation.windows) for evaluation in self.evaluations.get(split, [])]

@@ -300,8 +300,11 @@ class QAModule(TaskModule):
         metrics = evaluate(
             gold, answers, self.version_2_with_negative, odds, self.hparams.null_score_diff_threshold
         )
+        # One scale across tasks: 0-1 (the official scripts, and score-squad, print 0-100).
         return {
             ("exact_match" if name == "exact" else name): float(value)
+            if name.endswith("_thresh")
+            else value / 100
             for name, value in metrics.items()
             if not name.endswith("total")
         }

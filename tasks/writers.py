@@ -9,17 +9,14 @@ removed, so a file that exists is complete.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import IO, Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .evaluation import OutputFile
-from .io import UserError
+from .io import UserError, commit, discard, open_beside
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -32,10 +29,7 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         for output in pl_module.evaluations["predict"][0].outputs:
-            path = Path(output.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            handle = os.fdopen(fd, "w", encoding="utf-8")
+            handle, tmp = open_beside(output.path)
             handle.writelines(line + "\n" for line in output.header)
             self._open.append((output, handle, tmp))
 
@@ -58,11 +52,7 @@ class PredictionWriter(BasePredictionWriter):
         for output, handle, tmp in self._open:
             if output.footer is not None:
                 handle.writelines(line + "\n" for line in output.footer())
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, output.path)
+            commit(handle, tmp, output.path)
             print(f"predictions written to {output.path}", file=sys.stderr)
         self._open = []
 
@@ -73,13 +63,5 @@ class PredictionWriter(BasePredictionWriter):
 
     def _discard(self) -> None:
         for _, handle, tmp in self._open:
-            handle.close()
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            discard(handle, tmp)
         self._open = []
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -105,6 +105,9 @@ def predict(ckpt: Path, task: str, predict_file: Path, run_dir: Path, *extra: st
     )
 
 
+SST2_VALUES = {"negative": "0", "positive": "1"}  # GLUE's label values behind the names
+
+
 def counts(predicted: list[str], gold: list[str], positive: str = "1") -> tuple[int, int, int, int]:
     tp = sum(p == positive and g == positive for p, g in zip(predicted, gold))
     tn = sum(p != positive and g != positive for p, g in zip(predicted, gold))
@@ -200,10 +203,9 @@ def sst2_run(mixing_bert_dir: Path, tmp_path_factory) -> Path:
 
 
 def epoch_metrics(run_dir: Path, name: str) -> list[float]:
-    """A metric's value at each validation of the fit, from its CSV log (the first version: later
-    validate/test runs in the same directory log as version_1, version_2, ...)."""
-    logs = run_dir.glob("logs/csv/version_*/metrics.csv")
-    with open(min(logs, key=lambda path: int(path.parent.name.split("_")[1])), newline="") as handle:
+    """A metric's value at each validation of the fit, from its CSV log (later validate/test runs in
+    the same directory log under logs/csv/validate, logs/csv/test)."""
+    with open(run_dir / "logs" / "csv" / "fit" / "metrics.csv", newline="") as handle:
         return [float(row[name]) for row in csv.DictReader(handle) if row.get(name)]
 
 
@@ -244,22 +246,24 @@ def test_sst2_validate_test_predict(sst2_run: Path, monkeypatch, capfd):
     records = read_jsonl(predictions_path)
     test_tsv = GLUE / "SST-2" / "test.tsv"
     assert [r["index"] for r in records] == tsv_column(test_tsv, "index")  # one per input, in order
-    for record in records:
-        assert set(record) == {"index", "label", "probabilities"}
-        assert set(record["probabilities"]) == {"0", "1"}
+    texts = tsv_column(test_tsv, "sentence")
+    for line, (record, text) in enumerate(zip(records, texts, strict=True), start=2):  # line 1: header
+        assert set(record) == {"line", "index", "text", "label", "probabilities"}
+        assert record["line"] == line and record["text"] == text
+        assert set(record["probabilities"]) == {"negative", "positive"}  # GLUE's names for 0 and 1
         assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert record["label"] == max(record["probabilities"], key=record["probabilities"].get)
 
-    # GLUE's submission file: a header, then index<TAB>label name, in the test file's order.
+    # GLUE's submission file: a header, then index<TAB>label (GLUE's own 0/1), in the test file's order.
     submission = (sst2_run / "SST-2.tsv").read_text(encoding="utf-8").splitlines()
     assert submission[0] == "index\tprediction"
-    assert submission[1:] == [f"{r['index']}\t{r['label']}" for r in records]
+    assert submission[1:] == [f"{r['index']}\t{SST2_VALUES[r['label']]}" for r in records]
 
 
 def test_sst2_metrics_equal_those_recomputed_from_predictions(sst2_run: Path, tmp_path: Path):
     dev = GLUE / "SST-2" / "dev.tsv"
     assert predict(sst2_run / "checkpoints" / "best.ckpt", "sst2", dev, tmp_path) == 0
-    predicted = [r["label"] for r in read_jsonl(tmp_path / "predictions.jsonl")]
+    predicted = [SST2_VALUES[r["label"]] for r in read_jsonl(tmp_path / "predictions.jsonl")]
     gold = tsv_column(dev, "label")
     assert len(predicted) == len(gold) == 24
     accuracy = sum(p == g for p, g in zip(predicted, gold)) / len(gold)
@@ -316,7 +320,8 @@ def test_pair_and_cola_metrics_equal_those_recomputed_from_predictions(
 
     # last.ckpt holds the weights that the end-of-epoch validation scored.
     assert predict(run_dir / "checkpoints" / "last.ckpt", task, GLUE / dev, tmp_path / "predict") == 0
-    predicted = [r["label"] for r in read_jsonl(tmp_path / "predict" / "predictions.jsonl")]
+    values = {"mrpc": {"not_equivalent": "0", "equivalent": "1"}, "cola": {"unacceptable": "0", "acceptable": "1"}}
+    predicted = [values[task][r["label"]] for r in read_jsonl(tmp_path / "predict" / "predictions.jsonl")]
     gold = tsv_column(GLUE / dev, label_column, header=header)
     assert len(predicted) == len(gold)
     accuracy = sum(p == g for p, g in zip(predicted, gold)) / len(gold)
@@ -342,7 +347,8 @@ def test_stsb_regression_end_to_end(mixing_bert_dir: Path, tmp_path: Path, monke
     dev = GLUE / "STS-B" / "dev.tsv"
     assert predict(ckpt, "stsb", dev, tmp_path / "dev") == 0
     records = read_jsonl(tmp_path / "dev" / "predictions.jsonl")
-    assert all(set(r) == {"index", "score"} and isinstance(r["score"], float) for r in records)
+    assert all(set(r) == {"line", "index", "text", "text_pair", "score"} for r in records)
+    assert all(isinstance(r["score"], float) for r in records)
     scores = [r["score"] for r in records]
     gold = [float(s) for s in tsv_column(dev, "score")]
     assert metrics["val/pearson"] == pytest.approx(pearson_by_hand(scores, gold), abs=1e-4)

@@ -54,3 +54,14 @@ def test_text_records_give_character_offsets_into_the_original_line():
         for entity in record["entities"]:
             assert record["text"][entity["start"] : entity["end"]] == entity["text"]
     json.dumps(records, ensure_ascii=False)  # plain JSON
+
+
+def test_whole_word_span_hand_computed():
+    from tasks.data.words import whole_word_span
+
+    text = "Zoë's café, 北京 now"
+    assert whole_word_span(text, 1, 2) == (0, 3)  # inside "Zoë"
+    assert whole_word_span(text, 0, 3) == (0, 3)  # already whole; the clitic stays out
+    assert whole_word_span(text, 7, 9) == (6, 10)  # "café", the comma left alone
+    assert whole_word_span(text, 12, 13) == (12, 13)  # CJK characters are words of their own
+    assert whole_word_span(text, 16, 17) == (15, 18)

@@ -181,3 +181,20 @@ def test_no_valid_span_in_v2_is_null_with_infinite_odds():
     prediction = decode([feature], starts, ends, n_best_size=1, version_2_with_negative=True)
     assert prediction.text == "" and math.isinf(prediction.null_odds)
     assert [e["text"] for e in prediction.nbest] == [""]
+
+
+def test_an_answer_starting_or_ending_inside_a_word_is_widened_to_whole_words():
+    context = "The Eiffel Tower, in Paris."
+    # sub-tokens as WordPiece cuts them: the, e, ##iffel, tower, ",", in, paris, "."
+    pieces = [(0, 3), (4, 5), (5, 10), (11, 16), (16, 17), (18, 20), (21, 26), (26, 27)]
+    feature = window(range(len(pieces)), spans=pieces)
+    n = len(feature)
+    example = SquadExample("q", "which?", context, None)
+    # the best span starts at "##iffel" (mid-word) and ends at "tower"
+    (prediction,) = postprocess([example], [feature], [logits(n, {P + 2: 5.0})], [logits(n, {P + 3: 5.0})])
+    assert (prediction.text, prediction.start, prediction.end) == ("Eiffel Tower", 4, 16)
+    # punctuation next to a word is not pulled in; a span ending at "e" grows to the word's end
+    (prediction,) = postprocess([example], [feature], [logits(n, {P + 6: 5.0})], [logits(n, {P + 6: 5.0})])
+    assert prediction.text == "Paris"
+    (prediction,) = postprocess([example], [feature], [logits(n, {P + 1: 5.0})], [logits(n, {P + 1: 5.0})])
+    assert prediction.text == "Eiffel"

@@ -135,6 +135,7 @@ def test_metrics_json_keeps_the_other_prefix(tmp_path):
         default_root_dir=str(tmp_path),
         is_global_zero=True,
         sanity_checking=False,
+        state=SimpleNamespace(fn="validate"),
         callback_metrics={"val/f1": torch.tensor(0.5), "train/loss": torch.tensor(1.0)},
     )
     writer.on_validation_end(trainer, None)
@@ -143,6 +144,25 @@ def test_metrics_json_keeps_the_other_prefix(tmp_path):
     trainer.callback_metrics = {"val/f1": torch.tensor(0.75)}
     writer.on_validation_end(trainer, None)
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/f1": 0.75, "test/f1": 0.25}
+
+
+def test_metrics_json_of_a_fit_appears_only_when_it_ends(tmp_path, capsys):
+    writer = MetricsJsonWriter()
+    (tmp_path / "metrics.json").write_text('{"val/f1": 0.1}')  # an earlier run's
+    trainer = SimpleNamespace(
+        default_root_dir=str(tmp_path),
+        is_global_zero=True,
+        sanity_checking=False,
+        state=SimpleNamespace(fn="fit"),
+        callback_metrics={"val/f1": torch.tensor(0.5)},
+    )
+    writer.on_fit_start(trainer, None)
+    writer.on_validation_end(trainer, None)
+    assert not (tmp_path / "metrics.json").exists()  # a run killed now leaves nothing that looks finished
+    trainer.callback_metrics = {"val/f1": torch.tensor(0.75)}
+    writer.on_validation_end(trainer, None)
+    writer.on_fit_end(trainer, None)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/f1": 0.75}
 
 
 def test_bad_pretrained_source_is_a_one_line_user_error(tmp_path, capsys):

@@ -57,7 +57,8 @@ def test_squad_v2_fit_validate_predict_and_score(tmp_path, tiny_bert_dir, fast_t
         for entries in nbest.values()
     )
 
-    # Our scorer on the written files, with the threshold the model used, gives the logged metrics.
+    # Our scorer on the written files, with the threshold the model used, gives the logged metrics
+    # (score-squad prints the official scripts' 0-100; metrics.json is 0-1 like every task's).
     capsys.readouterr()
     assert (
         run_cli(
@@ -72,10 +73,10 @@ def test_squad_v2_fit_validate_predict_and_score(tmp_path, tiny_bert_dir, fast_t
         == 0
     )
     scored = json.loads(capsys.readouterr().out)
-    assert scored["exact"] == pytest.approx(metrics["val/exact_match"])
-    assert scored["f1"] == pytest.approx(metrics["val/f1"])
-    assert scored["best_f1"] == pytest.approx(metrics["val/best_f1"])
-    assert scored["NoAns_f1"] == pytest.approx(metrics["val/NoAns_f1"])
+    assert scored["exact"] == pytest.approx(100 * metrics["val/exact_match"])
+    assert scored["f1"] == pytest.approx(100 * metrics["val/f1"])
+    assert scored["best_f1"] == pytest.approx(100 * metrics["val/best_f1"])
+    assert scored["NoAns_f1"] == pytest.approx(100 * metrics["val/NoAns_f1"])
 
     # The .ckpt alone validates (v2.0 comes back from it) and predicts.
     checkpoint = run / "checkpoints" / "last.ckpt"

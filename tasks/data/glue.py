@@ -55,6 +55,13 @@ class TaskSpec:
     # Column names of a file without a header (CoLA train/dev); None: every file has a header.
     implicit_header: tuple[str, ...] | None = None
     score_range: tuple[float, float] | None = None  # regression targets outside it are errors
+    # What the labels mean, for people (predictions.jsonl): GLUE's files say "0"/"1" for some tasks.
+    display_names: tuple[str, ...] | None = None
+
+    def display_name(self, label: str) -> str:
+        if self.display_names is None or self.label_names is None:
+            return label
+        return self.display_names[self.label_names.index(label)]
 
     @property
     def main_metric(self) -> str:
@@ -94,16 +101,21 @@ GLUE_TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec("cola", "sentence", None, "label", "index", _BINARY, ("mcc", "accuracy"), "CoLA.tsv",
-                 implicit_header=("source", "label", "original_judgement", "sentence")),
-        TaskSpec("sst2", "sentence", None, "label", "index", _BINARY, ("accuracy",), "SST-2.tsv"),
-        TaskSpec("mrpc", "#1 String", "#2 String", "Quality", "index", _BINARY, ("f1", "accuracy"), "MRPC.tsv"),
+                 implicit_header=("source", "label", "original_judgement", "sentence"),
+                 display_names=("unacceptable", "acceptable")),
+        TaskSpec("sst2", "sentence", None, "label", "index", _BINARY, ("accuracy",), "SST-2.tsv",
+                 display_names=("negative", "positive")),
+        TaskSpec("mrpc", "#1 String", "#2 String", "Quality", "index", _BINARY, ("f1", "accuracy"), "MRPC.tsv",
+                 display_names=("not_equivalent", "equivalent")),
         TaskSpec("stsb", "sentence1", "sentence2", "score", "index", None, ("pearson", "spearman"), "STS-B.tsv",
                  score_range=(0.0, 5.0)),
-        TaskSpec("qqp", "question1", "question2", "is_duplicate", "id", _BINARY, ("f1", "accuracy"), "QQP.tsv"),
+        TaskSpec("qqp", "question1", "question2", "is_duplicate", "id", _BINARY, ("f1", "accuracy"), "QQP.tsv",
+                 display_names=("not_duplicate", "duplicate")),
         TaskSpec("mnli", "sentence1", "sentence2", "gold_label", "index", _NLI3, ("accuracy",), "MNLI-m.tsv"),
         TaskSpec("qnli", "question", "sentence", "label", "index", _NLI2, ("accuracy",), "QNLI.tsv"),
         TaskSpec("rte", "sentence1", "sentence2", "label", "index", _NLI2, ("accuracy",), "RTE.tsv"),
-        TaskSpec("wnli", "sentence1", "sentence2", "label", "index", _BINARY, ("accuracy",), "WNLI.tsv"),
+        TaskSpec("wnli", "sentence1", "sentence2", "label", "index", _BINARY, ("accuracy",), "WNLI.tsv",
+                 display_names=("not_entailment", "entailment")),
     )
 }
 # fmt: on

@@ -34,6 +34,21 @@ def is_cjk(char: str) -> bool:
     )
 
 
+def _in_word(char: str) -> bool:
+    return not char.isspace() and not is_punctuation(char) and not is_cjk(char)
+
+
+def whole_word_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` widened so that it neither begins nor ends inside a word (a run of
+    characters between spaces, punctuation and CJK characters, as BERT's basic tokenizer cuts
+    them): a span that starts at the sub-token "##iffel" answers "Eiffel", not "iffel"."""
+    while 0 < start < len(text) and _in_word(text[start - 1]) and _in_word(text[start]):
+        start -= 1
+    while 0 < end < len(text) and _in_word(text[end]) and _in_word(text[end - 1]):
+        end += 1
+    return start, end
+
+
 def split_words(text: str) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of the words of a raw text line, tokenized the way
     CoNLL files are: whitespace separates words, punctuation at the edges of a word stands alone

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.squad import SquadExample
+from ..data.words import whole_word_span
 from ..features.qa import OUTSIDE_CONTEXT, QAFeature
 
 
@@ -129,6 +130,8 @@ def _decide(
     candidates.sort(key=lambda span: span[0] + span[1], reverse=True)
     nbest, seen = [], set()
     for start_logit, end_logit, start, end in candidates:
+        if start is not None:  # answers are whole words of the context, as run_squad.py's are
+            start, end = whole_word_span(example.context, start, end)
         text = example.context[start:end] if start is not None else ""
         if text in seen:
             continue

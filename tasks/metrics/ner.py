@@ -24,8 +24,8 @@ def ner_scores(
 ) -> dict[str, float]:
     """Micro precision/recall/F1 over entities, F1 per entity type, and token accuracy.
 
-    Keys: ``precision``, ``recall``, ``f1``, ``f1_<TYPE>`` for each type found in gold or
-    predictions, ``token_accuracy``. ``strict=False`` is conlleval's chunking (any scheme);
+    Keys: ``precision``, ``recall``, ``f1``; ``f1_<TYPE>``, ``precision_<TYPE>``, ``recall_<TYPE>``
+    for each type found in gold or predictions; ``token_accuracy``. ``strict=False`` is conlleval's chunking (any scheme);
     ``strict=True`` is seqeval's strict mode, which only counts entities well formed in ``scheme``.
     """
     if len(gold) != len(predicted):
@@ -53,6 +53,8 @@ def ner_scores(
     for name, row in report.items():
         if not name.endswith(" avg"):
             scores[f"f1_{name}"] = float(row["f1-score"])
+            scores[f"precision_{name}"] = float(row["precision"])
+            scores[f"recall_{name}"] = float(row["recall"])
     total = sum(len(tags) for tags in gold_lists)
     correct = sum(
         g == p

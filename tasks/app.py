@@ -1,0 +1,133 @@
+"""The Lightning application: LightningCLI over the task modules, with the run-directory conventions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from .callbacks import RunConfigSaver
+from .checkpoint import is_task_checkpoint, read_checkpoint
+from .datamodule import TaskDataModule
+from .io import UserError
+from .module import TaskModule
+
+
+class BertTasksCLI(LightningCLI):
+    """``python -m tasks fit|validate|test|predict --config configs/X.yaml [--key value ...]``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True):
+        super().__init__(
+            TaskModule,
+            TaskDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigSaver,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The tokenizer always comes from the encoder's own source; task and labels flow from
+        # the data (the train file or the checkpoint) into the model, which stores them.
+        parser.link_arguments("model.init_args.pretrained", "data.init_args.tokenizer")
+        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
+        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="fit: replace the run already in the run directory (its checkpoints and metrics)",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.default_root_dir is None:
+            trainer.default_root_dir = str(Path("outputs") / _run_name(config))
+        if self.subcommand == "fit":
+            _claim_run_directory(config, Path(trainer.default_root_dir))
+        if trainer.logger is None or trainer.logger is True:
+            # One log directory per command (logs/csv/fit, logs/csv/validate, ...), not a new
+            # version_N for every evaluation; a command run again replaces its own logs.
+            version = self.subcommand or "run"
+            trainer.logger = [
+                {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {
+                        "save_dir": trainer.default_root_dir,
+                        "name": "logs/csv",
+                        "version": version,
+                    },
+                },
+                {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {
+                        "save_dir": trainer.default_root_dir,
+                        "name": "logs/tensorboard",
+                        "version": version,
+                    },
+                },
+            ]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and self.subcommand != "fit" and ckpt_path not in ("best", "last", "hpc", "registry"):
+            # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights
+            # come with Lightning's loading), the tokenizer and the labels from what it carries.
+            config.model.init_args.pretrained = ckpt_path
+            config.data.init_args.tokenizer = ckpt_path
+            self._pass_down(config, read_checkpoint(ckpt_path)["hyper_parameters"], labels=True)
+        elif is_task_checkpoint(config.model.init_args.pretrained):
+            self._pass_down(config, read_checkpoint(config.model.init_args.pretrained)["hyper_parameters"])
+
+    @staticmethod
+    def _pass_down(config, stored: dict, labels: bool = False) -> None:
+        """What a task checkpoint says about its data, handed to the data module unless given:
+        SQuAD's version, and when the checkpoint is the model itself, the task and the labels
+        (the data module never opens a checkpoint)."""
+        data = config.data.init_args
+        if hasattr(data, "version_2_with_negative") and data.version_2_with_negative is None:
+            data.version_2_with_negative = True if stored.get("task") == "squad_v2" else None
+        if not labels:
+            return
+        # "classification" is the classification data module's default: the checkpoint knows better.
+        if getattr(data, "task", None) == "classification" and stored.get("task"):
+            data.task = stored["task"]
+        if hasattr(data, "labels") and data.labels is None:
+            data.labels = stored.get("label_names")
+
+
+# What a run leaves in its directory: a second fit into it must not silently replace them.
+RUN_FILES = ("checkpoints", "config.yaml", "metrics.json")
+
+
+def _claim_run_directory(config, run_dir: Path) -> None:
+    """A fit starts a new run directory, resumes the run in it (``--ckpt_path last`` or a path),
+    or replaces it with ``--overwrite true``; it never silently mixes two runs."""
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise UserError(f"--ckpt_path last: no {last} to resume from")
+        config.ckpt_path = str(last)
+        return
+    if ckpt_path:
+        return
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not existing:
+        return
+    if not config.get("overwrite"):
+        raise UserError(
+            f"{run_dir} already holds a run ({', '.join(existing)}): pass --overwrite true to replace it, "
+            "--ckpt_path last to resume it, or --trainer.default_root_dir DIR for a new one"
+        )
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    (run_dir / "metrics.json").unlink(missing_ok=True)
+
+
+def _run_name(config) -> str:
+    configs = config.get("config") or []
+    if configs:
+        return Path(str(configs[-1])).stem
+    return config.model.class_path.rsplit(".", 1)[-1].lower()

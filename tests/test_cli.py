@@ -1,0 +1,129 @@
+"""The newcomer's path through the command line: help, choosing a config, short fits, run directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import ROOT, run_cli
+
+FAST = (
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+)
+
+
+def python_m_tasks(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tasks", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_lists_every_command_with_a_line_and_the_shipped_configs():
+    result = python_m_tasks("--help")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    for command in ("fit", "validate", "test", "predict", "score-squad", "report"):
+        (line,) = [line for line in lines if line.split()[:1] == [command]]
+        assert len(line.split()) > 3  # a line of help after the name
+    assert "configs/sst2.yaml" in result.stdout and "configs/ner.yaml" in result.stdout
+
+
+def test_a_command_without_a_config_says_how_to_choose_one():
+    result = python_m_tasks("fit")
+    assert result.returncode == 2
+    assert "--config configs/<name>.yaml" in result.stderr and "configs/squad.yaml" in result.stderr
+    assert "required" not in result.stderr and len(result.stderr.splitlines()) <= 3
+
+
+def test_help_with_a_config_shows_that_tasks_data_options(capsys):
+    assert run_cli("fit", "--config", "configs/ner.yaml", "--help") == 0
+    out = capsys.readouterr().out
+    assert "--trainer.max_epochs" in out  # the command's own options
+    assert "tasks.tagging.TaggingDataModule" in out
+    for option in ("--data.tag_scheme", "--data.document_context", "--data.label_all_tokens"):
+        assert option in out
+
+
+@pytest.fixture(scope="module")
+def short_run(tiny_bert_dir: Path, tmp_path_factory) -> Path:
+    """A fit stopped by max_steps inside its first epoch (the sample has 8 batches of 8)."""
+    run_dir = tmp_path_factory.mktemp("short") / "run"
+    options = ("--config", "configs/sst2.yaml", "--model.pretrained", tiny_bert_dir, "--trainer.default_root_dir")
+    assert run_cli("fit", *options, run_dir, "--trainer.max_steps", "2", *FAST) == 0
+    return run_dir
+
+
+def test_a_fit_shorter_than_an_epoch_validates_and_writes_checkpoints_and_metrics(short_run: Path):
+    assert (short_run / "checkpoints" / "best.ckpt").is_file()
+    assert (short_run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((short_run / "metrics.json").read_text())
+    assert set(metrics) == {"val/accuracy", "val/loss"}
+    assert 0.0 <= metrics["val/accuracy"] <= 1.0
+    assert sorted(p.name for p in (short_run / "logs" / "csv").iterdir()) == ["fit"]  # one log version
+
+
+def test_best_checkpoint_holds_weights_and_the_model_recipe_but_no_optimizer(short_run: Path):
+    best = torch.load(short_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(short_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in best and "optimizer_states" in last
+    assert {"bert_config", "vocab", "do_lower_case"} <= set(best["bert_tasks"])
+    assert best["hyper_parameters"]["label_names"] == ["0", "1"]
+    # AdamW keeps two moments per weight: last.ckpt is about three times the size of best.ckpt
+    best_size = (short_run / "checkpoints" / "best.ckpt").stat().st_size
+    assert (short_run / "checkpoints" / "last.ckpt").stat().st_size > 2.5 * best_size
+
+
+def test_a_second_fit_into_a_run_directory_refuses_unless_told(short_run: Path, tiny_bert_dir: Path, capsys):
+    options = ("--config", "configs/sst2.yaml", "--model.pretrained", tiny_bert_dir)
+    before = (short_run / "checkpoints" / "best.ckpt").stat().st_mtime_ns
+    assert run_cli("fit", *options, "--trainer.default_root_dir", short_run, *FAST) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(short_run) in error and "--overwrite true" in error and "--ckpt_path last" in error
+    assert (short_run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == before  # untouched
+    # resuming the same run continues it: last.ckpt is at step 2, max_steps 4 trains 2 more
+    resume = ("--trainer.default_root_dir", short_run, "--ckpt_path", "last", "--trainer.max_steps", "4", *FAST)
+    assert run_cli("fit", *options, *resume) == 0
+    last = torch.load(short_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 4
+
+
+def test_overwrite_starts_over(tiny_bert_dir: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    options = ("--config", "configs/sst2.yaml", "--model.pretrained", tiny_bert_dir, "--trainer.default_root_dir")
+    assert run_cli("fit", *options, run_dir, "--trainer.max_steps", "1", *FAST) == 0
+    (run_dir / "metrics.json").write_text('{"val/accuracy": 99}')  # would be a stale number
+    assert run_cli("fit", *options, run_dir, "--trainer.max_steps", "1", "--overwrite", "true", *FAST) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["val/accuracy"] <= 1.0
+
+
+def test_resuming_without_a_last_checkpoint_is_a_clear_error(tiny_bert_dir: Path, tmp_path: Path, capsys):
+    options = ("--config", "configs/sst2.yaml", "--model.pretrained", tiny_bert_dir)
+    assert run_cli("fit", *options, "--trainer.default_root_dir", tmp_path, "--ckpt_path", "last", *FAST) == 2
+    assert "no " + str(tmp_path / "checkpoints" / "last.ckpt") in capsys.readouterr().err
+
+
+def test_outputs_get_the_usual_permissions(short_run: Path, tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "predictions.jsonl"
+        checkpoint = short_run / "checkpoints" / "best.ckpt"
+        args = ("--config", "configs/sst2.yaml", "--ckpt_path", checkpoint, "--trainer.default_root_dir", tmp_path)
+        assert run_cli("predict", *args, "--data.predictions_file", out, *FAST) == 0
+    finally:
+        os.umask(old)
+    for path in (out, tmp_path / "SST-2.tsv"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
