@@ -320,7 +320,10 @@ def test_pair_and_cola_metrics_equal_those_recomputed_from_predictions(
 
     # last.ckpt holds the weights that the end-of-epoch validation scored.
     assert predict(run_dir / "checkpoints" / "last.ckpt", task, GLUE / dev, tmp_path / "predict") == 0
-    values = {"mrpc": {"not_equivalent": "0", "equivalent": "1"}, "cola": {"unacceptable": "0", "acceptable": "1"}}
+    values = {
+        "mrpc": {"not_equivalent": "0", "equivalent": "1"},
+        "cola": {"unacceptable": "0", "acceptable": "1"},
+    }
     predicted = [values[task][r["label"]] for r in read_jsonl(tmp_path / "predict" / "predictions.jsonl")]
     gold = tsv_column(GLUE / dev, label_column, header=header)
     assert len(predicted) == len(gold)

@@ -62,7 +62,13 @@ def test_help_with_a_config_shows_that_tasks_data_options(capsys):
 def short_run(tiny_bert_dir: Path, tmp_path_factory) -> Path:
     """A fit stopped by max_steps inside its first epoch (the sample has 8 batches of 8)."""
     run_dir = tmp_path_factory.mktemp("short") / "run"
-    options = ("--config", "configs/sst2.yaml", "--model.pretrained", tiny_bert_dir, "--trainer.default_root_dir")
+    options = (
+        "--config",
+        "configs/sst2.yaml",
+        "--model.pretrained",
+        tiny_bert_dir,
+        "--trainer.default_root_dir",
+    )
     assert run_cli("fit", *options, run_dir, "--trainer.max_steps", "2", *FAST) == 0
     return run_dir
 
@@ -95,7 +101,15 @@ def test_a_second_fit_into_a_run_directory_refuses_unless_told(short_run: Path, 
     assert str(short_run) in error and "--overwrite true" in error and "--ckpt_path last" in error
     assert (short_run / "checkpoints" / "best.ckpt").stat().st_mtime_ns == before  # untouched
     # resuming the same run continues it: last.ckpt is at step 2, max_steps 4 trains 2 more
-    resume = ("--trainer.default_root_dir", short_run, "--ckpt_path", "last", "--trainer.max_steps", "4", *FAST)
+    resume = (
+        "--trainer.default_root_dir",
+        short_run,
+        "--ckpt_path",
+        "last",
+        "--trainer.max_steps",
+        "4",
+        *FAST,
+    )
     assert run_cli("fit", *options, *resume) == 0
     last = torch.load(short_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 4
@@ -103,7 +117,13 @@ def test_a_second_fit_into_a_run_directory_refuses_unless_told(short_run: Path, 
 
 def test_overwrite_starts_over(tiny_bert_dir: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    options = ("--config", "configs/sst2.yaml", "--model.pretrained", tiny_bert_dir, "--trainer.default_root_dir")
+    options = (
+        "--config",
+        "configs/sst2.yaml",
+        "--model.pretrained",
+        tiny_bert_dir,
+        "--trainer.default_root_dir",
+    )
     assert run_cli("fit", *options, run_dir, "--trainer.max_steps", "1", *FAST) == 0
     (run_dir / "metrics.json").write_text('{"val/accuracy": 99}')  # would be a stale number
     assert run_cli("fit", *options, run_dir, "--trainer.max_steps", "1", "--overwrite", "true", *FAST) == 0
@@ -121,7 +141,14 @@ def test_outputs_get_the_usual_permissions(short_run: Path, tmp_path: Path):
     try:
         out = tmp_path / "predictions.jsonl"
         checkpoint = short_run / "checkpoints" / "best.ckpt"
-        args = ("--config", "configs/sst2.yaml", "--ckpt_path", checkpoint, "--trainer.default_root_dir", tmp_path)
+        args = (
+            "--config",
+            "configs/sst2.yaml",
+            "--ckpt_path",
+            checkpoint,
+            "--trainer.default_root_dir",
+            tmp_path,
+        )
         assert run_cli("predict", *args, "--data.predictions_file", out, *FAST) == 0
     finally:
         os.umask(old)
