@@ -131,17 +131,28 @@ _NOISE = (
     r".*Checkpoint directory .* exists and is not empty.*",
     r"LightningCLI's args parameter is intended.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    # Evaluation outputs are gathered by example, so the sampler's padding repeats count once.
+    r".*Using `DistributedSampler` with the dataloaders.*",
+    r".*It is recommended to use `self.log\(.*sync_dist=True.*",
 )
 
 
-class _DropTips(logging.Filter):
+# Lightning's log lines that concern its own set-up, not the user's run.
+_NOISE_LINES = (
+    "Tip:",
+    "litlogger",
+    "litmodels",
+    "TPU available",
+    "HPU available",
+    "will override existing callbacks passed to Trainer",
+    "to estimate number of stepping batches",
+)
+
+
+class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return (
-            "Tip:" not in message
-            and "litlogger" not in message.lower()
-            and "litmodels" not in message.lower()
-        )
+        message = record.getMessage().lower()
+        return not any(noise.lower() in message for noise in _NOISE_LINES)
 
 
 def quiet_lightning() -> None:
@@ -151,7 +162,7 @@ def quiet_lightning() -> None:
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropTips())
+        logging.getLogger(name).addFilter(_DropNoise())
 
 
 def __getattr__(name: str):

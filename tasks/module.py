@@ -38,6 +38,9 @@ class TaskModule(L.LightningModule):
 
     main_metric: str = "val/loss"
     main_metric_mode: str = "min"
+    # Heads on the token states leave the pooler untrained: its weights are kept (and exported) but
+    # frozen, so that DDP does not wait for gradients that never come.
+    uses_pooler: bool = True
 
     def __init__(
         self,
@@ -67,6 +70,8 @@ class TaskModule(L.LightningModule):
         self.label_names = list(label_names) if label_names is not None else None
         if freeze_encoder:
             self.encoder.requires_grad_(False)
+        if not self.uses_pooler:
+            self.encoder.pooler.requires_grad_(False)
 
     @property
     def hidden_size(self) -> int:
@@ -151,10 +156,6 @@ class TaskModule(L.LightningModule):
     def training_loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
-    def evaluation_loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor | None:
-        """A loss logged per evaluation step (None: the task's ``score`` reports its own)."""
-        return None
-
     def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         """(example index, feature index, output) for each feature of the batch, on the CPU."""
         raise NotImplementedError
@@ -202,14 +203,9 @@ class TaskModule(L.LightningModule):
         self._start("predict")
 
     def _evaluation_step(self, prefix: str, batch: dict[str, Any], dataloader_idx: int) -> None:
-        outputs = self(batch)
-        loss = self.evaluation_loss(outputs, batch)
-        if loss is not None:
-            suffix = self.evaluations[_SPLITS[prefix]][dataloader_idx].metric_suffix
-            self.log(
-                f"{prefix}/loss{suffix}", loss, batch_size=len(batch["input_ids"]), add_dataloader_idx=False
-            )
-        self._collectors[dataloader_idx].add(self.split_outputs(outputs, batch))
+        # No per-step metrics: every metric, the loss included, comes from ``score`` over the whole
+        # split, so that it is the same on one process or many.
+        self._collectors[dataloader_idx].add(self.split_outputs(self(batch), batch))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step("val", batch, dataloader_idx)
@@ -255,9 +251,23 @@ class TaskModule(L.LightningModule):
             collector.add(items)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[tuple[int, Any]]:
-        """The examples this batch completed, decoded, in example order (for the prediction writer)."""
+        """The examples this batch completed, decoded, in example order (for the prediction writer).
+
+        With several processes each rank sees a share of the batches: the outputs are gathered and
+        decoded at the end of the epoch instead (``finish_prediction``)."""
         (collector,), (evaluation,) = self._collectors, self.evaluations["predict"]
         collector.add(self.split_outputs(self(batch), batch))
+        if self.trainer.world_size > 1:
+            return []
+        return [
+            (example, self.decode(example, outputs, evaluation)) for example, outputs in collector.ready()
+        ]
+
+    def finish_prediction(self) -> list[tuple[int, Any]]:
+        """At the end of a predict epoch, on every rank: the examples not handed out yet (all of them
+        with several processes, gathered from every rank), decoded, in example order."""
+        (collector,), (evaluation,) = self._collectors, self.evaluations["predict"]
+        self._gather(collector)
         return [
             (example, self.decode(example, outputs, evaluation)) for example, outputs in collector.ready()
         ]

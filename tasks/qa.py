@@ -225,6 +225,7 @@ class QAModule(TaskModule):
 
     main_metric = "val/f1"
     main_metric_mode = "max"
+    uses_pooler = False
 
     def __init__(
         self,

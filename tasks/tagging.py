@@ -281,8 +281,9 @@ class TaggingDataModule(TaskDataModule):
         if data.format == "text":
             lines, spans = data.lines, data.spans
 
-            def record(sentence: int, tags: list[str]) -> list[str]:
-                return [json.dumps(entity_record(lines[sentence], spans[sentence], tags), ensure_ascii=False)]
+            def record(sentence: int, prediction: TaggedSentence) -> list[str]:
+                record = entity_record(lines[sentence], spans[sentence], prediction.tags)
+                return [json.dumps(record, ensure_ascii=False)]
 
             return [OutputFile(self.predictions_path(), record)]
         path = (
@@ -291,14 +292,15 @@ class TaggingDataModule(TaskDataModule):
         if data.conll is None:  # a hub data set: no file to write back
             return [
                 OutputFile(
-                    path, lambda s, tags: [json.dumps({"words": data.sentences[s].words, "tags": tags})]
+                    path, lambda s, p: [json.dumps({"words": data.sentences[s].words, "tags": p.tags})]
                 )
             ]
         file_scheme = detect_scheme(s.tags for s in data.sentences) if data.conll.has_tags else None
         writer = ConllPredictions(read_text_lines(data.path), data.conll)
 
-        def lines_of(sentence: int, tags: list[str]) -> list[str]:
-            return list(writer.sentence(sentence, convert_tags(tags, file_scheme) if file_scheme else tags))
+        def lines_of(sentence: int, prediction: TaggedSentence) -> list[str]:
+            tags = convert_tags(prediction.tags, file_scheme) if file_scheme else prediction.tags
+            return list(writer.sentence(sentence, tags))
 
         return [OutputFile(path, lines_of, footer=lambda: list(writer.rest()))]
 
@@ -315,6 +317,7 @@ class TaggingModule(TaskModule):
 
     main_metric = "val/f1"
     main_metric_mode = "max"
+    uses_pooler = False
 
     def __init__(self, classifier_dropout: float | None = None, strict_metrics: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
@@ -366,35 +369,58 @@ class TaggingModule(TaskModule):
     def training_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return F.cross_entropy(outputs.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX)
 
-    def evaluation_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        return self.training_loss(outputs, batch)
-
     def split_outputs(
         self, outputs: torch.Tensor, batch: dict[str, Any]
-    ) -> list[tuple[int, int, WordScores]]:
-        """Each window's labelled words and their label log-probabilities."""
-        log_probs = outputs.detach().float().log_softmax(-1).cpu().numpy()
+    ) -> list[tuple[int, int, WindowOutput]]:
+        """Each window's labelled words, their label log-probabilities, and its loss (summed over
+        its labelled tokens, so that the split's loss is the mean over all of them)."""
+        log_probs = outputs.detach().float().log_softmax(-1)
+        labels = batch["labels"]
+        losses = F.nll_loss(log_probs.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+        loss_sums, counts = losses.sum(-1).tolist(), (labels != IGNORE_INDEX).sum(-1).tolist()
+        log_probs = log_probs.cpu().numpy()
         positions = batch["word_positions"].cpu().numpy()
         indices = batch["word_indices"].cpu().numpy()
         items = []
-        for row, (sentence, feature) in enumerate(
-            zip(batch["sentence"].tolist(), batch["feature_index"].tolist(), strict=True)
-        ):
+        rows = zip(
+            batch["sentence"].tolist(), batch["feature_index"].tolist(), loss_sums, counts, strict=True
+        )
+        for row, (sentence, feature, loss_sum, count) in enumerate(rows):
             keep = positions[row] != IGNORE_INDEX  # the collate pads these lists with -100
-            items.append(
-                (sentence, feature, WordScores(indices[row][keep], log_probs[row, positions[row][keep]]))
-            )
+            scores = WordScores(indices[row][keep], log_probs[row, positions[row][keep]])
+            items.append((sentence, feature, WindowOutput(scores, loss_sum, count)))
         return items
 
-    def decode(self, example: int, outputs: list[WordScores], evaluation: Evaluation) -> list[str]:
+    def decode(self, example: int, outputs: list[WindowOutput], evaluation: Evaluation) -> TaggedSentence:
         scheme = self.scheme
         if scheme not in self._constraints:
             self._constraints[scheme] = transition_constraints(self.label_names, scheme)
         length = evaluation.context.sentence_lengths[example]
-        return decode_sentence(length, outputs, self.label_names, self._constraints[scheme])
+        tags = decode_sentence(
+            length, [o.scores for o in outputs], self.label_names, self._constraints[scheme]
+        )
+        return TaggedSentence(tags, sum(o.loss_sum for o in outputs), sum(o.labelled for o in outputs))
 
-    def score(self, predictions: dict[int, list[str]], evaluation: Evaluation) -> dict[str, float]:
+    def score(self, predictions: dict[int, TaggedSentence], evaluation: Evaluation) -> dict[str, float]:
         if evaluation.gold is None:
             return {}
         gold = [evaluation.gold[i] for i in predictions]
-        return ner_scores(gold, list(predictions.values()), self.scheme, self.strict_metrics)
+        tags = [p.tags for p in predictions.values()]
+        scores = ner_scores(gold, tags, self.scheme, self.strict_metrics)
+        labelled = sum(p.labelled for p in predictions.values())
+        scores["loss"] = sum(p.loss_sum for p in predictions.values()) / max(labelled, 1)
+        return scores
+
+
+@dataclass
+class WindowOutput:
+    scores: WordScores  # the words this window labels
+    loss_sum: float  # cross-entropy summed over its labelled tokens
+    labelled: int  # how many
+
+
+@dataclass
+class TaggedSentence:
+    tags: list[str]
+    loss_sum: float
+    labelled: int

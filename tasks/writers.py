@@ -41,6 +41,7 @@ class PredictionWriter(BasePredictionWriter):
                 handle.writelines(line + "\n" for line in output.render(example, value))
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write_on_batch_end(trainer, pl_module, pl_module.finish_prediction(), None, None, -1, 0)
         pending = pl_module.prediction_pending()
         if pending:
             self._discard()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,29 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mixing_bert_dir(tiny_bert_dir: Path, tmp_path_factory) -> Path:
+    """The tiny BERT with large random weights (initializer_range 0.5, not 0.02): attention then
+    mixes the tokens into [CLS], so outputs differ between inputs. With 0.02 every input gets
+    nearly the same output: all one class, or STS-B scores 1e-5 apart that the 6 decimals of
+    predictions.jsonl cannot reproduce the correlations from."""
+    directory = tmp_path_factory.mktemp("mixing_bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        initializer_range=0.5,
+    )
+    BertModel(config).save_pretrained(directory)
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(tiny_bert_dir / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_tf_dir() -> Path:
     return shared_path("fixtures", "google_bert_tiny", "tf_checkpoint")
 
@@ -67,3 +92,15 @@ def fast_trainer_args() -> list[str]:
         "--trainer.devices",
         "1",
     ]
+
+
+@pytest.fixture(autouse=True)
+def lightning_logs_to_the_real_stderr():
+    """Lightning's log handlers keep the ``sys.stderr`` of the moment they were made: under pytest,
+    some earlier test's capture, closed by now (every log line would then print a '--- Logging
+    error ---' traceback). Point them at the process's stderr, file descriptor 2, which ``capfd``
+    captures."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler) is logging.StreamHandler and handler.stream is not sys.stdout:
+                handler.stream = sys.__stderr__

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 import tasks.cli  # noqa: F401  (see below)
-from bert_core import BertConfig, BertModel
 from tests.conftest import run_cli
 
 # tasks.cli is imported at collection on purpose: Lightning's log handler binds to the sys.stderr of
@@ -145,29 +144,6 @@ def average_ranks(values: list[float]) -> list[float]:
             ranks[order[k]] = (start + end) / 2 + 1  # ties share their average rank
         start = end + 1
     return ranks
-
-
-@pytest.fixture(scope="module")
-def mixing_bert_dir(tiny_bert_dir: Path, tmp_path_factory) -> Path:
-    """The tiny BERT with large random weights (initializer_range 0.5, not 0.02): attention then
-    mixes the tokens into [CLS], so outputs differ between inputs. With 0.02 every input gets
-    nearly the same output: all one class, or STS-B scores 1e-5 apart that the 6 decimals of
-    predictions.jsonl cannot reproduce the correlations from."""
-    directory = tmp_path_factory.mktemp("mixing_bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        initializer_range=0.5,
-    )
-    BertModel(config).save_pretrained(directory)
-    for name in ("vocab.txt", "tokenizer_config.json"):
-        shutil.copy(tiny_bert_dir / name, directory / name)
-    return directory
 
 
 # --- single sentences: SST-2 ------------------------------------------------------------------

@@ -43,7 +43,11 @@ def make_writer_run(tmp_path: Path, pending: int = 0):
         ),
     ]
     evaluation = Evaluation("predict", "in.txt", windows=[1, 1, 1], outputs=outputs)
-    module = SimpleNamespace(evaluations={"predict": [evaluation]}, prediction_pending=lambda: pending)
+    module = SimpleNamespace(
+        evaluations={"predict": [evaluation]},
+        prediction_pending=lambda: pending,
+        finish_prediction=lambda: [],
+    )
     trainer = SimpleNamespace(is_global_zero=True)
     return PredictionWriter(), trainer, module
 
