@@ -112,11 +112,12 @@ def load_pretrained(
         config = BertConfig.from_json(resolved.config_path)
     if overrides:
         config = BertConfig.from_dict({**config.to_dict(), **overrides}, source=str(resolved.config_path))
-    _check_vocab(resolved, config)
+    _check_vocab(resolved, config, smaller_too=False)
     model = cls(config)
     state, new_heads = _tensors_for(model, read_state_dict(resolved), resolved.name)
     expected = model.state_dict()
     _check_tensors(state, expected, resolved, new_heads)
+    _check_vocab(resolved, config, smaller_too=True)  # once the tensors agree with the config
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
     model.source_directory = resolved.directory  # lets save_pretrained copy the tokenizer files
     model.source_name = resolved.name
@@ -162,15 +163,17 @@ def _first_five(names: list[str]) -> str:
     return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
 
 
-def _check_vocab(resolved: ResolvedSource, config: BertConfig) -> None:
+def _check_vocab(resolved: ResolvedSource, config: BertConfig, smaller_too: bool) -> None:
     vocab = resolved.directory / "vocab.txt"
     if vocab.is_file():
         with open(vocab, encoding="utf-8", errors="replace") as handle:
             size = sum(1 for _ in handle)
-        if size > config.vocab_size:
+        # Larger: ids past the embedding table. Smaller: almost always another model's vocabulary
+        # (a cased vocab.txt beside an uncased model), whose ids would silently mean other words.
+        if size > config.vocab_size or (smaller_too and size < config.vocab_size):
             raise CheckpointError(
                 f"{vocab}: {size} tokens, but the model's vocab_size is {config.vocab_size} "
-                f"({resolved.config_path.name}): vocab and embeddings do not match"
+                f"({resolved.config_path.name}): vocab and embeddings do not match (another model's vocab.txt?)"
             )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
@@ -18,6 +19,7 @@ class BertTasksCLI(LightningCLI):
     """``python -m tasks fit|validate|test|predict --config configs/X.yaml [--key value ...]``."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True):
+        self._explicit = explicit_options(sys.argv[1:] if args is None else args)
         super().__init__(
             TaskModule,
             TaskDataModule,
@@ -25,6 +27,11 @@ class BertTasksCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=RunConfigSaver,
             auto_configure_optimizers=False,
+            # Parse errors are raised (and shortened by tasks.cli) instead of printing pages of usage.
+            parser_kwargs={
+                "exit_on_error": False,
+                **{c: {"exit_on_error": False} for c in self.subcommands()},
+            },
             args=args,
             run=run,
         )
@@ -42,6 +49,30 @@ class BertTasksCLI(LightningCLI):
             help="fit: replace the run already in the run directory (its checkpoints and metrics)",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """A task checkpoint's stored settings fill in the model's options, but an option given on
+        the command line wins (with a note when it differs). Lightning's own version lets the
+        checkpoint silently override everything, and opens the file before we can check it."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if not ckpt_path or ckpt_path in SHORTHANDS:
+            return
+        stored = read_checkpoint(ckpt_path)["hyper_parameters"]  # a clear UserError for a bad file
+        check_same_task(ckpt_path, stored, config)
+        init_args = config.model.init_args
+        for name, value in stored.items():
+            if name.startswith("_") or name in ("pretrained", "task", "label_names") or name not in init_args:
+                continue
+            if name in self._explicit:
+                if init_args[name] != value:
+                    print(
+                        f"note: --model.{name} {init_args[name]} overrides the checkpoint's {value}",
+                        file=sys.stderr,
+                    )
+                continue
+            init_args[name] = value
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
@@ -49,6 +80,12 @@ class BertTasksCLI(LightningCLI):
             trainer.default_root_dir = str(Path("outputs") / _run_name(config))
         if self.subcommand == "fit":
             _claim_run_directory(config, Path(trainer.default_root_dir))
+        elif self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
+            if not is_task_checkpoint(config.model.init_args.pretrained):
+                raise UserError(
+                    f"{self.subcommand} needs a fine-tuned model: pass --ckpt_path "
+                    f"{Path(trainer.default_root_dir) / 'checkpoints' / 'best.ckpt'} (or another fit's checkpoint)"
+                )
         if trainer.logger is None or trainer.logger is True:
             # One log directory per command (logs/csv/fit, logs/csv/validate, ...), not a new
             # version_N for every evaluation; a command run again replaces its own logs.
@@ -72,7 +109,7 @@ class BertTasksCLI(LightningCLI):
                 },
             ]
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path and self.subcommand != "fit" and ckpt_path not in ("best", "last", "hpc", "registry"):
+        if ckpt_path and self.subcommand != "fit" and ckpt_path not in SHORTHANDS:
             # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights
             # come with Lightning's loading), the tokenizer and the labels from what it carries.
             config.model.init_args.pretrained = ckpt_path
@@ -98,8 +135,46 @@ class BertTasksCLI(LightningCLI):
             data.labels = stored.get("label_names")
 
 
-# What a run leaves in its directory: a second fit into it must not silently replace them.
-RUN_FILES = ("checkpoints", "config.yaml", "metrics.json")
+SHORTHANDS = ("best", "last", "hpc", "registry")  # Lightning's names for checkpoints it finds itself
+
+# What a run leaves in its directory: a second fit into it must not silently replace them (a lone
+# config.yaml is a fit that stopped on a bad option before it trained).
+RUN_FILES = ("checkpoints", "metrics.json")
+
+
+def explicit_options(args: list[str]) -> set[str]:
+    """The model options given on the command line: ``--model.x`` / ``--model.init_args.x``."""
+    names = set()
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if key.startswith("--model."):
+            names.add(key.removeprefix("--model.").removeprefix("init_args."))
+    return names
+
+
+_TASK_OF_MODEL = {"TaggingModule": "ner", "QAModule": "squad", "SequenceClassifier": "classification"}
+
+
+def check_same_task(ckpt_path: str, stored: dict, config) -> None:
+    """A checkpoint of another task (or another kind of model) under this config is an error, not a
+    silent mismatch of heads and labels."""
+    stored_class, stored_task = stored.get("_class_path"), stored.get("task")
+    wanted_class = config.model.get("class_path")
+    wanted_task = config.data.init_args.get("task") if config.data is not None else None
+    if wanted_task == "classification":  # the generic default: the checkpoint decides
+        wanted_task = None
+    mismatch = (stored_class and wanted_class and stored_class != wanted_class) or (
+        stored_task
+        and wanted_task
+        and stored_task != wanted_task
+        and {stored_task, wanted_task} != {"squad", "squad_v2"}
+    )
+    if mismatch:
+        wanted_task = wanted_task or _TASK_OF_MODEL.get(str(wanted_class).rsplit(".", 1)[-1])
+        raise UserError(
+            f"{ckpt_path}: a checkpoint of task {stored_task!r} ({stored_class}), but the config is for "
+            f"{wanted_task or '?'!r} ({wanted_class}): use that task's config, or give the checkpoint alone"
+        )
 
 
 def _claim_run_directory(config, run_dir: Path) -> None:

@@ -64,12 +64,29 @@ def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float | None]:
 
 class RunConfigSaver(SaveConfigCallback):
     """Saves the resolved config at the top of the run directory (``config.yaml`` for fit,
-    ``config.<subcommand>.yaml`` otherwise), overwriting an earlier run's."""
+    ``config.<subcommand>.yaml`` otherwise), overwriting an earlier run's.
+
+    Saved when the work starts, after every set-up check: a command that stops on a bad option
+    leaves nothing behind."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pass
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, "fit")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, "validate")
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, "test")
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, "predict")
+
+    def _save(self, trainer: L.Trainer, stage: str) -> None:
         if self.already_saved or not trainer.is_global_zero:
             return
-        stage = getattr(stage, "value", stage)  # a TrainerFn enum or its string
         name = "config.yaml" if stage == "fit" else f"config.{stage}.yaml"
         path = Path(trainer.default_root_dir) / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from .data.glue import (
     submission_line,
 )
 from .data.text import read_text
-from .datamodule import Prepared, TaskDataModule
+from .datamodule import Prepared, TaskDataModule, check_at_least
 from .evaluation import Evaluation, OutputFile
 from .io import UserError, write_json
 from .metrics.glue import compute_metrics
@@ -98,6 +98,10 @@ class ClassificationDataModule(TaskDataModule):
         self.examples: dict[str, list[Example]] = {}
         # Decided once, here: the CLI links both to the model right after instantiation.
         self.task = normalise_task(task)
+        if self.is_pair:
+            check_at_least(
+                "max_seq_length", self._max_seq_length, 5, "a token of each text, [CLS] and two [SEP]"
+            )
         self.label_names = self._decide_label_names()
 
     def _decide_label_names(self) -> list[str] | None:

@@ -7,8 +7,11 @@ and the small commands start at once.
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import importlib
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -60,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        args = _prepare_args(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     quiet_lightning()
     from .app import BertTasksCLI
 
@@ -71,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return _help_with_config(BertTasksCLI, args)
     try:
         BertTasksCLI(args=args)
+    except argparse.ArgumentError as err:
+        print(f"error: {parse_error_message(err, args)}", file=sys.stderr)
+        return 2
     except Exception as err:
         user_error = _user_error_in(err)
         if user_error is None:
@@ -89,6 +100,86 @@ def _user_error_in(err: BaseException) -> BaseException | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _prepare_args(args: list[str]) -> list[str]:
+    """``--key -3e-5`` -> ``--key=-3e-5`` (argparse takes a negative number in exponent form for an
+    option), and config files checked as YAML first, so that an error names the file and line."""
+    import yaml
+
+    prepared: list[str] = []
+    for arg in args:
+        if (
+            prepared
+            and prepared[-1].startswith("--")
+            and "=" not in prepared[-1]
+            and _is_negative_number(arg)
+        ):
+            prepared[-1] = f"{prepared[-1]}={arg}"
+        else:
+            prepared.append(arg)
+    for flag, value in zip(prepared, prepared[1:]):
+        if flag in ("--config", "-c") and Path(value).is_file():
+            try:
+                yaml.safe_load(Path(value).read_text(encoding="utf-8"))
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f"{value}:{mark.line + 1}" if mark is not None else value
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise UserError(f"{where}: not valid YAML ({problem})") from None
+    return prepared
+
+
+def _is_negative_number(text: str) -> bool:
+    try:
+        return text.startswith("-") and float(text) <= 0
+    except ValueError:
+        return False
+
+
+def parse_error_message(err: argparse.ArgumentError, args: list[str]) -> str:
+    """jsonargparse's error (a nest of 'Parser key' lines and union subtypes) in one or two lines:
+    the option, the problem, and the config file when the option came from one."""
+    message = str(err)
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    rejected = re.search(r"Option '([^']+)' is not accepted", message) or re.search(
+        r'No action for key "([^"]+)"', message
+    )
+    expected = re.search(r"(Expected a .*?Got value: .*)", message)
+    if rejected:
+        keys.append(rejected.group(1))
+    option = "--" + ".".join(dict.fromkeys(keys)) if keys else None
+    if rejected:
+        problem = "no such option" + _did_you_mean(message, rejected.group(1))
+    elif expected:
+        problem = expected.group(1).replace("<class '", "").replace("'>", "")
+    else:
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        problem = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+    given_on_command_line = option is not None and any(a.split("=", 1)[0] == option for a in args)
+    configs = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+    source = f" (in {', '.join(configs)})" if configs and option and not given_on_command_line else ""
+    return f"{option}{source}: {problem}" if option else problem
+
+
+def _did_you_mean(message: str, name: str) -> str:
+    """The closest option of the class the error names, as a hint."""
+    class_path = re.search(r"class_path '([\w.]+)'", message)
+    if class_path is None:
+        return ""
+    import inspect
+
+    module_name, _, class_name = class_path.group(1).rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    names = {
+        p
+        for klass in getattr(cls, "__mro__", ())
+        if "__init__" in vars(klass)
+        for p in inspect.signature(klass.__init__).parameters
+        if p not in ("self", "args", "kwargs")
+    }
+    close = difflib.get_close_matches(name, sorted(names), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _shipped_configs() -> list[Path]:

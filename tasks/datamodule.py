@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import load_task_tokenizer
 from .evaluation import Evaluation
-from .io import UserError
+from .io import UserError, check_output_paths
 
 # Padding value per column; list-valued columns not named here (e.g. token labels) pad with -100,
 # the value cross-entropy ignores.
@@ -67,6 +67,12 @@ class TaskDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ):
         super().__init__()
+        check_at_least("batch_size", batch_size, 1)
+        if eval_batch_size is not None:
+            check_at_least("eval_batch_size", eval_batch_size, 1)
+        check_at_least("num_workers", num_workers, 0)
+        # [CLS] + a token + [SEP]; a pair needs [SEP] twice (checked where pairs are known)
+        check_at_least("max_seq_length", max_seq_length, 3, "room for a token besides [CLS] and [SEP]")
         self.train_file, self.validation_file, self.test_file = train_file, validation_file, test_file
         self.predict_file, self.predictions_file = predict_file, predictions_file
         self.batch_size = batch_size
@@ -229,11 +235,16 @@ class TaskDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
+        if stage == "predict":  # before the work, not after it
+            check_output_paths([self.predictions_path()], [self.predict_file])
         for split in STAGE_SPLITS[stage]:
             if split == "validation" and not self.has_split(split):
                 continue  # fit without a dev set: train only
             if split not in self.prepared:
                 self.prepared[split] = self.prepare(split)
+        if stage == "predict":
+            outputs = [output.path for p in self.prepared["predict"] for output in p.evaluation.outputs]
+            check_output_paths(outputs, [self.predict_file])
 
     def evaluations(self) -> dict[str, list[Evaluation]]:
         """What the module needs to decode, score and write each prepared split."""
@@ -275,6 +286,13 @@ STAGE_SPLITS = {
     "test": ("test",),
     "predict": ("predict",),
 }
+
+
+def check_at_least(name: str, value: float, least: float, why: str = "") -> None:
+    """A UserError naming the option when ``value`` is below ``least``."""
+    if value < least:
+        reason = f" ({why})" if why else ""
+        raise UserError(f"--data.{name} must be at least {least}{reason}, not {value}")
 
 
 class LengthGroupedSampler(Sampler[int]):

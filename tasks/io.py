@@ -30,6 +30,35 @@ class DataError(UserError):
         self.path, self.line, self.example, self.problem = str(path), line, example, problem
 
 
+def check_output_paths(
+    paths: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None] = ()
+) -> None:
+    """A UserError, before any work, for output files that could not be written or would destroy
+    something: a directory in the way, a parent that is a file or not writable, an input file, or
+    two outputs on one path."""
+    seen: dict[Path, Path] = {}
+    protected = {Path(p).resolve() for p in inputs if p is not None}
+    for raw in paths:
+        path = Path(raw)
+        resolved = path.resolve()
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory; give a file path for the predictions")
+        if resolved in protected:
+            raise UserError(f"{path}: is the input file; predictions would overwrite it")
+        if resolved in seen:
+            raise UserError(
+                f"{path}: two outputs would be written to this one file; choose another --data.predictions_file"
+            )
+        seen[resolved] = path
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"{path}: cannot be created, {ancestor} is a file, not a directory")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UserError(f"{path}: cannot be written, {ancestor} is not writable")
+
+
 def open_beside(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> tuple[IO, str]:
     """A new temp file in ``path``'s directory (created if needed), and its name: write it, then
     ``commit`` it over ``path`` or delete it."""

@@ -16,6 +16,7 @@ from bert_core.tokenizer import tokenizer_spec
 from .callbacks import MetricsJsonWriter
 from .checkpoint import PAYLOAD_KEY, is_task_checkpoint, read_checkpoint
 from .evaluation import Collector, Evaluation
+from .io import UserError
 from .writers import PredictionWriter
 
 
@@ -57,6 +58,17 @@ class TaskModule(L.LightningModule):
         attention_probs_dropout_prob: float | None = None,
     ):
         super().__init__()
+        check_range("learning_rate", learning_rate, low=0.0, low_open=True)
+        check_range("weight_decay", weight_decay, low=0.0)
+        check_range("warmup_ratio", warmup_ratio, low=0.0, high=1.0)
+        check_range("adam_epsilon", adam_epsilon, low=0.0, low_open=True)
+        check_range("layerwise_lr_decay", layerwise_lr_decay, low=0.0, high=1.0, low_open=True)
+        for name, rate in (
+            ("hidden_dropout_prob", hidden_dropout_prob),
+            ("attention_probs_dropout_prob", attention_probs_dropout_prob),
+        ):
+            if rate is not None:
+                check_range(name, rate, low=0.0, high=1.0)
         self.save_hyperparameters()
         overrides = {
             k: v
@@ -292,6 +304,16 @@ class TaskModule(L.LightningModule):
 
 
 _SPLITS = {"val": "validation", "test": "test"}
+
+
+def check_range(
+    name: str, value: float, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> None:
+    """A UserError naming ``--model.<name>`` when ``value`` is outside [low, high] ((low, high] with ``low_open``)."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        bounds = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise UserError(f"--model.{name} must be in {bounds}, not {value}")
 
 
 def _depth(name: str, num_layers: int) -> int:

@@ -103,10 +103,6 @@ class TaggingDataModule(TaskDataModule):
             self.tag_scheme = normalize_scheme(tag_scheme)
         except ValueError as err:
             raise UserError(str(err)) from None
-        if self._max_seq_length < 3:
-            raise UserError(
-                f"max_seq_length must leave room for a word besides [CLS] and [SEP], not {self._max_seq_length}"
-            )
         self.tag_column = tag_column
         self.label_all_tokens = label_all_tokens
         self.document_context = document_context
@@ -161,6 +157,8 @@ class TaggingDataModule(TaskDataModule):
                 Sentence([line[a:b] for a, b in line_spans], None, number - 1, [number] * len(line_spans))
                 for number, (line, line_spans) in enumerate(zip(lines, spans, strict=True), start=1)
             ]
+            if not any(sentence.words for sentence in sentences):
+                raise DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
             return TaggingSplit(str(path), "text", sentences, None, lines=lines, spans=spans)
         conll = read_conll(path, self.tag_column)
         if split == "predict":
@@ -262,7 +260,8 @@ class TaggingDataModule(TaskDataModule):
 
     def prepare(self, split: str) -> list[Prepared]:
         data, features = self.build(split)
-        windows = np.bincount(np.asarray(features["sentence"], dtype=np.int64), minlength=len(data.sentences))
+        sentence_of = np.asarray(features["sentence"] if len(features) else [], dtype=np.int64)
+        windows = np.bincount(sentence_of, minlength=len(data.sentences))
         evaluation = Evaluation(
             split,
             data.path,

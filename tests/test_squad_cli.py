@@ -167,7 +167,8 @@ def test_bad_input_stops_before_writing(tmp_path, tiny_bert_dir, fast_trainer_ar
         *fast_trainer_args,
     ]
     capsys.readouterr()
-    assert run_cli("validate", *args, "--data.validation_file", bad) == 2
+    # (fit: validate without a fine-tuned checkpoint is an error of its own)
+    assert run_cli("fit", *args, "--data.validation_file", bad) == 2
     error = capsys.readouterr().err
     # one line naming the file, the question and the problem (earlier lines: warnings from the libraries)
     assert error.strip().splitlines()[-1].startswith(f"error: {bad} (example {qa['id']}): answer_start")
@@ -178,7 +179,7 @@ def test_bad_input_stops_before_writing(tmp_path, tiny_bert_dir, fast_trainer_ar
         capsys.readouterr().err.strip().splitlines()[-1].startswith("error: max_seq_length=40 leaves no room")
     )
 
-    assert run_cli("validate", *args, "--model.n_best_size", "0") == 2
+    assert run_cli("fit", *args, "--model.n_best_size", "0") == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line == "error: n_best_size (0) and max_answer_length (30) must be >= 1"
     assert not (run / "predictions.json").exists()

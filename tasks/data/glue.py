@@ -329,6 +329,7 @@ def _resolve_columns(
             raise DataError(path, f"no {what} column {column!r} in the header {header}", line=line)
         return header.index(column)
 
+    text = position(text_column, "text")  # first: a file of another task fails on its text column
     label: int | None = None
     if label_column is not None:
         if isinstance(label_column, int) or label_column in header:
@@ -345,7 +346,7 @@ def _resolve_columns(
     if index_column is not None and not (optional_index and index_column not in header):
         index = position(index_column, "index")
     return _Columns(
-        text=position(text_column, "text"),
+        text=text,
         text_pair=None if text_pair_column is None else position(text_pair_column, "text pair"),
         label=label,
         index=index,

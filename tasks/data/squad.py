@@ -116,6 +116,7 @@ class _Reader:
         self.seen_ids: dict[str, str] = {}  # id -> where it was first seen
         self.repaired: list[str] = []
         self.saw_negative_marker = False
+        self.first_unanswerable: str | None = None  # the id of the first question without answers
 
     def error(self, problem: str, where: str | None = None, line: int | None = None) -> DataError:
         return DataError(self.path, problem, line=line, example=where)
@@ -161,6 +162,7 @@ class _Reader:
             raise self.error("is_impossible is false but there are no answers", qid, line)
         if not pairs:
             self.saw_negative_marker = True
+            self.first_unanswerable = self.first_unanswerable or qid
         return tuple(self.answer(text, start, context, qid, line) for text, start in pairs)
 
     def answer(self, text: Any, start: Any, context: str, qid: str, line: int | None) -> SquadAnswer:
@@ -190,7 +192,15 @@ class _Reader:
     def finish(self, version: str = "") -> SquadFile:
         if not self.examples:
             raise self.error("no questions in the file")
-        version_2 = self.saw_negative_marker or version.lstrip("vV").startswith("2")
+        declared = version.lstrip("vV")
+        if declared.startswith("1") and self.first_unanswerable is not None:
+            # Silently training the whole run as v2.0 because of one stray empty list would be worse.
+            raise self.error(
+                f'\'answers\' is empty, but the file says "version": "{version}" (SQuAD v1.1 has no '
+                "unanswerable questions): give the answer, or mark the file as version 2.0",
+                self.first_unanswerable,
+            )
+        version_2 = self.saw_negative_marker or declared.startswith("2")
         if self.repaired:
             log.warning(
                 "%s: repaired %d answer_start value(s) shifted by whitespace", self.path, len(self.repaired)
