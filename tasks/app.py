@@ -42,6 +42,8 @@ class BertTasksCLI(LightningCLI):
         parser.link_arguments("model.init_args.pretrained", "data.init_args.tokenizer")
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
         parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        # Google's BERT recipe (and Hugging Face's Trainer): clip gradients at global norm 1.0.
+        parser.set_defaults({"trainer.gradient_clip_val": 1.0})
         parser.add_argument(
             "--overwrite",
             type=bool,
@@ -64,7 +66,7 @@ class BertTasksCLI(LightningCLI):
         for name, value in stored.items():
             if name.startswith("_") or name in ("pretrained", "task", "label_names") or name not in init_args:
                 continue
-            if name in self._explicit:
+            if f"model.{name}" in self._explicit:
                 if init_args[name] != value:
                     print(
                         f"note: --model.{name} {init_args[name]} overrides the checkpoint's {value}",
@@ -114,9 +116,27 @@ class BertTasksCLI(LightningCLI):
             # come with Lightning's loading), the tokenizer and the labels from what it carries.
             config.model.init_args.pretrained = ckpt_path
             config.data.init_args.tokenizer = ckpt_path
-            self._pass_down(config, read_checkpoint(ckpt_path)["hyper_parameters"], labels=True)
+            stored = read_checkpoint(ckpt_path)
+            self._pass_down(config, stored["hyper_parameters"], labels=True)
+            self._restore_data_settings(config, stored["data_settings"])
         elif is_task_checkpoint(config.model.init_args.pretrained):
             self._pass_down(config, read_checkpoint(config.model.init_args.pretrained)["hyper_parameters"])
+
+    def _restore_data_settings(self, config, settings: dict) -> None:
+        """The run's featurisation (max_seq_length, doc_stride, tag scheme, ...) from its checkpoint,
+        unless given on the command line (then with a note when it differs)."""
+        init_args = config.data.init_args
+        for name, value in settings.items():
+            if name not in init_args:
+                continue
+            if f"data.{name}" in self._explicit:
+                if init_args[name] != value:
+                    print(
+                        f"note: --data.{name} {init_args[name]} overrides the checkpoint's {value}",
+                        file=sys.stderr,
+                    )
+                continue
+            init_args[name] = value
 
     @staticmethod
     def _pass_down(config, stored: dict, labels: bool = False) -> None:
@@ -143,12 +163,14 @@ RUN_FILES = ("checkpoints", "metrics.json")
 
 
 def explicit_options(args: list[str]) -> set[str]:
-    """The model options given on the command line: ``--model.x`` / ``--model.init_args.x``."""
+    """The model and data options given on the command line, as ``model.x`` / ``data.x`` (from
+    ``--model.x`` or ``--model.init_args.x``)."""
     names = set()
     for arg in args:
         key = arg.split("=", 1)[0]
-        if key.startswith("--model."):
-            names.add(key.removeprefix("--model.").removeprefix("init_args."))
+        for group in ("model", "data"):
+            if key.startswith(f"--{group}."):
+                names.add(f"{group}." + key.removeprefix(f"--{group}.").removeprefix("init_args."))
     return names
 
 

@@ -18,10 +18,23 @@ from bert_core.tokenizer import build_tokenizer, load_tokenizer
 from .io import UserError
 
 PAYLOAD_KEY = "bert_tasks"
+DATA_SETTINGS_KEY = "bert_tasks_data_settings"  # the data module's state_dict (tasks.datamodule.SETTINGS_KEY)
 
 
 def is_task_checkpoint(source: str | os.PathLike | None) -> bool:
-    return source is not None and str(source).endswith(".ckpt")
+    """A ``.ckpt`` file of this app; not Google's ``.../bert_model.ckpt``, the prefix of a TF checkpoint."""
+    if source is None or not str(source).endswith(".ckpt"):
+        return False
+    return not Path(f"{source}.index").is_file()
+
+
+def encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The encoder weights of a task checkpoint (``encoder.*`` of its state dict, prefix removed)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as err:
+        raise UserError(f"{path}: cannot read the checkpoint's weights ({type(err).__name__})") from None
+    return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
 
 
 @functools.lru_cache(maxsize=4)
@@ -29,13 +42,20 @@ def _load(path: str, mtime: float) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise UserError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UserError(
+            f"{path}: cannot read the checkpoint ({type(err).__name__}: {first_line[:200]}); "
+            "is it a complete .ckpt written by fit?"
+        ) from None
     if PAYLOAD_KEY not in checkpoint:
         raise UserError(f"{path}: not a bert-tasks checkpoint (no '{PAYLOAD_KEY}' entry)")
+    data_settings = next(
+        (v[DATA_SETTINGS_KEY] for v in checkpoint.values() if isinstance(v, dict) and DATA_SETTINGS_KEY in v), {}
+    )
     return {
         "payload": checkpoint[PAYLOAD_KEY],
         "hyper_parameters": checkpoint.get("hyper_parameters", {}),
-        "datamodule_hyper_parameters": checkpoint.get("datamodule_hyper_parameters", {}),
+        "data_settings": data_settings,
     }
 
 

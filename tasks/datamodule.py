@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import inspect
 import json
 import math
 import os
@@ -18,7 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import load_task_tokenizer
+from .checkpoint import DATA_SETTINGS_KEY, load_task_tokenizer
 from .evaluation import Evaluation
 from .io import UserError, check_output_paths
 
@@ -44,6 +46,12 @@ class TaskDataModule(L.LightningDataModule):
         cache_dir: where tokenised features are cached (default: the ``datasets`` cache).
     """
 
+    # Settings that shape the features and the decoding: stored in every checkpoint, so that the
+    # checkpoint alone validates and predicts as the run did (the CLI hands them back).
+    stored_settings: tuple[str, ...] = ("max_seq_length",)
+    # Functions of the ``features`` modules the subclass featurises with (their modules' source is
+    # part of the feature cache key).
+    feature_functions: tuple[Callable, ...] = ()
     # What the module is told (linked at instantiation): decided once, in the subclass's __init__.
     task: str | None = None
     label_names: list[str] | None = None
@@ -120,6 +128,16 @@ class TaskDataModule(L.LightningDataModule):
             "predict": self.predict_file,
         }[split]
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved by Lightning in every checkpoint (see ``stored_settings``)."""
+        settings = {
+            name: getattr(self, f"_{name}", getattr(self, name, None)) for name in self.stored_settings
+        }
+        return {DATA_SETTINGS_KEY: settings}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass  # the CLI applies the stored settings before the data module is built
+
     def has_split(self, split: str) -> bool:
         """A file is set for the split, or the hub data set has it."""
         return self.split_file(split) is not None or (
@@ -160,20 +178,20 @@ class TaskDataModule(L.LightningDataModule):
         table = datasets.Dataset.from_list(examples) if examples else datasets.Dataset.from_dict({})
         if not examples:
             return table
-        content = hashlib.sha256(json.dumps(examples, sort_keys=True, default=str).encode()).hexdigest()
-        vocab = hashlib.sha256(
-            "\n".join(sorted(self.tokenizer.get_vocab(), key=self.tokenizer.get_vocab().get)).encode()
-        )
         key = json.dumps(
             {
                 "settings": settings,
-                "vocab": vocab.hexdigest(),
-                "examples": content,
-                "lower": getattr(self.tokenizer, "do_lower_case", None),
-                "code": hashlib.sha256(
-                    fn.__code__.co_code + repr(fn.__code__.co_consts).encode()
+                "examples": hashlib.sha256(
+                    json.dumps(examples, sort_keys=True, default=str).encode()
                 ).hexdigest(),
+                # vocabulary, casing, accent stripping, Chinese-character splitting: all of the tokenizer
+                "tokenizer": hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
                 "max_seq_length": self.max_seq_length,
+                "code": self.feature_code_digest(fn),
+                "versions": {
+                    name: importlib.metadata.version(name)
+                    for name in ("tokenizers", "transformers", "datasets")
+                },
             },
             sort_keys=True,
             default=str,
@@ -191,6 +209,14 @@ class TaskDataModule(L.LightningDataModule):
         )
         # Each feature's row number: outputs are collected by it (a repeat counts once).
         return features.add_column("feature_index", list(range(len(features))))
+
+    def feature_code_digest(self, fn: Callable) -> str:
+        """A digest of the whole source of the modules that featurise: ``fn``'s module (the task's
+        data module) and the ``features`` module it calls. A change to any helper there must not
+        reuse features cached by the old code."""
+        modules = {inspect.getmodule(fn), *(inspect.getmodule(f) for f in self.feature_functions)}
+        sources = sorted(inspect.getsource(module) for module in modules if module is not None)
+        return hashlib.sha256("\n".join(sources).encode()).hexdigest()
 
     # -- batching ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from bert_core import BertConfig, BertModel
 from bert_core.tokenizer import tokenizer_spec
 
 from .callbacks import MetricsJsonWriter
-from .checkpoint import PAYLOAD_KEY, is_task_checkpoint, read_checkpoint
+from .checkpoint import PAYLOAD_KEY, encoder_state, is_task_checkpoint, read_checkpoint
 from .evaluation import Collector, Evaluation
 from .io import UserError
 from .writers import PredictionWriter
@@ -326,10 +326,13 @@ def _depth(name: str, num_layers: int) -> int:
 
 def load_encoder(pretrained: str, **overrides) -> tuple[BertModel, dict[str, Any]]:
     """The encoder and what the checkpoint must carry to rebuild its tokenizer (vocab and casing)."""
-    if is_task_checkpoint(pretrained):  # weights arrive with Lightning's checkpoint loading
+    if is_task_checkpoint(pretrained):
+        # A fine-tuned model's encoder: the start of another fine-tuning (MNLI -> RTE), or the model
+        # itself for validate/test/predict (where Lightning loads the same weights again, head included).
         payload = read_checkpoint(pretrained)["payload"]
-        config = BertConfig.from_dict({**payload["bert_config"], **overrides})
-        return BertModel(config), {k: payload[k] for k in ("vocab", "do_lower_case")}
+        encoder = BertModel(BertConfig.from_dict({**payload["bert_config"], **overrides}))
+        encoder.load_state_dict(encoder_state(pretrained))
+        return encoder, {k: payload[k] for k in ("vocab", "do_lower_case")}
     encoder = BertModel.from_pretrained(pretrained, **overrides)
     spec = tokenizer_spec(pretrained)
     return encoder, {"vocab": spec.tokens, "do_lower_case": spec.do_lower_case}

@@ -29,7 +29,6 @@ from .features.qa import (
     check_window_options,
     example_rows,
     feature_columns,
-    features_code_digest,
     features_from_table,
     rows_to_examples,
 )
@@ -71,6 +70,8 @@ class QADataModule(TaskDataModule):
         end, score}`` (character offsets into the context, ``context[start:end] == answer``).
     """
 
+    feature_functions = (build_features,)
+    stored_settings = ("max_seq_length", "max_query_length", "doc_stride")
     loader_columns = (
         "input_ids",
         "token_type_ids",
@@ -150,7 +151,6 @@ class QADataModule(TaskDataModule):
             "doc_stride": doc_stride,
             "labels": with_labels,
             "version_2_with_negative": version_2,
-            "features_code": features_code_digest(),
         }
         table = self.featurize(
             f"{split}-{data.path.name}", example_rows(data.examples), featurize_batch, settings

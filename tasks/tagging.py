@@ -87,6 +87,16 @@ class TaggingDataModule(TaskDataModule):
         labels: the label set in id order (default: from the train file; filled in from a checkpoint).
     """
 
+    feature_functions = (document_features,)
+    stored_settings = (
+        "max_seq_length",
+        "do_lower_case",
+        "tag_scheme",
+        "tag_column",
+        "label_all_tokens",
+        "document_context",
+    )
+
     def __init__(
         self,
         tag_scheme: str = "BIO",

@@ -154,3 +154,35 @@ def test_outputs_get_the_usual_permissions(short_run: Path, tmp_path: Path):
         os.umask(old)
     for path in (out, tmp_path / "SST-2.tsv"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_gradients_are_clipped_at_norm_one_by_default(tiny_bert_dir: Path, tmp_path: Path):
+    from tasks.cli import BertTasksCLI
+
+    args = ["--config", "configs/sst2.yaml", "--model.pretrained", str(tiny_bert_dir)]
+    cli = BertTasksCLI(args=[*args, "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert cli.trainer.gradient_clip_val == 1.0  # Google's BERT recipe
+    override = [*args, "--trainer.gradient_clip_val", "0.5", "--trainer.default_root_dir", str(tmp_path)]
+    assert BertTasksCLI(args=override, run=False).trainer.gradient_clip_val == 0.5
+
+
+def test_a_task_checkpoint_as_pretrained_starts_from_its_encoder(short_run: Path):
+    """Intermediate-task transfer (MNLI -> RTE): the encoder comes with its fine-tuned weights."""
+    from tasks.module import TaskModule
+
+    checkpoint = short_run / "checkpoints" / "best.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    module = TaskModule(pretrained=str(checkpoint))
+    for name, tensor in module.encoder.state_dict().items():
+        assert torch.equal(tensor, state[f"encoder.{name}"]), name
+
+
+def test_googles_checkpoint_prefix_is_a_pretrained_source_not_a_task_checkpoint(tiny_tf_dir: Path):
+    from tasks.checkpoint import is_task_checkpoint
+    from tasks.module import TaskModule
+
+    prefix = tiny_tf_dir / "bert_model.ckpt"
+    assert not is_task_checkpoint(prefix) and is_task_checkpoint("outputs/sst2/checkpoints/best.ckpt")
+    module = TaskModule(pretrained=str(prefix))
+    assert module.encoder.config.hidden_size == 64  # the fixture's weights, not a random model
+    assert module._tokenizer_payload["do_lower_case"] is True

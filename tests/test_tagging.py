@@ -62,3 +62,62 @@ def test_checkpoint_keeps_its_scheme_and_refuses_another(tiny_bert_dir):
     restored.tag_scheme = "BIO"
     with pytest.raises(UserError, match="trained with --data.tag_scheme IOB1, not BIO"):
         restored.on_load_checkpoint(checkpoint)
+
+
+def test_the_feature_cache_key_covers_the_featurisation_code(tmp_path, tiny_bert_dir):
+    """Editing any helper of the features module (not only the function called) is a cache miss."""
+    import importlib.util
+    import sys
+
+    from tasks.features import tagging as features
+
+    source = Path(features.__file__).read_text(encoding="utf-8")
+    copy = tmp_path / "edited_features.py"
+
+    def load(text: str):
+        copy.write_text(text.replace("from ..data.conll", "from tasks.data.conll"), encoding="utf-8")
+        spec = importlib.util.spec_from_file_location("edited_features", copy)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["edited_features"] = module
+        spec.loader.exec_module(module)
+        return module
+
+    cache = tmp_path / "cache"
+
+    def featurise(module) -> set[str]:
+        data = datamodule(tmp_path, IOB1_TRAIN, tokenizer=str(tiny_bert_dir), cache_dir=str(cache))
+        data.feature_functions = (module.document_features,)
+        data.build("train")
+        return {p.name for p in cache.glob("*.arrow")}
+
+    first = featurise(load(source))
+    assert featurise(load(source)) == first  # same code: a cache hit
+    edited = source.replace("    used = 0\n", "    used = 0  # an edit\n", 1)  # inside the helper _take
+    assert edited != source
+    assert len(featurise(load(edited)) - first) == 1  # a new cache file: a miss
+    sys.modules.pop("edited_features", None)
+
+
+def test_the_checkpoint_alone_brings_back_the_runs_featurisation(tmp_path, tiny_bert_dir, capfd):
+    """An IOB1-trained model with short windows predicts without repeating those flags; an explicit
+    option still wins, with a note."""
+    import yaml
+
+    from .conftest import ROOT, run_cli
+
+    fast = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    fast += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
+    config = str(ROOT / "configs" / "ner.yaml")
+    fit = ["fit", "--config", config, "--model.pretrained", tiny_bert_dir, "--trainer.max_steps", "1"]
+    fit += ["--data.tag_scheme", "IOB1", "--data.max_seq_length", "16", "--data.document_context", "true"]
+    assert run_cli(*fit, "--trainer.default_root_dir", tmp_path / "fit", *fast) == 0
+    checkpoint = tmp_path / "fit" / "checkpoints" / "best.ckpt"
+    predict = ["predict", "--config", config, "--ckpt_path", checkpoint, *fast]
+    assert run_cli(*predict, "--trainer.default_root_dir", tmp_path / "a") == 0
+    used = yaml.safe_load((tmp_path / "a" / "config.predict.yaml").read_text())["data"]["init_args"]
+    assert (used["tag_scheme"], used["max_seq_length"], used["document_context"]) == ("IOB1", 16, True)
+    capfd.readouterr()
+    assert run_cli(*predict, "--data.max_seq_length", "32", "--trainer.default_root_dir", tmp_path / "b") == 0
+    assert "note: --data.max_seq_length 32 overrides the checkpoint's 16" in capfd.readouterr().err
+    used = yaml.safe_load((tmp_path / "b" / "config.predict.yaml").read_text())["data"]["init_args"]
+    assert used["max_seq_length"] == 32

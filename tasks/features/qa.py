@@ -15,12 +15,10 @@ tokenizers call ``stride``; with 384 tokens and a 14-token question, the room is
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -289,12 +287,6 @@ def example_rows(examples: Sequence[SquadExample]) -> list[dict[str, Any]]:
         }
         for index, e in enumerate(examples)
     ]
-
-
-def features_code_digest() -> str:
-    """A digest of this module's source, in the feature cache key: a change to any helper here
-    must not reuse windows cached by the old code."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def rows_to_examples(batch: dict[str, list]) -> list[SquadExample]:
