@@ -50,7 +50,8 @@ def _load(path: str, mtime: float) -> dict[str, Any]:
     if PAYLOAD_KEY not in checkpoint:
         raise UserError(f"{path}: not a bert-tasks checkpoint (no '{PAYLOAD_KEY}' entry)")
     data_settings = next(
-        (v[DATA_SETTINGS_KEY] for v in checkpoint.values() if isinstance(v, dict) and DATA_SETTINGS_KEY in v), {}
+        (v[DATA_SETTINGS_KEY] for v in checkpoint.values() if isinstance(v, dict) and DATA_SETTINGS_KEY in v),
+        {},
     )
     return {
         "payload": checkpoint[PAYLOAD_KEY],
