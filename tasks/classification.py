@@ -253,8 +253,10 @@ class ClassificationDataModule(TaskDataModule):
             matrix = [[0] * len(names) for _ in names]
             for example, prediction in predictions.items():
                 matrix[gold[example]][names.index(prediction.label)] += 1
+            spec = GLUE_TASKS.get(self.task)
+            labels = [spec.display_name(name) for name in names] if spec is not None else names
             return [
-                write_json(run_dir / f"confusion_matrix{suffix}.json", {"labels": names, "matrix": matrix})
+                write_json(run_dir / f"confusion_matrix{suffix}.json", {"labels": labels, "matrix": matrix})
             ]
 
         return write
