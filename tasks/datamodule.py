@@ -7,10 +7,8 @@ import importlib.metadata
 import inspect
 import json
 import math
-import os
-import random
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,12 @@ from typing import Any
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from .checkpoint import DATA_SETTINGS_KEY, load_task_tokenizer
 from .evaluation import Evaluation
 from .io import UserError, check_output_paths
+from .sampling import LengthGroupedSampler, environment_seed
 
 # Padding value per column; list-valued columns not named here (e.g. token labels) pad with -100,
 # the value cross-entropy ignores.
@@ -319,41 +318,3 @@ def check_at_least(name: str, value: float, least: float, why: str = "") -> None
     if value < least:
         reason = f" ({why})" if why else ""
         raise UserError(f"--data.{name} must be at least {least}{reason}, not {value}")
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """Shuffled order in which neighbours have similar lengths: shuffle, cut into mega-batches of
-    50 batches, sort each by length, then shuffle the batches (the longest batch goes first so an
-    out-of-memory error shows up at once)."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, mega_batch: int = 50, seed: int = 0):
-        self.lengths, self.batch_size, self.mega, self.seed, self.epoch = (
-            list(lengths),
-            batch_size,
-            mega_batch,
-            seed,
-            0,
-        )
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        size = self.batch_size * self.mega
-        batches = []
-        for start in range(0, len(order), size):
-            chunk = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]]) if batches else 0
-        first = batches.pop(longest) if batches else []
-        rng.shuffle(batches)
-        for batch in [first, *batches]:
-            yield from batch
-
-
-def environment_seed() -> int:
-    return int(os.environ.get("PL_GLOBAL_SEED", "0"))

@@ -123,7 +123,9 @@ def test_classification_report(sst2_run, capsys):
         assert f"<td>{cell}</td>" in page
     assert f"best.ckpt (epoch {best_epoch(sst2_run)}, by val/accuracy)" in page
     matrix = json.loads((sst2_run / "confusion_matrix.json").read_text())
-    assert matrix["labels"] == ["negative", "positive"] and sum(map(sum, matrix["matrix"])) == 24  # the SST-2 dev sample
+    assert (
+        matrix["labels"] == ["negative", "positive"] and sum(map(sum, matrix["matrix"])) == 24
+    )  # the SST-2 dev sample
 
 
 def test_ner_report_into_another_directory(ner_run, tmp_path, capsys):

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from tasks.callbacks import MetricsJsonWriter
-from tasks.datamodule import LengthGroupedSampler, TaskDataModule
+from tasks.datamodule import TaskDataModule
 from tasks.io import DataError, atomic_open, read_text_lines, write_jsonl
 from tasks.module import TaskModule
+from tasks.sampling import LengthGroupedSampler
 
 
 @pytest.fixture
