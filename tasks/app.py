@@ -45,11 +45,25 @@ class BertTasksCLI(LightningCLI):
         # Google's BERT recipe (and Hugging Face's Trainer): clip gradients at global norm 1.0.
         parser.set_defaults({"trainer.gradient_clip_val": 1.0})
         parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=0,
+            help="fit: also save checkpoints/last.ckpt every N optimizer steps (0: at the end of each epoch only)",
+        )
+        parser.add_argument(
             "--overwrite",
             type=bool,
             default=False,
             help="fit: replace the run already in the run directory (its checkpoints and metrics)",
         )
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        every = config.get("checkpoint_every_n_steps") or 0
+        if every < 0:
+            raise UserError(f"--checkpoint_every_n_steps must be at least 0, not {every}")
+        self.model.checkpoint_every_n_steps = every
 
     def _parse_ckpt_path(self) -> None:
         """A task checkpoint's stored settings fill in the model's options, but an option given on
@@ -77,6 +91,8 @@ class BertTasksCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "predict" and config.get("return_predictions") is None:
+            config.return_predictions = False  # the PredictionWriter streams every record: keep none
         trainer = config.trainer
         if trainer.default_root_dir is None:
             trainer.default_root_dir = str(Path("outputs") / _run_name(config))

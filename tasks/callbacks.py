@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
+import shutil
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.cli import SaveConfigCallback
 
 from .io import write_json
@@ -14,28 +20,45 @@ from .io import write_json
 METRICS_FILE = "metrics.json"
 
 
-class MetricsJsonWriter(L.Callback):
-    """Writes ``<run dir>/metrics.json``: a flat object of the latest ``val/*`` and ``test/*`` metrics.
+# Where a fit's evaluation files (SQuAD's predictions.json, confusion matrices) wait, by step,
+# until the fit ends and the best checkpoint's are moved into the run directory.
+PENDING_ARTIFACTS = ".evaluations"
 
-    A validation replaces the ``val/`` keys and keeps the ``test/`` ones (and vice versa). A ``fit``
-    starts the file afresh and writes it only when it ends: numbers from an earlier run never pass
-    as this run's, and a run that died leaves no metrics.json to look finished.
+
+class MetricsJsonWriter(L.Callback):
+    """Writes ``<run dir>/metrics.json``: a flat object of ``val/*`` and ``test/*`` metrics.
+
+    After a ``fit`` it describes ``best.ckpt``: the metrics of the validation that chose it and,
+    under ``best_checkpoint``, its path, epoch and step (the evaluation files beside it are that
+    validation's too). The file is written when the fit ends: a run that died leaves none to look
+    finished, and numbers from an earlier run never pass as this run's. A validate or test run
+    replaces its own prefix and keeps the other.
     """
 
     def __init__(self) -> None:
-        self._fit_metrics: dict[str, float | None] = {}
+        self._validations: list[tuple[int, int, dict[str, float | None]]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        # A resumed fit must know the validations before the kill to tell which one best.ckpt is.
+        return {"validations": [list(v) for v in self._validations]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._validations = [tuple(v) for v in state_dict.get("validations", [])]
+        self._resumed = True
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = Path(trainer.default_root_dir) / METRICS_FILE
         if trainer.is_global_zero and path.exists():
             path.unlink()
-        self._fit_metrics = {}
+        if not getattr(self, "_resumed", False):
+            self._validations = []
+        self._resumed = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         if trainer.state.fn == "fit":
-            self._fit_metrics = _metrics(trainer, "val/")
+            self._validations.append((trainer.current_epoch, trainer.global_step, _metrics(trainer, "val/")))
         else:
             self._write(trainer, "val/", _metrics(trainer, "val/"))
 
@@ -43,23 +66,91 @@ class MetricsJsonWriter(L.Callback):
         self._write(trainer, "test/", _metrics(trainer, "test/"))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, "val/", self._fit_metrics)
-        path = Path(trainer.default_root_dir) / METRICS_FILE
+        run_dir = Path(trainer.default_root_dir)
+        chosen = self._best_validation(trainer)
+        if chosen is not None and trainer.is_global_zero:
+            epoch, step, metrics, path = chosen
+            self._write(
+                trainer, "val/", {**metrics, "best_checkpoint": {"path": path, "epoch": epoch, "step": step}}
+            )
+            pending = run_dir / PENDING_ARTIFACTS / str(step)
+            for artifact in sorted(pending.glob("*")) if pending.is_dir() else []:
+                os.replace(artifact, run_dir / artifact.name)
+        if trainer.is_global_zero:
+            shutil.rmtree(run_dir / PENDING_ARTIFACTS, ignore_errors=True)
+        path = run_dir / METRICS_FILE
         if trainer.is_global_zero and path.exists():
             print(f"dev metrics ({path}): {path.read_text().strip()}")
 
-    def _write(self, trainer: L.Trainer, prefix: str, metrics: dict[str, float | None]) -> None:
+    def _best_validation(self, trainer: L.Trainer) -> tuple[int, int, dict, str] | None:
+        """The validation whose weights best.ckpt holds (the last one without a monitored metric)."""
+        if not self._validations:
+            return None
+        best = next((c for c in trainer.checkpoint_callbacks if c.filename == "best"), None)
+        chosen = self._validations[-1]
+        if best is not None and best.monitor and best.best_model_score is not None:
+            score = float(best.best_model_score)
+            matching = [v for v in self._validations if v[2].get(best.monitor) == score]
+            chosen = matching[0] if matching else chosen
+        path = best.best_model_path if best is not None else ""
+        return (*chosen, path)
+
+    def _write(self, trainer: L.Trainer, prefix: str, metrics: dict[str, Any]) -> None:
         if not trainer.is_global_zero or not metrics:
             return
         path = Path(trainer.default_root_dir) / METRICS_FILE
         previous = json.loads(path.read_text()) if path.exists() else {}
-        kept = {k: v for k, v in previous.items() if not k.startswith(prefix)}
+        kept = {k: v for k, v in previous.items() if not k.startswith(prefix) and k != "best_checkpoint"}
+        if prefix == "test/" and "best_checkpoint" in previous:
+            kept["best_checkpoint"] = previous["best_checkpoint"]
         write_json(path, {**kept, **metrics})
 
 
 def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float | None]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
     return {k: (None if math.isnan(v) else v) for k, v in sorted(metrics.items())}
+
+
+class ResumableRun(L.Callback):
+    """What Lightning does not keep in a checkpoint but an identical resumed run needs: the random
+    states (dropout draws from them) and where in its epoch the run was (the sampler skips the
+    batches already trained)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        # Plain tensors and numbers only: checkpoints are read with weights_only=True.
+        numpy_state = {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}  # fmt: skip
+        states = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._states = state_dict
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        # "processed": a checkpoint saved at the end of a batch counts that batch there ("completed"
+        # is only incremented after the save).
+        done = progress.get("current", {}).get("processed", 0)
+        if trainer.datamodule is not None and done and not progress.get("is_last_batch", False):
+            trainer.datamodule.resume_training_at(checkpoint["epoch"], done)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        states = getattr(self, "_states", None)
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        numpy_state = states["numpy"]
+        keys = numpy_state["keys"].numpy().astype(np.uint32)
+        np.random.set_state(
+            ("MT19937", keys, numpy_state["position"], numpy_state["has_gauss"], numpy_state["gauss"])
+        )
+        random.setstate(states["python"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        self._states = None
 
 
 class RunConfigSaver(SaveConfigCallback):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +22,7 @@ from .data.glue import (
     read_table,
     submission_line,
 )
-from .data.text import read_text
+from .data.text import LineCursor, iter_text
 from .datamodule import Prepared, TaskDataModule, check_at_least
 from .evaluation import Evaluation, OutputFile
 from .io import UserError, write_json
@@ -144,8 +146,8 @@ class ClassificationDataModule(TaskDataModule):
             if hub is None:
                 raise UserError(f"no {split} data: set --data.{split}_file")
             return self._examples_from_hub(hub)
-        if split == "predict" and Path(path).suffix.lower() == ".txt":
-            return read_text(path, pairs=self.is_pair)
+        if self._streams(split, path):
+            return [example for example in iter_text(path, pairs=self.is_pair) if example is not None]
         if self.task in GLUE_TASKS:
             return read_glue(path, self.task, require_labels=labelled)
         # Generic files: the train file defines the label set unless --data.labels does.
@@ -195,9 +197,14 @@ class ClassificationDataModule(TaskDataModule):
             float(example.label) if is_regression(self.task) else self.label_names.index(str(example.label))
         )
 
+    def _streams(self, split: str, path: str | None) -> bool:
+        """A predict text file (one text, or ``a<TAB>b``, per line): read lazily, never held whole."""
+        return split == "predict" and path is not None and Path(path).suffix.lower() == ".txt"
+
+    def _row(self, example: Example) -> dict[str, Any]:
+        return {"text": example.text, "text_pair": example.text_pair or "", "label": self._gold(example)}
+
     def build(self, split: str, path: str | None = None):
-        examples = self.read(split, path)
-        rows = [{"text": e.text, "text_pair": e.text_pair or "", "label": self._gold(e)} for e in examples]
         pair, max_length, tokenizer = self.is_pair, self.max_seq_length, self.tokenizer
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -209,13 +216,23 @@ class ClassificationDataModule(TaskDataModule):
                 return_attention_mask=True,
             )
             features = {k: encoded[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+            features["example"] = batch["example"]  # the example (input line) each row answers
             if all(label is not None for label in batch["label"]):
                 features["labels"] = batch["label"]
             return features
 
         settings = {"task": self.task, "pair": pair, "labels": self.label_names}
         name = Path(path or self.split_file(split) or "hub").name
-        return self.featurize(f"{split}-{name}", rows, tokenize, settings)
+        if self._streams(split, path):
+
+            def rows() -> Iterator[dict[str, Any] | None]:
+                for example in iter_text(path, pairs=pair):
+                    yield None if example is None else self._row(example)
+
+            return self.featurize_stream(f"{split}-{name}", path, rows, tokenize, settings)
+        examples = self.read(split, path)
+        rows = [{**self._row(e), "example": i} for i, e in enumerate(examples)]
+        return self.featurize(f"{split}-{name}", rows, tokenize, settings), len(examples)
 
     def prepare(self, split: str) -> list[Prepared]:
         paths = [self.split_file(split)]
@@ -223,6 +240,9 @@ class ClassificationDataModule(TaskDataModule):
             paths.append(self.validation_mismatched_file)
         prepared = []
         for path, suffix in zip(paths, ("", "_mm"), strict=False):  # MNLI: matched, then mismatched
+            if self._streams(split, path):
+                prepared.append(self._prepare_stream(path))
+                continue
             examples = self.read(split, path)
             gold = [self._gold(e) for e in examples]
             evaluation = Evaluation(
@@ -232,13 +252,31 @@ class ClassificationDataModule(TaskDataModule):
                 gold=gold if all(g is not None for g in gold) else None,
                 context=examples,
                 metric_suffix=suffix,
-                outputs=self._outputs(examples) if split == "predict" else (),
+                outputs=self._outputs(lambda examples=examples: examples) if split == "predict" else (),
                 write_artifacts=self._confusion_writer(suffix, gold)
                 if split != "predict" and self.label_names
                 else None,
             )
-            prepared.append(Prepared(self.build(split, path), evaluation))
+            features, _ = self.build(split, path)
+            prepared.append(Prepared(features, evaluation))
         return prepared
+
+    def _prepare_stream(self, path: str) -> Prepared:
+        """A predict text file, in memory that does not grow with it: the features are memory-
+        mapped from the cache, the evaluation holds one byte per line (1: a text, 0: a blank line),
+        and the records read the file again as the predictions come."""
+        features, num_lines = self.build("predict", path)
+        windows = np.zeros(num_lines, dtype=np.int8)
+        if len(features):
+            windows[features.data.column("example").to_numpy()] = 1
+        pairs = self.is_pair
+        evaluation = Evaluation(
+            "predict",
+            str(path),
+            windows=windows,
+            outputs=self._outputs(lambda: LineCursor(lambda: iter_text(path, pairs=pairs))),
+        )
+        return Prepared(features, evaluation)
 
     # -- predictions ---------------------------------------------------------------------------
 
@@ -261,19 +299,26 @@ class ClassificationDataModule(TaskDataModule):
 
         return write
 
-    def _outputs(self, examples: list[Example]) -> list[OutputFile]:
+    def _outputs(self, source: Callable[[], Any]) -> list[OutputFile]:
         """``predictions.jsonl`` (``{line, index, text, label, probabilities}`` with the labels' names,
-        or ``{line, index, text, score}``), and for GLUE tasks the submission file
-        (``index<TAB>prediction``, in GLUE's own label values) beside it."""
+        or ``{line, index, text, score}``; ``{line, text: ""}`` for a blank line of a text file), and
+        for GLUE tasks the submission file (``index<TAB>prediction``, in GLUE's own label values,
+        without the blank lines) beside it.
+
+        ``source()`` gives what looks the examples up by number (a list, or a ``LineCursor`` that
+        reads the file forward): one per output file, each reads them in order."""
 
         spec = GLUE_TASKS.get(self.task)
         display = spec.display_name if spec is not None else str
+        records = source()
 
-        def record(example: int, prediction: Classified) -> list[str]:
-            source = examples[example]
-            fields: dict[str, Any] = {"line": source.line, "index": source.index, "text": source.text}
-            if source.text_pair is not None:
-                fields["text_pair"] = source.text_pair
+        def record(example: int, prediction: Classified | None) -> list[str]:
+            item = records[example] if isinstance(records, list) else records.get(example)
+            if item is None:  # a blank line
+                return [json.dumps({"line": example + 1, "text": ""})]
+            fields: dict[str, Any] = {"line": item.line, "index": item.index, "text": item.text}
+            if item.text_pair is not None:
+                fields["text_pair"] = item.text_pair
             if prediction.score is not None:
                 fields["score"] = prediction.score
             else:
@@ -285,10 +330,14 @@ class ClassificationDataModule(TaskDataModule):
         outputs = [OutputFile(jsonl, record)]
         if self.task in GLUE_TASKS:
             spec = get_task(self.task)
+            indices = source()
 
-            def submission(example: int, prediction: Classified) -> list[str]:
+            def submission(example: int, prediction: Classified | None) -> list[str]:
+                if prediction is None:  # a blank line: not an example of the submission
+                    return []
+                item = indices[example] if isinstance(indices, list) else indices.get(example)
                 value = prediction.score if spec.is_regression else prediction.label
-                return [submission_line(spec, examples[example].index, value)]
+                return [submission_line(spec, item.index, value)]
 
             path = jsonl.parent / spec.submission_name(self.predict_file)
             outputs.append(OutputFile(path, submission, header=[SUBMISSION_HEADER]))
@@ -338,11 +387,12 @@ class SequenceClassifier(TaskModule):
 
     def split_outputs(self, outputs: torch.Tensor, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         logits = outputs.detach().float().cpu()
-        return [
-            (index, index, row) for index, row in zip(batch["feature_index"].tolist(), logits, strict=True)
-        ]
+        rows = zip(batch["example"].tolist(), batch["feature_index"].tolist(), logits, strict=True)
+        return [(example, feature, row) for example, feature, row in rows]
 
-    def decode(self, example: int, outputs: list[torch.Tensor], evaluation: Evaluation) -> Classified:
+    def decode(self, example: int, outputs: list[torch.Tensor], evaluation: Evaluation) -> Classified | None:
+        if not outputs:  # a blank line of a predict text file: nothing was run
+            return None
         (logits,) = outputs
         if self.regression:
             return Classified(logits, score=round(float(logits), 6))

@@ -225,6 +225,8 @@ _NOISE = (
     # Evaluation outputs are gathered by example, so the sampler's padding repeats count once.
     r".*Using `DistributedSampler` with the dataloaders.*",
     r".*It is recommended to use `self.log\(.*sync_dist=True.*",
+    # The sampler resumes mid-epoch itself (tasks.callbacks.ResumableRun), without Lightning's loader state.
+    r".*You're resuming from a checkpoint that ended before the epoch ended.*",
 )
 
 

@@ -7,21 +7,24 @@ import importlib.metadata
 import inspect
 import json
 import math
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import lightning as L
+import numpy as np
 import torch
+from datasets.arrow_writer import ArrowWriter
 from torch.utils.data import DataLoader
 
 from .checkpoint import DATA_SETTINGS_KEY, load_task_tokenizer
 from .evaluation import Evaluation
 from .io import UserError, check_output_paths
-from .sampling import LengthGroupedSampler, environment_seed
+from .sampling import EpochSampler, LengthGroupedSampler, environment_seed
 
 # Padding value per column; list-valued columns not named here (e.g. token labels) pad with -100,
 # the value cross-entropy ignores.
@@ -94,6 +97,8 @@ class TaskDataModule(L.LightningDataModule):
         self._tokenizer = None
         self._hub: datasets.DatasetDict | None = None
         self.prepared: dict[str, list[Prepared]] = {}
+        # (epoch, batches already trained in it): set when a run resumes from a mid-epoch checkpoint.
+        self.resume_position: tuple[int, int] | None = None
 
     # -- tokenizer ---------------------------------------------------------------------------
 
@@ -137,6 +142,11 @@ class TaskDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass  # the CLI applies the stored settings before the data module is built
 
+    def resume_training_at(self, epoch: int, batches_done: int) -> None:
+        """A run resumed from a mid-epoch checkpoint: the next training loader starts in ``epoch``
+        after its first ``batches_done`` batches."""
+        self.resume_position = (epoch, batches_done)
+
     def has_split(self, split: str) -> bool:
         """A file is set for the split, or the hub data set has it."""
         return self.split_file(split) is not None or (
@@ -177,12 +187,82 @@ class TaskDataModule(L.LightningDataModule):
         table = datasets.Dataset.from_list(examples) if examples else datasets.Dataset.from_dict({})
         if not examples:
             return table
+        digest = hashlib.sha256(json.dumps(examples, sort_keys=True, default=str).encode()).hexdigest()
+        features = table.map(
+            fn,
+            batched=True,
+            remove_columns=table.column_names,
+            cache_file_name=str(self._cache_file(split, {"examples": digest}, fn, settings)),
+            load_from_cache_file=True,
+            desc=f"tokenising {split}",
+        )
+        # Each feature's row number: outputs are collected by it (a repeat counts once).
+        return features.add_column("feature_index", np.arange(len(features), dtype=np.int64))
+
+    def featurize_stream(
+        self,
+        split: str,
+        source: str | Path,
+        rows: Callable[[], Iterable[dict[str, Any] | None]],
+        fn: Callable[[dict[str, list]], dict[str, list]],
+        settings: dict[str, Any],
+        chunk_size: int = 1000,
+    ) -> tuple[datasets.Dataset, int]:
+        """``featurize`` for an input read lazily from the file ``source``: no list of examples, no
+        in-memory table. ``rows()`` yields one item per example, in order: the row ``fn`` sees (its
+        ``example`` field is set to the example's number), or None for an example without features
+        (an empty line). Chunks of ``chunk_size`` rows are featurised and written to the Arrow cache
+        file as they come, which is then memory-mapped; the cache key is the file's bytes (with the
+        tokenizer, settings and code). Returns the features and the number of examples."""
+        cache_file = self._cache_file(split, {"source": file_digest(source)}, fn, settings)
+        count_file = cache_file.with_suffix(".json")
+        if count_file.is_file():
+            counts = json.loads(count_file.read_text())
+            if not counts["features"] or cache_file.is_file():
+                return _load_features(cache_file, counts["features"]), counts["examples"]
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        writer = ArrowWriter(path=str(tmp))
+        num_examples = num_features = 0
+        chunk: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            nonlocal num_features
+            batch = {key: [row[key] for row in chunk] for key in chunk[0]}
+            features = fn(batch)
+            size = len(next(iter(features.values()))) if features else 0
+            if size:
+                features["feature_index"] = list(range(num_features, num_features + size))
+                writer.write_batch(features)
+                num_features += size
+            chunk.clear()
+
+        try:
+            for row in rows():
+                if row is not None:
+                    chunk.append({**row, "example": num_examples})
+                    if len(chunk) >= chunk_size:
+                        flush()
+                num_examples += 1
+            if chunk:
+                flush()
+            if num_features:
+                writer.finalize()
+                os.replace(tmp, cache_file)
+            else:
+                writer.stream.close()
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        count_file.write_text(json.dumps({"examples": num_examples, "features": num_features}) + "\n")
+        return _load_features(cache_file, num_features), num_examples
+
+    def _cache_file(self, split: str, data: dict[str, str], fn: Callable, settings: dict[str, Any]) -> Path:
+        """The feature cache file of ``split``: a fingerprint of the data, the tokenizer, the
+        settings, the featurisation code and the libraries' versions."""
         key = json.dumps(
             {
                 "settings": settings,
-                "examples": hashlib.sha256(
-                    json.dumps(examples, sort_keys=True, default=str).encode()
-                ).hexdigest(),
+                **data,
                 # vocabulary, casing, accent stripping, Chinese-character splitting: all of the tokenizer
                 "tokenizer": hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
                 "max_seq_length": self.max_seq_length,
@@ -198,16 +278,7 @@ class TaskDataModule(L.LightningDataModule):
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         cache_root = Path(self.cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / "bert_tasks")
         cache_root.mkdir(parents=True, exist_ok=True)
-        features = table.map(
-            fn,
-            batched=True,
-            remove_columns=table.column_names,
-            cache_file_name=str(cache_root / f"{type(self).__name__}-{split}-{digest}.arrow"),
-            load_from_cache_file=True,
-            desc=f"tokenising {split}",
-        )
-        # Each feature's row number: outputs are collected by it (a repeat counts once).
-        return features.add_column("feature_index", list(range(len(features))))
+        return cache_root / f"{type(self).__name__}-{split}-{digest}.arrow"
 
     def feature_code_digest(self, fn: Callable) -> str:
         """A digest of the whole source of the modules that featurise: ``fn``'s module (the task's
@@ -240,9 +311,18 @@ class TaskDataModule(L.LightningDataModule):
     def make_loader(self, dataset, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         batch_size = batch_size or (self.batch_size if shuffle else self.eval_batch_size)
         sampler = None
-        if shuffle and self.group_by_length and "input_ids" in dataset.column_names:
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            sampler, shuffle = LengthGroupedSampler(lengths, batch_size, seed=environment_seed()), False
+        if shuffle:
+            # The training order depends on the seed and the epoch only (not on the global random
+            # state that dropout draws from), so that a resumed run sees the batches it would have.
+            if self.group_by_length and "input_ids" in dataset.column_names:
+                lengths = [len(ids) for ids in dataset["input_ids"]]
+                sampler = LengthGroupedSampler(lengths, batch_size, seed=environment_seed())
+            else:
+                sampler = EpochSampler(len(dataset), batch_size, seed=environment_seed())
+            if self.resume_position is not None:
+                sampler.resume(*self.resume_position)
+                self.resume_position = None
+            shuffle = False
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -251,6 +331,8 @@ class TaskDataModule(L.LightningDataModule):
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # Worker seeds from a generator of the loader's own, not from the global random state.
+            generator=torch.Generator().manual_seed(environment_seed()),
         )
 
     # -- splits, loaders and evaluations: written once for every task --------------------------
@@ -311,6 +393,22 @@ STAGE_SPLITS = {
     "test": ("test",),
     "predict": ("predict",),
 }
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_features(cache_file: Path, num_features: int) -> datasets.Dataset:
+    """The memory-mapped features of ``featurize_stream`` (an empty table when there are none)."""
+    if not num_features:
+        return datasets.Dataset.from_dict({})
+    return datasets.Dataset.from_file(str(cache_file))
 
 
 def check_at_least(name: str, value: float, least: float, why: str = "") -> None:

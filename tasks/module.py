@@ -13,7 +13,7 @@ from torch import nn
 from bert_core import BertConfig, BertModel
 from bert_core.tokenizer import tokenizer_spec
 
-from .callbacks import MetricsJsonWriter
+from .callbacks import PENDING_ARTIFACTS, MetricsJsonWriter, ResumableRun
 from .checkpoint import PAYLOAD_KEY, encoder_state, is_task_checkpoint, read_checkpoint
 from .evaluation import Collector, Evaluation
 from .io import UserError
@@ -42,6 +42,8 @@ class TaskModule(L.LightningModule):
     # Heads on the token states leave the pooler untrained: its weights are kept (and exported) but
     # frozen, so that DDP does not wait for gradients that never come.
     uses_pooler: bool = True
+    # Set by the CLI (--checkpoint_every_n_steps): also save last.ckpt every N optimizer steps.
+    checkpoint_every_n_steps: int = 0
 
     def __init__(
         self,
@@ -158,7 +160,21 @@ class TaskModule(L.LightningModule):
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        return [best, last, MetricsJsonWriter(), PredictionWriter()]
+        callbacks = [best, last, MetricsJsonWriter(), PredictionWriter(), ResumableRun()]
+        if self.checkpoint_every_n_steps > 0:  # kill -9 then costs at most this many steps
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=self.run_dir / "checkpoints",
+                    filename="last",
+                    every_n_train_steps=self.checkpoint_every_n_steps,
+                    save_top_k=1,
+                    monitor="step",
+                    mode="max",
+                    auto_insert_metric_name=False,
+                    enable_version_counter=False,
+                )
+            )
+        return callbacks
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[PAYLOAD_KEY] = {"bert_config": self.encoder.config.to_dict(), **self._tokenizer_payload}
@@ -248,7 +264,14 @@ class TaskModule(L.LightningModule):
                 and self.trainer.is_global_zero
                 and not self.trainer.sanity_checking
             ):
-                evaluation.write_artifacts(predictions, self.run_dir)
+                # During a fit each validation's files wait aside; the best checkpoint's are kept.
+                fitting = self.trainer.state.fn == "fit"
+                directory = (
+                    self.run_dir / PENDING_ARTIFACTS / str(self.trainer.global_step)
+                    if fitting
+                    else self.run_dir
+                )
+                evaluation.write_artifacts(predictions, directory)
         self._collectors = []
 
     def _gather(self, collector: Collector) -> None:

@@ -81,7 +81,8 @@ def load_run(directory: Path) -> Run:
         run.warn(f"{directory / 'config.yaml'}: unknown model.class_path: no per-task picture")
     path = directory / "metrics.json"
     try:
-        run.metrics = json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(path.read_text(encoding="utf-8"))  # the numbers, not "best_checkpoint"
+        run.metrics = {k: v for k, v in loaded.items() if v is None or isinstance(v, int | float)}
     except FileNotFoundError:
         run.warn(f"{path} not found: no metrics table")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

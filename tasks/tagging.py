@@ -29,6 +29,7 @@ from .data.conll import (
     entity_types,
     is_valid_tag,
     label_names_for,
+    looks_like_conll,
     normalize_scheme,
     read_conll,
     split_tag,
@@ -82,8 +83,9 @@ class TaggingDataModule(TaskDataModule):
         unseen_tags: what to do with a dev/test tag whose type is not in the train file: ``error``
             (naming file:line) or ``map_to_o`` (with a warning).
         predict_format: ``conll`` (write the file back with a predicted-tag column), ``text``
-            (one raw text per line -> JSONL with character offsets), or ``auto``: text for
-            ``.txt`` files, CoNLL otherwise.
+            (one raw text per line -> JSONL with character offsets), or ``auto``: CoNLL when the
+            file's first lines look like CoNLL columns (a ``-DOCSTART-`` line, or columns ending
+            in a tag), else text for ``.txt`` files and CoNLL for the others.
         labels: the label set in id order (default: from the train file; filled in from a checkpoint).
     """
 
@@ -196,8 +198,13 @@ class TaggingDataModule(TaskDataModule):
         return TaggingSplit(origin, "conll", sentences, gold)
 
     def _predict_is_text(self, path: str) -> bool:
+        """``--data.predict_format``; ``auto``: CoNLL when the file's first lines look like CoNLL
+        columns (whatever the extension: CoNLL-2003 comes as ``test.txt``), else text for
+        ``.txt``/``.text`` files and CoNLL for the others."""
         if self.predict_format != "auto":
             return self.predict_format == "text"
+        if Path(path).is_file() and looks_like_conll(path):
+            return False
         return Path(path).suffix.lower() in (".txt", ".text")
 
     def _gold_tags(self, split: str, path, sentences: list[Sentence]) -> list[list[str]]:

@@ -192,16 +192,23 @@ def test_sst2_fit_writes_checkpoints_config_and_dev_metrics(sst2_run: Path):
     last = torch.load(sst2_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (1, 4)
     metrics = read_metrics(sst2_run)
-    assert set(metrics) == {"val/accuracy", "val/loss"}
-    assert metrics["val/accuracy"] == pytest.approx(epoch_metrics(sst2_run, "val/accuracy")[-1])
+    assert set(metrics) == {"val/accuracy", "val/loss", "best_checkpoint"}
+    # metrics.json describes best.ckpt: the first epoch with the highest accuracy
+    per_epoch = epoch_metrics(sst2_run, "val/accuracy")
+    assert metrics["val/accuracy"] == pytest.approx(max(per_epoch))
+    best = torch.load(sst2_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == per_epoch.index(max(per_epoch))
+    recorded = metrics["best_checkpoint"]
+    assert (recorded["epoch"], recorded["step"]) == (best["epoch"], best["global_step"])
+    assert Path(recorded["path"]) == sst2_run / "checkpoints" / "best.ckpt"
 
 
 def test_sst2_validate_test_predict(sst2_run: Path, monkeypatch, capfd):
     monkeypatch.chdir(ROOT)
-    fitted, per_epoch = read_metrics(sst2_run), epoch_metrics(sst2_run, "val/accuracy")
+    per_epoch = epoch_metrics(sst2_run, "val/accuracy")
     last = ["--config", "configs/sst2.yaml", "--ckpt_path", sst2_run / "checkpoints" / "last.ckpt"]
     assert run_cli("validate", *last, "--trainer.default_root_dir", sst2_run, *FAST) == 0
-    assert read_metrics(sst2_run)["val/accuracy"] == pytest.approx(fitted["val/accuracy"])  # the final model
+    assert read_metrics(sst2_run)["val/accuracy"] == pytest.approx(per_epoch[-1])  # the final model
 
     common = ["--config", "configs/sst2.yaml", "--ckpt_path", sst2_run / "checkpoints" / "best.ckpt"]
     common += ["--trainer.default_root_dir", sst2_run, *FAST]
@@ -294,8 +301,8 @@ def test_pair_and_cola_metrics_equal_those_recomputed_from_predictions(
     fit(config, mixing_bert_dir, run_dir, "--seed_everything", seed)
     metrics = read_metrics(run_dir)
 
-    # last.ckpt holds the weights that the end-of-epoch validation scored.
-    assert predict(run_dir / "checkpoints" / "last.ckpt", task, GLUE / dev, tmp_path / "predict") == 0
+    # best.ckpt holds the weights whose validation metrics.json reports.
+    assert predict(run_dir / "checkpoints" / "best.ckpt", task, GLUE / dev, tmp_path / "predict") == 0
     values = {
         "mrpc": {"not_equivalent": "0", "equivalent": "1"},
         "cola": {"unacceptable": "0", "acceptable": "1"},
@@ -320,7 +327,7 @@ def test_stsb_regression_end_to_end(mixing_bert_dir: Path, tmp_path: Path, monke
     fit("stsb.yaml", mixing_bert_dir, run_dir)
     metrics = read_metrics(run_dir)
     assert {"val/pearson", "val/spearman", "val/loss"} <= set(metrics)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
 
     # Scores on the dev set give back the logged correlations.
     dev = GLUE / "STS-B" / "dev.tsv"
@@ -354,7 +361,7 @@ def test_mnli_scores_matched_and_mismatched(mixing_bert_dir: Path, tmp_path: Pat
     assert {"val/accuracy", "val/accuracy_mm", "val/loss", "val/loss_mm"} <= set(metrics)
 
     mismatched = GLUE / "MNLI" / "dev_mismatched.tsv"
-    assert predict(run_dir / "checkpoints" / "last.ckpt", "mnli", mismatched, tmp_path / "mm") == 0
+    assert predict(run_dir / "checkpoints" / "best.ckpt", "mnli", mismatched, tmp_path / "mm") == 0
     records = read_jsonl(tmp_path / "mm" / "predictions.jsonl")
     assert all(set(r["probabilities"]) == {"entailment", "neutral", "contradiction"} for r in records)
     gold = tsv_column(mismatched, "gold_label")

@@ -101,7 +101,7 @@ def assert_self_contained(page: str, directory: Path, pictures: list[str]) -> No
 
 
 def metric_cells(metrics: dict) -> list[str]:
-    return [f"{value:.4f}" for value in metrics.values() if value is not None]
+    return [f"{value:.4f}" for value in metrics.values() if isinstance(value, int | float)]
 
 
 def best_epoch(run_dir: Path) -> int:

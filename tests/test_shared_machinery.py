@@ -155,6 +155,9 @@ def test_metrics_json_of_a_fit_appears_only_when_it_ends(tmp_path, capsys):
         is_global_zero=True,
         sanity_checking=False,
         state=SimpleNamespace(fn="fit"),
+        checkpoint_callbacks=[],
+        current_epoch=0,
+        global_step=4,
         callback_metrics={"val/f1": torch.tensor(0.5)},
     )
     writer.on_fit_start(trainer, None)
@@ -163,7 +166,8 @@ def test_metrics_json_of_a_fit_appears_only_when_it_ends(tmp_path, capsys):
     trainer.callback_metrics = {"val/f1": torch.tensor(0.75)}
     writer.on_validation_end(trainer, None)
     writer.on_fit_end(trainer, None)
-    assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/f1": 0.75}
+    best = {"path": "", "epoch": 0, "step": 4}  # no best.ckpt callback here: the last validation
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/f1": 0.75, "best_checkpoint": best}
 
 
 def test_bad_pretrained_source_is_a_one_line_user_error(tmp_path, capsys):

@@ -46,6 +46,7 @@ def test_squad_v2_fit_validate_predict_and_score(tmp_path, tiny_bert_dir, fast_t
         "val/best_exact_thresh",
         "val/best_f1",
         "val/best_f1_thresh",
+        "best_checkpoint",
     } == set(metrics)
     dev = read_squad("data/squad/dev-v2.0.json")
     predictions = json.loads((run / "predictions.json").read_text())
@@ -79,10 +80,14 @@ def test_squad_v2_fit_validate_predict_and_score(tmp_path, tiny_bert_dir, fast_t
     assert scored["NoAns_f1"] == pytest.approx(100 * metrics["val/NoAns_f1"])
 
     # The .ckpt alone validates (v2.0 comes back from it) and predicts.
-    checkpoint = run / "checkpoints" / "last.ckpt"
+    # metrics.json and predictions.json of a fit describe best.ckpt:
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    assert metrics["best_checkpoint"]["path"] == str(checkpoint)
     again = tmp_path / "validate"
     assert run_cli("validate", *common, "--ckpt_path", checkpoint, "--trainer.default_root_dir", again) == 0
-    assert json.loads((again / "metrics.json").read_text()) == pytest.approx(metrics)
+    numbers = {k: v for k, v in metrics.items() if k != "best_checkpoint"}
+    assert json.loads((again / "metrics.json").read_text()) == pytest.approx(numbers)
+    assert (again / "predictions.json").read_text() == (run / "predictions.json").read_text()
 
     out = tmp_path / "predict" / "dev.jsonl"
     assert (
@@ -145,7 +150,11 @@ def test_squad_v1_fit_writes_v1_metrics(tmp_path, tiny_bert_dir, fast_trainer_ar
         )
         == 0
     )
-    assert set(json.loads((run / "metrics.json").read_text())) == {"val/exact_match", "val/f1"}
+    assert set(json.loads((run / "metrics.json").read_text())) == {
+        "val/exact_match",
+        "val/f1",
+        "best_checkpoint",
+    }
     assert (run / "predictions.json").is_file() and not (run / "null_odds.json").exists()
     assert (run / "checkpoints" / "best.ckpt").is_file()
 

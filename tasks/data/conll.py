@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import DataError, read_text_lines
+from .text import iter_text_lines
 
 DOCSTART = "-DOCSTART-"
 OUTSIDE = "O"
@@ -159,6 +160,30 @@ def read_conll(path: str | os.PathLike, tag_column: int = -1) -> ConllFile:
             line=max(len(lines), 1),
         )
     return ConllFile(path, sentences, num_columns or 0, resolved_tag_column, has_docstart, separator)
+
+
+def looks_like_conll(path: str | os.PathLike, sample: int = 8) -> bool:
+    """Whether a file's first non-blank lines (up to ``sample`` of them) are CoNLL columns: a
+    ``-DOCSTART-`` line, or lines of one count of two or more columns whose last column is a tag
+    (``O``, ``B-X``, ``I-X``, ...). Raw sentences do not look like that (CoNLL-2003 is distributed
+    as ``train.txt``/``valid.txt``/``test.txt``). Only the start of the file is read."""
+    counts: set[int] = set()
+    seen = 0
+    for line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        columns = split_columns(line)
+        if columns[0] == DOCSTART:
+            return True
+        if len(columns) < 2 or not is_valid_tag(columns[-1]):
+            return False
+        counts.add(len(columns))
+        seen += 1
+        if len(counts) > 1:
+            return False
+        if seen >= sample:
+            break
+    return seen > 0
 
 
 def _resolve_tag_column(path: Path, line: int, num_columns: int, tag_column: int) -> int | None:
