@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from .data.conll import (
     read_conll,
     split_tag,
 )
+from .data.text import LineCursor, iter_text_lines
 from .data.words import entity_record, split_words
 from .datamodule import Prepared, TaskDataModule
 from .decoding.tagging import WordScores, decode_sentence, transition_constraints
@@ -57,15 +59,23 @@ class TaggingSplit:
     sentences: list[Sentence]
     gold: list[list[str]] | None  # None when the file has no tags
     conll: ConllFile | None = None  # conll format: the file, to write it back with predictions
-    lines: list[str] | None = None  # text format: the original lines
-    spans: list[list[tuple[int, int]]] | None = None  # text format: character span of each word
+
+
+class WordCounts:
+    """The number of words of each line of a text file, read on demand in order (``split_words``)."""
+
+    def __init__(self, lines: LineCursor):
+        self.lines = lines
+
+    def __getitem__(self, index: int) -> int:
+        return len(split_words(self.lines.get(index)))
 
 
 @dataclass
 class TaggingContext:
     """What decoding a split needs besides the model's scores."""
 
-    sentence_lengths: list[int]  # words per sentence
+    sentence_lengths: Sequence[int]  # words per sentence
     tag_scheme: str  # the scheme of the labels (and of the gold tags)
 
 
@@ -162,16 +172,6 @@ class TaggingDataModule(TaskDataModule):
             if rows is None:
                 raise UserError(f"no {split} file: set --data.{split}_file")
             return self._read_hub(split, rows)
-        if split == "predict" and self._predict_is_text(path):
-            lines = read_text_lines(path)
-            spans = [split_words(line) for line in lines]
-            sentences = [
-                Sentence([line[a:b] for a, b in line_spans], None, number - 1, [number] * len(line_spans))
-                for number, (line, line_spans) in enumerate(zip(lines, spans, strict=True), start=1)
-            ]
-            if not any(sentence.words for sentence in sentences):
-                raise DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
-            return TaggingSplit(str(path), "text", sentences, None, lines=lines, spans=spans)
         conll = read_conll(path, self.tag_column)
         if split == "predict":
             return TaggingSplit(str(path), "conll", conll.sentences, None, conll=conll)
@@ -242,6 +242,13 @@ class TaggingDataModule(TaskDataModule):
                 "the label set is unknown: give --data.train_file, --data.labels, or a checkpoint (--ckpt_path)"
             )
         label_ids = {name: index for index, name in enumerate(label_names)}
+        featurize, settings = self._featurizer(data.format)
+        rows = documents_as_rows(data.sentences, data.gold, label_ids, by_line=data.format == "text")
+        return data, self.featurize(f"{split}-{Path(data.path).name}", rows, featurize, settings)
+
+    def _featurizer(self, data_format: str):
+        """The batched featurisation function over document rows, and the settings it depends on."""
+        label_names = self.label_names
         tokenizer, budget = self.tokenizer, self.max_seq_length - 2
         document_context, label_all_tokens = self.document_context, self.label_all_tokens
 
@@ -270,12 +277,47 @@ class TaggingDataModule(TaskDataModule):
             "document_context": document_context,
             "label_all_tokens": label_all_tokens,
             "tag_column": self.tag_column,
-            "format": data.format,
+            "format": data_format,
         }
-        rows = documents_as_rows(data.sentences, data.gold, label_ids, by_line=data.format == "text")
-        return data, self.featurize(f"{split}-{Path(data.path).name}", rows, featurize, settings)
+        return featurize, settings
+
+    def _prepare_text(self, path: str) -> Prepared:
+        """Raw text to predict, streamed: read line by line, featurised in chunks into the cache,
+        each line read again when its record is written; nothing per line stays in memory but a
+        window count."""
+        if self.label_names is None:
+            raise UserError("the label set is unknown: give --data.labels or a checkpoint (--ckpt_path)")
+        featurize, settings = self._featurizer("text")
+
+        def rows():
+            for number, line in enumerate(iter_text_lines(path)):
+                words = [line[a:b] for a, b in split_words(line)]
+                yield {"sentence_ids": [number], "words": [words], "labels": [[]]} if words else None
+
+        features, count = self.featurize_stream(f"predict-{Path(path).name}", path, rows, featurize, settings)
+        if not len(features):
+            raise DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
+        windows = np.bincount(np.asarray(features["sentence"], dtype=np.int64), minlength=count)
+        lines = LineCursor(lambda: iter_text_lines(path))  # decoding reads lines in order
+        record_lines = LineCursor(lambda: iter_text_lines(path))  # and so does the writer
+
+        def record(sentence: int, prediction: TaggedSentence) -> list[str]:
+            line = record_lines.get(sentence)
+            return [json.dumps(entity_record(line, split_words(line), prediction.tags), ensure_ascii=False)]
+
+        evaluation = Evaluation(
+            "predict",
+            str(path),
+            windows=windows,
+            context=TaggingContext(WordCounts(lines), self.tag_scheme),
+            outputs=[OutputFile(self.predictions_path(), record)],
+        )
+        return Prepared(features, evaluation)
 
     def prepare(self, split: str) -> list[Prepared]:
+        path = self.split_file(split)
+        if split == "predict" and path is not None and self._predict_is_text(path):
+            return [self._prepare_text(path)]
         data, features = self.build(split)
         sentence_of = np.asarray(features["sentence"] if len(features) else [], dtype=np.int64)
         windows = np.bincount(sentence_of, minlength=len(data.sentences))
@@ -294,14 +336,6 @@ class TaggingDataModule(TaskDataModule):
     def _outputs(self, data: TaggingSplit) -> list[OutputFile]:
         """Raw text: JSONL ``{text, entities}`` per line. CoNLL: the file again with a predicted-tag
         column (conlleval's layout), in the scheme of the file's own gold column if it has one."""
-        if data.format == "text":
-            lines, spans = data.lines, data.spans
-
-            def record(sentence: int, prediction: TaggedSentence) -> list[str]:
-                record = entity_record(lines[sentence], spans[sentence], prediction.tags)
-                return [json.dumps(record, ensure_ascii=False)]
-
-            return [OutputFile(self.predictions_path(), record)]
         path = (
             self.predictions_path() if self.predictions_file else self.predictions_path("predictions.conll")
         )

@@ -218,14 +218,17 @@ def peak_rss_kb(args: list) -> int:
     return int(peak)
 
 
-def test_peak_memory_does_not_grow_with_the_input(sst2_ckpt: Path, tmp_path: Path):
+@pytest.mark.parametrize("task", ["sst2", "ner"])
+def test_peak_memory_does_not_grow_with_the_input(task: str, sst2_ckpt: Path, ner_ckpt: Path, tmp_path: Path):
+    checkpoint = {"sst2": sst2_ckpt, "ner": ner_ckpt}[task]
+    small, large = (2_000, 40_000) if task == "sst2" else (1_000, 20_000)
     peaks = {}
-    for count in (2_000, 40_000):
+    for count in (small, large):
         texts = tmp_path / f"texts{count}.txt"
         texts.write_text("\n".join(sentences(count)) + "\n", encoding="utf-8")
         run_dir = tmp_path / f"run{count}"
-        args = predict_args(sst2_ckpt, texts, run_dir, "--data.eval_batch_size", "512")[:]
+        args = predict_args(checkpoint, texts, run_dir, "--data.eval_batch_size", "512")[:]
         peaks[count] = peak_rss_kb(args)
         assert len((run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == count
-    grown_mb = (peaks[40_000] - peaks[2_000]) / 1024
+    grown_mb = (peaks[large] - peaks[small]) / 1024
     assert grown_mb < 60, f"peak RSS {peaks} kB: 20x the input added {grown_mb:.0f} MB"
