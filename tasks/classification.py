@@ -12,16 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.glue import (
-    GLUE_TASKS,
-    SUBMISSION_HEADER,
-    Example,
-    get_task,
-    infer_label_names,
-    read_glue,
-    read_table,
-    submission_line,
-)
+from .data.glue import GLUE_TASKS, SUBMISSION_HEADER, get_task, iter_glue, read_glue, submission_line
+from .data.tables import Example, infer_label_names, iter_table, read_table
 from .data.text import LineCursor, iter_text
 from .datamodule import Prepared, TaskDataModule, check_at_least
 from .evaluation import Evaluation, OutputFile
@@ -198,8 +190,24 @@ class ClassificationDataModule(TaskDataModule):
         )
 
     def _streams(self, split: str, path: str | None) -> bool:
-        """A predict text file (one text, or ``a<TAB>b``, per line): read lazily, never held whole."""
-        return split == "predict" and path is not None and Path(path).suffix.lower() == ".txt"
+        """A predict file (text, GLUE TSV or a generic table): read lazily, never held whole."""
+        return split == "predict" and path is not None
+
+    def _iter_predict(self, path: str) -> Iterator[Example | None]:
+        """The predict file's items in order: for a text file one per line (None: a blank line)."""
+        if Path(path).suffix.lower() == ".txt":
+            return iter_text(path, pairs=self.is_pair)
+        if self.task in GLUE_TASKS:
+            return iter_glue(path, self.task)
+        return iter_table(
+            path,
+            self.text_column,
+            self.text_pair_column,
+            None,
+            self.index_column,
+            regression=is_regression(self.task),
+            header=self.header,
+        )
 
     def _row(self, example: Example) -> dict[str, Any]:
         return {"text": example.text, "text_pair": example.text_pair or "", "label": self._gold(example)}
@@ -226,7 +234,7 @@ class ClassificationDataModule(TaskDataModule):
         if self._streams(split, path):
 
             def rows() -> Iterator[dict[str, Any] | None]:
-                for example in iter_text(path, pairs=pair):
+                for example in self._iter_predict(path):
                     yield None if example is None else self._row(example)
 
             return self.featurize_stream(f"{split}-{name}", path, rows, tokenize, settings)
@@ -269,12 +277,11 @@ class ClassificationDataModule(TaskDataModule):
         windows = np.zeros(num_lines, dtype=np.int8)
         if len(features):
             windows[features.data.column("example").to_numpy()] = 1
-        pairs = self.is_pair
         evaluation = Evaluation(
             "predict",
             str(path),
             windows=windows,
-            outputs=self._outputs(lambda: LineCursor(lambda: iter_text(path, pairs=pairs))),
+            outputs=self._outputs(lambda: LineCursor(lambda: self._iter_predict(path))),
         )
         return Prepared(features, evaluation)
 

@@ -144,3 +144,27 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return lines
+
+
+def iter_text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file without their line endings, one at a time: what
+    ``io.read_text_lines`` returns, without reading the whole file (a BOM is dropped, lines end
+    at ``\\n`` only, a trailing ``\\r`` is removed). A missing file or bytes that are not UTF-8
+    raise a DataError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                start = offset + err.start
+                raise DataError(
+                    path, f"not valid UTF-8 (byte {raw[err.start]:#04x} at offset {start})", line=number
+                ) from None
+            offset += len(raw)
+            if text.endswith("\n"):
+                text = text[:-1]
+            yield text[:-1] if text.endswith("\r") else text

@@ -19,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
-from .data.squad import SquadExample, SquadFile, read_squad, squad_from_records
+from .data.squad import (
+    SquadExample,
+    SquadFile,
+    iter_jsonl_questions,
+    looks_like_jsonl,
+    read_squad,
+    squad_from_records,
+)
+from .data.text import LineCursor
 from .datamodule import Prepared, TaskDataModule
 from .decoding.qa import QAPrediction, decode_example, finite_null_odds
 from .evaluation import Evaluation, OutputFile
@@ -161,6 +169,9 @@ class QADataModule(TaskDataModule):
         return table
 
     def prepare(self, split: str) -> list[Prepared]:
+        path = self.split_file(split)
+        if split == "predict" and path is not None and looks_like_jsonl(path):
+            return [self._prepare_jsonl(path)]
         data, table = self.read(split), self.build(split)
         windows = np.bincount(
             np.asarray(table["example_index"], dtype=np.int64), minlength=len(data.examples)
@@ -179,6 +190,48 @@ class QADataModule(TaskDataModule):
         loader_table = table.select_columns([c for c in self.loader_columns if c in table.column_names])
         return [Prepared(loader_table, evaluation)]
 
+    def _prepare_jsonl(self, path: str) -> Prepared:
+        """A JSONL question file to predict, streamed: read question by question, windows written
+        to the cache in chunks; decoding reads each question and its windows back when it needs them."""
+        tokenizer, version_2 = self.tokenizer, self.version_2_with_negative
+        max_seq_length, max_query_length, doc_stride = (
+            self.max_seq_length,
+            self.max_query_length,
+            self.doc_stride,
+        )
+
+        def featurize_chunk(batch: dict[str, list]) -> dict[str, list]:
+            features, _ = build_features(
+                rows_to_examples(batch), tokenizer, max_seq_length, max_query_length, doc_stride,
+                version_2_with_negative=version_2, source=str(path),
+            )  # fmt: skip
+            columns = feature_columns(features, 0, with_labels=False)
+            columns["example_index"] = [batch["example"][i] for i in columns["example_index"]]
+            return columns
+
+        def rows():
+            for example in iter_jsonl_questions(path):
+                yield example_rows([example])[0]
+
+        settings = {"max_query_length": max_query_length, "doc_stride": doc_stride, "labels": False}
+        settings["version_2_with_negative"] = version_2
+        table, count = self.featurize_stream(
+            f"predict-{Path(path).name}", path, rows, featurize_chunk, settings
+        )
+        windows = np.bincount(
+            np.asarray(table["example_index"] if len(table) else [], dtype=np.int64), minlength=count
+        )
+        context = StreamedQAContext(LineCursor(lambda: iter_jsonl_questions(path)), table, windows)
+        evaluation = Evaluation(
+            "predict",
+            str(path),
+            windows=windows,
+            context=context,
+            outputs=[OutputFile(self.predictions_path(), _prediction_record)],
+        )
+        loader_table = table.select_columns([c for c in self.loader_columns if c in table.column_names])
+        return Prepared(loader_table, evaluation)
+
     def _write_evaluation_files(self, predictions: dict[int, QAPrediction], run_dir: Path) -> list[Path]:
         """``predictions.json`` ({id: answer}, the official format), ``nbest_predictions.json`` and,
         for v2.0, ``null_odds.json``: the latest evaluation's."""
@@ -192,6 +245,27 @@ class QADataModule(TaskDataModule):
                 write_json(run_dir / "null_odds.json", {p.id: finite_null_odds(p.null_odds) for p in answers})
             )
         return paths
+
+
+class StreamedQAContext:
+    """``QAContext`` for a streamed question file: each question, and its windows from the
+    memory-mapped feature table, read when decoding reaches it (in order)."""
+
+    def __init__(self, examples: LineCursor, table, windows: np.ndarray):
+        self.examples = _Indexed(examples)
+        self.table, self.starts = table, np.concatenate([[0], np.cumsum(windows)])
+
+    def windows_of(self, example: int) -> list[QAFeature]:
+        start, end = int(self.starts[example]), int(self.starts[example + 1])
+        return features_from_table(self.table.select(range(start, end)))
+
+
+class _Indexed:
+    def __init__(self, cursor: LineCursor):
+        self.cursor = cursor
+
+    def __getitem__(self, index: int):
+        return self.cursor.get(index)
 
 
 def _prediction_record(example: int, prediction: QAPrediction) -> list[str]:

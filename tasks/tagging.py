@@ -35,13 +35,13 @@ from .data.conll import (
     read_conll,
     split_tag,
 )
-from .data.text import LineCursor, iter_text_lines
+from .data.text import LineCursor
 from .data.words import entity_record, split_words
 from .datamodule import Prepared, TaskDataModule
 from .decoding.tagging import WordScores, decode_sentence, transition_constraints
 from .evaluation import Evaluation, OutputFile
 from .features.tagging import FEATURE_COLUMNS, IGNORE_INDEX, document_features, documents_as_rows
-from .io import DataError, UserError, read_text_lines
+from .io import DataError, UserError, iter_text_lines, read_text_lines
 from .metrics.ner import ner_scores
 from .module import TaskModule
 

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data.glue import (
-    GLUE_TASKS,
-    Example,
-    get_task,
-    infer_label_names,
-    read_glue,
-    read_table,
-    write_submission,
-)
+from tasks.data.glue import GLUE_TASKS, get_task, read_glue, write_submission
+from tasks.data.tables import Example, infer_label_names, read_table
 from tasks.data.text import read_text
 from tasks.io import DataError, UserError
 

@@ -232,3 +232,136 @@ def test_peak_memory_does_not_grow_with_the_input(task: str, sst2_ckpt: Path, ne
         assert len((run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == count
     grown_mb = (peaks[large] - peaks[small]) / 1024
     assert grown_mb < 60, f"peak RSS {peaks} kB: 20x the input added {grown_mb:.0f} MB"
+
+
+# --- SQuAD JSONL questions ------------------------------------------------------------------------
+
+QA_WINDOWS = ["--data.max_seq_length", "64", "--data.max_query_length", "24", "--data.doc_stride", "24"]
+
+
+@pytest.fixture(scope="module")
+def squad_ckpt(tiny_bert_dir: Path, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("squad") / "run"
+    args = ["fit", "--config", ROOT / "configs" / "squad_v2.yaml", "--model.pretrained", tiny_bert_dir]
+    assert (
+        run_cli(*args, *QA_WINDOWS, "--trainer.default_root_dir", run_dir, "--trainer.max_steps", "1", *FAST)
+        == 0
+    )
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+def squad_predict(ckpt: Path, questions: Path, out: Path) -> list[dict]:
+    args = ["predict", "--config", ROOT / "configs" / "squad_v2.yaml", "--ckpt_path", ckpt, *QA_WINDOWS]
+    args += [
+        "--data.predict_file",
+        questions,
+        "--data.predictions_file",
+        out,
+        "--trainer.default_root_dir",
+        out.parent,
+    ]
+    assert run_cli(*args, *FAST) == 0
+    return read_jsonl(out)
+
+
+def test_streamed_jsonl_questions_answer_as_the_same_questions_in_squad_json(
+    squad_ckpt: Path, tmp_path: Path
+):
+    """The streamed JSONL path (questions read one by one, windows read back from the cache) and
+    the whole-file SQuAD JSON path give the same answers."""
+    records = [
+        json.loads(line) for line in (ROOT / "data" / "squad" / "predict.jsonl").read_text().splitlines()
+    ]
+    jsonl = tmp_path / "questions.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n\n", encoding="utf-8")  # a trailing blank
+    paragraphs = [
+        {"context": r["context"], "qas": [{"id": r["id"], "question": r["question"]}]} for r in records
+    ]
+    document = tmp_path / "questions.json"
+    document.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+    streamed = squad_predict(squad_ckpt, jsonl, tmp_path / "a" / "out.jsonl")
+    whole = squad_predict(squad_ckpt, document, tmp_path / "b" / "out.jsonl")
+    assert [r["id"] for r in streamed] == [r["id"] for r in records]
+    for a, b in zip(streamed, whole, strict=True):
+        assert (a["id"], a["answer"], a["start"], a["end"]) == (b["id"], b["answer"], b["start"], b["end"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_questions(squad_ckpt: Path, tmp_path: Path):
+    peaks = {}
+    for count in (500, 5_000):
+        questions = tmp_path / f"q{count}.jsonl"
+        texts = sentences(count)
+        lines = [
+            json.dumps({"id": f"q{i}", "question": "what is it?", "context": text})
+            for i, text in enumerate(texts)
+        ]
+        questions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        out = tmp_path / f"run{count}" / "out.jsonl"
+        args = [
+            "predict",
+            "--config",
+            ROOT / "configs" / "squad_v2.yaml",
+            "--ckpt_path",
+            squad_ckpt,
+            *QA_WINDOWS,
+        ]
+        args += [
+            "--data.predict_file",
+            questions,
+            "--data.predictions_file",
+            out,
+            "--data.eval_batch_size",
+            "512",
+        ]
+        peaks[count] = peak_rss_kb([*args, "--trainer.default_root_dir", out.parent, *FAST])
+        assert len(out.read_text(encoding="utf-8").splitlines()) == count
+    grown_mb = (peaks[5_000] - peaks[500]) / 1024
+    assert grown_mb < 60, f"peak RSS {peaks} kB: 10x the questions added {grown_mb:.0f} MB"
+
+
+def test_a_generic_table_streams_in_its_order(tiny_bert_dir: Path, tmp_path: Path):
+    """A CSV of texts (not GLUE) to predict goes through the same streamed path."""
+    train = tmp_path / "train.csv"
+    train.write_text(
+        "text,label\n" + "".join(f"{t},{'pos' if i % 2 else 'neg'}\n" for i, t in enumerate(sentences(16)))
+    )
+    data = ["--data.task", "classification", "--data.train_file", train, "--data.validation_file", train]
+    config = [
+        "--config",
+        ROOT / "configs" / "sst2.yaml",
+        "--data.text_column",
+        "text",
+        "--data.label_column",
+        "label",
+    ]
+    run_dir = tmp_path / "fit"
+    fit = ["fit", *config, *data, "--model.pretrained", tiny_bert_dir, "--trainer.max_steps", "1"]
+    assert (
+        run_cli(
+            *fit,
+            "--data.test_file",
+            "null",
+            "--data.predict_file",
+            "null",
+            "--trainer.default_root_dir",
+            run_dir,
+            *FAST,
+        )
+        == 0
+    )
+    texts = sentences(40)
+    table = tmp_path / "to_predict.csv"
+    table.write_text("id,text\n" + "".join(f"x{i},{t}\n" for i, t in enumerate(texts)))
+    out = tmp_path / "out" / "predictions.jsonl"
+    predict = ["predict", *config, "--data.task", "classification", "--data.index_column", "id"]
+    predict += ["--ckpt_path", run_dir / "checkpoints" / "best.ckpt", "--data.predict_file", table]
+    assert (
+        run_cli(*predict, "--data.predictions_file", out, "--trainer.default_root_dir", out.parent, *FAST)
+        == 0
+    )
+    records = read_jsonl(out)
+    assert [(r["index"], r["text"], r["line"]) for r in records] == [
+        (f"x{i}", t, i + 2) for i, t in enumerate(texts)
+    ]
+    assert all(r["label"] in ("neg", "pos") for r in records)

@@ -14,8 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import DataError, read_text_lines
-from .text import iter_text_lines
+from ..io import DataError, iter_text_lines, read_text_lines
 
 DOCSTART = "-DOCSTART-"
 OUTSIDE = "O"

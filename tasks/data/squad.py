@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import DataError, read_text_lines
+from ..io import DataError, iter_text_lines, read_text_lines
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,37 @@ class _JsonlReader(_Reader):
         if "id" not in record:
             record = {**record, "id": str(number)}
         self.add(record, context, str(record.get("title", "")), where, line)
+
+
+def looks_like_jsonl(path: str | os.PathLike) -> bool:
+    """Whether a question file is JSONL (its first non-blank line a question object), read from
+    its first line only."""
+    first = next((line for line in iter_text_lines(path) if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and ("question" in record or "context" in record)
+
+
+def iter_jsonl_questions(path: str | os.PathLike) -> Iterator[SquadExample]:
+    """The questions of a JSONL file one at a time, checked as ``read_squad`` checks them, without
+    holding the file; only the question ids are kept, to refuse a repeated one."""
+    path = Path(path)
+    reader = _JsonlReader(path, [""], check_answer_starts=False)  # [""]: errors name their line
+    count = 0
+    for number, text in enumerate(iter_text_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise reader.error(f"not valid JSON: {err.msg} (column {err.colno})", line=number) from None
+        reader.add_record(record, number, f"line {number}")
+        count += 1
+        yield reader.examples.pop()
+    if not count:
+        raise DataError(path, "empty file: no questions", line=1)
 
 
 def squad_from_records(
