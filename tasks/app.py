@@ -76,18 +76,8 @@ class BertTasksCLI(LightningCLI):
             return
         stored = read_checkpoint(ckpt_path)["hyper_parameters"]  # a clear UserError for a bad file
         check_same_task(ckpt_path, stored, config)
-        init_args = config.model.init_args
-        for name, value in stored.items():
-            if name.startswith("_") or name in ("pretrained", "task", "label_names") or name not in init_args:
-                continue
-            if f"model.{name}" in self._explicit:
-                if init_args[name] != value:
-                    print(
-                        f"note: --model.{name} {init_args[name]} overrides the checkpoint's {value}",
-                        file=sys.stderr,
-                    )
-                continue
-            init_args[name] = value
+        settings = {k: v for k, v in stored.items() if not k.startswith("_") and k not in LINKED}
+        self._fill_from_checkpoint("model", config.model.init_args, settings)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -139,18 +129,19 @@ class BertTasksCLI(LightningCLI):
             self._pass_down(config, read_checkpoint(config.model.init_args.pretrained)["hyper_parameters"])
 
     def _restore_data_settings(self, config, settings: dict) -> None:
-        """The run's featurisation (max_seq_length, doc_stride, tag scheme, ...) from its checkpoint,
-        unless given on the command line (then with a note when it differs)."""
-        init_args = config.data.init_args
-        for name, value in settings.items():
+        """The run's featurisation (max_seq_length, doc_stride, tag scheme, ...) from its checkpoint."""
+        self._fill_from_checkpoint("data", config.data.init_args, settings)
+
+    def _fill_from_checkpoint(self, group: str, init_args, stored: dict) -> None:
+        """Stored values fill ``--<group>.*`` options, except those given on the command line (with
+        a note when they differ from the checkpoint's)."""
+        for name, value in stored.items():
             if name not in init_args:
                 continue
-            if f"data.{name}" in self._explicit:
+            if f"{group}.{name}" in self._explicit:
                 if init_args[name] != value:
-                    print(
-                        f"note: --data.{name} {init_args[name]} overrides the checkpoint's {value}",
-                        file=sys.stderr,
-                    )
+                    note = f"note: --{group}.{name} {init_args[name]} overrides the checkpoint's {value}"
+                    print(note, file=sys.stderr)
                 continue
             init_args[name] = value
 
@@ -171,7 +162,12 @@ class BertTasksCLI(LightningCLI):
             data.labels = stored.get("label_names")
 
 
-SHORTHANDS = ("best", "last", "hpc", "registry")  # Lightning's names for checkpoints it finds itself
+SHORTHANDS = ("best", "last", "hpc", "registry")
+LINKED = (
+    "pretrained",
+    "task",
+    "label_names",
+)  # model options the CLI sets from the data or the checkpoint  # Lightning's names for checkpoints it finds itself
 
 # What a run leaves in its directory: a second fit into it must not silently replace them (a lone
 # config.yaml is a fit that stopped on a bad option before it trained).

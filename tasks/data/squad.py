@@ -241,7 +241,13 @@ class _SquadJsonReader(_Reader):
 
 class _JsonlReader(_Reader):
     def read(self) -> SquadFile:
-        for number, text in enumerate(self.lines, start=1):
+        for _ in self.iter_examples(self.lines):
+            pass
+        return self.finish()
+
+    def iter_examples(self, lines: Iterable[str]) -> Iterator[SquadExample]:
+        """Check and add the question of each line; yields each as it is added."""
+        for number, text in enumerate(lines, start=1):
             if not text.strip():
                 continue
             try:
@@ -249,7 +255,7 @@ class _JsonlReader(_Reader):
             except json.JSONDecodeError as err:
                 raise self.error(f"not valid JSON: {err.msg} (column {err.colno})", line=number) from None
             self.add_record(record, number, f"line {number}")
-        return self.finish()
+            yield self.examples[-1]
 
     def add_record(self, record: Any, number: int, where: str) -> None:
         line = number if self.lines else None
@@ -280,16 +286,10 @@ def iter_jsonl_questions(path: str | os.PathLike) -> Iterator[SquadExample]:
     path = Path(path)
     reader = _JsonlReader(path, [""], check_answer_starts=False)  # [""]: errors name their line
     count = 0
-    for number, text in enumerate(iter_text_lines(path), start=1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise reader.error(f"not valid JSON: {err.msg} (column {err.colno})", line=number) from None
-        reader.add_record(record, number, f"line {number}")
+    for example in reader.iter_examples(iter_text_lines(path)):
+        reader.examples.clear()  # the ids stay in reader.seen_ids
         count += 1
-        yield reader.examples.pop()
+        yield example
     if not count:
         raise DataError(path, "empty file: no questions", line=1)
 
