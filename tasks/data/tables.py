@@ -205,18 +205,6 @@ def _resolve_columns(
     )
 
 
-def _examples_from_rows(
-    path: str | os.PathLike,
-    rows: list[Row],
-    header: list[str],
-    columns: _Columns,
-    label_names: Sequence[str] | None,
-    regression: bool,
-    score_range: tuple[float, float] | None = None,
-) -> list[Example]:
-    return list(_iter_examples_from_rows(path, rows, header, columns, label_names, regression, score_range))
-
-
 def _iter_examples_from_rows(
     path: str | os.PathLike,
     rows: Iterable[Row],
