@@ -230,20 +230,33 @@ def attention_with_dropout(
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, layer: int = 0):
         super().__init__()
-        self.num_heads = config.num_attention_heads
+        # A pruned layer (config.pruned_heads) keeps fewer heads of the same size: q, k, v are
+        # [heads * d, H], as in HF's pruned models.
+        self.num_heads = config.heads_in_layer(layer)
         self.head_size = config.head_size
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        all_heads = self.num_heads * self.head_size
+        self.query = nn.Linear(config.hidden_size, all_heads)
+        self.key = nn.Linear(config.hidden_size, all_heads)
+        self.value = nn.Linear(config.hidden_size, all_heads)
         self.dropout_p = config.attention_probs_dropout_prob
+        # [heads] multiplying each head's output when set (Michel et al.'s head mask: its gradient
+        # is a head's importance); None in normal use.
+        self.head_gate: torch.Tensor | None = None
+        self.fuse_qkv = True
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        # One matmul for q, k, v: the three Linear layers keep Google's/HF's weight names.
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = layout.to_grids(F.linear(x, weight, bias))  # [N, 3H] -> [G, 3H]
+        # One matmul for q, k, v: the three Linear layers keep Google's/HF's weight names. Quantized
+        # layers (bert_core.quantize sets fuse_qkv False) hold no float weight to concatenate: each
+        # runs as its own int8 matmul.
+        if self.fuse_qkv:
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            qkv = F.linear(x, weight, bias)  # [N, 3H]
+        else:
+            qkv = torch.cat([self.query(x), self.key(x), self.value(x)], dim=-1)  # [N, 3H]
+        qkv = layout.to_grids(qkv)  # [G, 3H]
         outputs = [self.attend(qkv[g.offset : g.offset + g.rows * g.length], g) for g in layout.groups]
         return layout.from_grids(outputs[0] if len(outputs) == 1 else torch.cat(outputs))  # [N, H]
 
@@ -256,15 +269,17 @@ class SelfAttention(nn.Module):
             y = attention_with_dropout(q, k, v, group.key_mask, self.dropout_p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask)
+        if self.head_gate is not None:
+            y = y * self.head_gate.to(y.dtype)[:, None, None]  # [rows, heads, T, d]
         return y.transpose(1, 2).reshape(rows * T, -1)
 
 
 class SelfOutput(nn.Module):
     """Projection + dropout + residual + LayerNorm after attention (post-LN)."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, in_features: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
@@ -274,10 +289,10 @@ class SelfOutput(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, layer: int = 0):
         super().__init__()
-        self.self = SelfAttention(config)
-        self.output = SelfOutput(config)
+        self.self = SelfAttention(config, layer)
+        self.output = SelfOutput(config, in_features=self.self.num_heads * self.self.head_size)
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         return self.output(self.self(x, layout), x)
@@ -303,9 +318,9 @@ class Output(SelfOutput):
 
 
 class Layer(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, index: int = 0):
         super().__init__()
-        self.attention = Attention(config)
+        self.attention = Attention(config, index)
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
@@ -317,7 +332,7 @@ class Layer(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(Layer(config, i) for i in range(config.num_hidden_layers))
 
 
 class Pooler(nn.Module):
@@ -363,6 +378,9 @@ class BertModel(PretrainedMixin, nn.Module):
         self.encoder = Encoder(config)
         self.pooler = Pooler(config)
         self.apply(lambda module: init_weights(module, config.initializer_range))
+        # True: every position is computed, padded keys masked, and the layout never looks at the
+        # mask's values (no data-dependent shapes or branches): the graph torch.export and ONNX take.
+        self.static_layout = False
 
     def forward(
         self,
@@ -370,20 +388,22 @@ class BertModel(PretrainedMixin, nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        skip_padding: bool | None = None,
     ) -> BertOutput:
         """Encode a batch: input_ids, attention_mask (1 = real token, 0 = padding), token_type_ids, all [B, T].
 
         Padded positions are not computed: their rows of ``last_hidden_state`` are zeros. Real
         positions and ``pooler_output`` equal the reference (transformers) to float32 rounding.
         With ``output_hidden_states=True`` (an inspection mode) every position is computed, padding
-        included, exactly as the reference does, so all outputs match it position by position.
+        included, exactly as the reference does, so all outputs match it position by position;
+        ``skip_padding=True`` keeps the fast path for hidden states too (zeros at padding).
         """
         return self._encode(
             input_ids,
             attention_mask,
             token_type_ids,
             output_hidden_states,
-            skip_padding=not output_hidden_states,
+            skip_padding=not output_hidden_states if skip_padding is None else skip_padding,
         )
 
     def _encode(
@@ -401,7 +421,10 @@ class BertModel(PretrainedMixin, nn.Module):
             )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        layout = self._layout(attention_mask, B, T, skip_padding)
+        if self.static_layout:
+            layout = TokenLayout.every_position(attention_mask, B, T)
+        else:
+            layout = self._layout(attention_mask, B, T, skip_padding)
         positions = torch.arange(T, device=input_ids.device).expand(B, T)
         x = self.embeddings(
             layout.pack(input_ids), layout.pack(token_type_ids), layout.pack(positions)

@@ -381,7 +381,7 @@ class SequenceClassifier(TaskModule):
         return f"val/{self.metrics[0]}"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.classifier(self.dropout(self.encode(batch).pooler_output))  # [B, num_labels]
+        logits = self.classifier(self.dropout(self.sentence_state(batch)))  # [B, num_labels]
         return logits.squeeze(-1) if self.regression else logits
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

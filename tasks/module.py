@@ -33,7 +33,14 @@ class TaskModule(L.LightningModule):
         adam_epsilon: AdamW epsilon (BERT used 1e-6).
         layerwise_lr_decay: layer l of L gets ``learning_rate * decay ** (L - l)``, embeddings
             ``decay ** (L + 1)``; 1.0 turns it off.
-        freeze_encoder: train the head only ("BERT + linear").
+        freeze_encoder: train the head only ("BERT + linear"): the encoder stays in eval mode (no
+            dropout) and runs without autograd (no backward pass through it).
+        head_layers: which hidden layers feed the head, in Google's indexing (-1 the last layer,
+            -2 the one below, ..., 0 the embedding output); default: the last layer (and, for
+            sentence tasks, the pooler). ``[-1,-2,-3,-4]`` with ``head_combine concat`` and
+            ``freeze_encoder`` is the BERT paper's feature-based approach (Table 7).
+        head_combine: how the head_layers are joined: concat (the head sees len(layers) x H),
+            sum or mean.
         hidden_dropout_prob, attention_probs_dropout_prob: override the encoder's dropout rates.
     """
 
@@ -56,6 +63,8 @@ class TaskModule(L.LightningModule):
         adam_epsilon: float = 1e-6,
         layerwise_lr_decay: float = 1.0,
         freeze_encoder: bool = False,
+        head_layers: list[int] | None = None,
+        head_combine: str = "concat",
         hidden_dropout_prob: float | None = None,
         attention_probs_dropout_prob: float | None = None,
     ):
@@ -82,9 +91,17 @@ class TaskModule(L.LightningModule):
         }
         self.encoder, self._tokenizer_payload = load_encoder(pretrained, **overrides)
         self.label_names = list(label_names) if label_names is not None else None
+        num_layers = self.encoder.config.num_hidden_layers
+        self.head_layers = (
+            None if head_layers is None else [hidden_layer_index(i, num_layers) for i in head_layers]
+        )
+        if head_combine not in COMBINE_MODES:
+            raise UserError(f"--model.head_combine must be one of {', '.join(COMBINE_MODES)}, not {head_combine!r}")
+        if self.head_layers is not None and not self.head_layers:
+            raise UserError("--model.head_layers is empty: name at least one layer (e.g. [-1])")
         if freeze_encoder:
             self.encoder.requires_grad_(False)
-        if not self.uses_pooler:
+        if not self.uses_pooler or self.head_layers is not None:
             self.encoder.pooler.requires_grad_(False)
 
     @property
@@ -95,8 +112,43 @@ class TaskModule(L.LightningModule):
     def run_dir(self) -> Path:
         return Path(self.trainer.default_root_dir)
 
+    @property
+    def head_input_size(self) -> int:
+        """What the head sees per position: H, or len(head_layers) x H when they are concatenated."""
+        if self.head_layers is not None and self.hparams.head_combine == "concat":
+            return len(self.head_layers) * self.hidden_size
+        return self.hidden_size
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.encoder.eval()  # a frozen encoder is a fixed feature extractor: no dropout
+        return self
+
     def encode(self, batch: dict[str, torch.Tensor]):
-        return self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        """The encoder's output for a batch (without autograd when the encoder is frozen; with the
+        hidden states, padding still skipped, when head_layers are chosen)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
+            return self.encoder(
+                batch["input_ids"],
+                batch.get("attention_mask"),
+                batch.get("token_type_ids"),
+                output_hidden_states=self.head_layers is not None,
+                skip_padding=True,
+            )
+
+    def token_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, T, head_input_size]: the last layer, or the head_layers combined."""
+        out = self.encode(batch)
+        if self.head_layers is None:
+            return out.last_hidden_state
+        return combine_layers(out.hidden_states, self.head_layers, self.hparams.head_combine)
+
+    def sentence_state(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, head_input_size]: the pooled [CLS], or [CLS] of the head_layers combined (no pooler)."""
+        if self.head_layers is None:
+            return self.encode(batch).pooler_output
+        return self.token_states(batch)[:, 0]
 
     # -- optimisation ------------------------------------------------------------------------
 
@@ -314,8 +366,8 @@ class TaskModule(L.LightningModule):
     # -- heads -----------------------------------------------------------------------------------
 
     def linear_head(self, out_features: int) -> nn.Linear:
-        """A linear layer on the hidden size, initialised as BERT's task heads: N(0, initializer_range), zero bias."""
-        head = nn.Linear(self.hidden_size, out_features)
+        """A linear layer on the head's input size, initialised as BERT's task heads: N(0, initializer_range), zero bias."""
+        head = nn.Linear(self.head_input_size, out_features)
         head.weight.data.normal_(0.0, self.encoder.config.initializer_range)
         head.bias.data.zero_()
         return head
@@ -327,6 +379,28 @@ class TaskModule(L.LightningModule):
 
 
 _SPLITS = {"val": "validation", "test": "test"}
+COMBINE_MODES = ("concat", "sum", "mean")
+
+
+def hidden_layer_index(layer: int, num_layers: int) -> int:
+    """Google's layer indexing -> an index into (embeddings, layer 1, ..., layer L): -1 is the last
+    layer, -L the first, 0 (or -(L+1)) the embedding output, k > 0 layer k."""
+    if not -(num_layers + 1) <= layer <= num_layers:
+        raise UserError(
+            f"layer {layer} does not exist: the encoder has {num_layers} layers "
+            f"(-1 .. -{num_layers} from the top, 0 the embeddings, 1 .. {num_layers} from the bottom)"
+        )
+    return layer if layer >= 0 else num_layers + 1 + layer
+
+
+def combine_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int], how: str) -> torch.Tensor:
+    """The chosen hidden states ([B, T, H] each, indices from ``hidden_layer_index``) joined:
+    concat -> [B, T, len(layers) * H] in the order given; sum / mean -> [B, T, H]."""
+    states = [hidden_states[i] for i in layers]
+    if how == "concat":
+        return states[0] if len(states) == 1 else torch.cat(states, dim=-1)
+    total = torch.stack(states).sum(0)
+    return total / len(states) if how == "mean" else total
 
 
 def check_range(

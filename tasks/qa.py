@@ -326,7 +326,7 @@ class QAModule(TaskModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end logits [B, T]; padding positions get -10000 so they never win or weigh."""
-        logits = self.qa_outputs(self.encode(batch).last_hidden_state)  # [B, T, 2]
+        logits = self.qa_outputs(self.token_states(batch))  # [B, T, 2]
         start, end = logits.unbind(-1)
         padding = batch["attention_mask"] == 0
         return start.masked_fill(padding, -10000.0), end.masked_fill(padding, -10000.0)

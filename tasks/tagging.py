@@ -413,7 +413,7 @@ class TaggingModule(TaskModule):
     # -- steps -------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.encode(batch).last_hidden_state  # [B, T, H]
+        hidden = self.token_states(batch)  # [B, T, H], or the head_layers combined
         return self.classifier(self.dropout(hidden))  # [B, T, labels]
 
     def training_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
