@@ -34,15 +34,33 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    # Heads removed per layer, in the layer's original head numbering (Hugging Face's meaning):
+    # {layer: [head, ...]}. A pruned layer has fewer heads; the head size stays hidden/heads.
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)
     # Keys of the source file we do not model (e.g. "architectures"); kept so a round trip loses nothing.
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # JSON keys are strings ({"0": [1, 2]}); kept as sorted ints, empty layers left out.
+        try:
+            self.pruned_heads = {
+                int(layer): sorted({int(h) for h in heads})
+                for layer, heads in (self.pruned_heads or {}).items()
+                if heads
+            }
+        except (TypeError, ValueError, AttributeError):
+            raise ConfigError(
+                f"pruned_heads must map layers to lists of heads, got {self.pruned_heads!r}"
+            ) from None
         self.validate()
 
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def heads_in_layer(self, layer: int) -> int:
+        """How many attention heads layer ``layer`` has once its pruned heads are removed."""
+        return self.num_attention_heads - len(self.pruned_heads.get(layer, ()))
 
     def validate(self) -> None:
         for name in (
@@ -70,6 +88,15 @@ class BertConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        for layer, heads in self.pruned_heads.items():
+            if not 0 <= layer < self.num_hidden_layers:
+                raise ConfigError(f"pruned_heads: no layer {layer} in {self.num_hidden_layers} layers")
+            if heads[0] < 0 or heads[-1] >= self.num_attention_heads:
+                raise ConfigError(
+                    f"pruned_heads: layer {layer} has heads 0..{self.num_attention_heads - 1}, not {heads}"
+                )
+            if len(heads) == self.num_attention_heads:
+                raise ConfigError(f"pruned_heads: every head of layer {layer} is pruned (keep at least one)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> BertConfig:
@@ -106,6 +133,10 @@ class BertConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        # String keys, as in HF's config.json (and as JSON round-trips them); none when unpruned.
+        data["pruned_heads"] = {str(layer): heads for layer, heads in self.pruned_heads.items()}
+        if not data["pruned_heads"]:
+            del data["pruned_heads"]
         return {**self.extra, **data}
 
     def to_hf_dict(self) -> dict[str, Any]:
@@ -114,6 +145,8 @@ class BertConfig:
         data.setdefault("architectures", ["BertModel"])
         data["model_type"] = "bert"
         data.setdefault("position_embedding_type", "absolute")
+        if data["hidden_act"] == "gelu_tanh":  # the same function under the name transformers knows
+            data["hidden_act"] = "gelu_pytorch_tanh"
         for key in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
             data.pop(key, None)
         return data
