@@ -23,6 +23,7 @@ __all__ = [
     "read_vocab_tokens",
     "vocab_ids",
     "write_tokenizer_files",
+    "write_vocab_files",
 ]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -92,5 +93,20 @@ def write_tokenizer_files(
         return
     do_lower_case, _ = infer_lower_case(source_directory, read_vocab(vocab_path), name)
     (directory / "vocab.txt").write_bytes(vocab_path.read_bytes())
+    _write_tokenizer_config(directory, do_lower_case)
+
+
+def write_vocab_files(
+    tokens: Sequence[str], do_lower_case: bool, directory: str | os.PathLike, model_max_length: int | None = None
+) -> None:
+    """vocab.txt (one token a line, in id order) and a tokenizer_config.json recording the casing."""
+    directory = Path(directory)
+    (directory / "vocab.txt").write_text("".join(f"{token}\n" for token in tokens), encoding="utf-8")
+    _write_tokenizer_config(directory, do_lower_case, model_max_length)
+
+
+def _write_tokenizer_config(directory: Path, do_lower_case: bool, model_max_length: int | None = None) -> None:
     config = {"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case}
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -308,7 +308,13 @@ class TaskDataModule(L.LightningDataModule):
                 batch[key] = values  # strings, nested lists: passed through for post-processing
         return batch
 
-    def make_loader(self, dataset, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+    def make_loader(
+        self,
+        dataset,
+        shuffle: bool,
+        batch_size: int | None = None,
+        collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+    ) -> DataLoader:
         batch_size = batch_size or (self.batch_size if shuffle else self.eval_batch_size)
         sampler = None
         if shuffle:
@@ -328,7 +334,7 @@ class TaskDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             sampler=sampler,
-            collate_fn=self.collate,
+            collate_fn=collate_fn or self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # Worker seeds from a generator of the loader's own, not from the global random state.

@@ -1,0 +1,378 @@
+"""Further pre-training on domain text: masked LM (token, whole-word or span masking) and optional NSP.
+
+Data: ``data.corpus`` reads documents, the tokenizer cuts their sentences into tokens (with the
+word each belongs to), ``features.pretraining`` builds sequences (NSP pairs or packed text) once
+and masks every batch anew; the validation split's masks are fixed by a seed, so its metrics
+compare from epoch to epoch and run to run. The module runs the MLM head on the masked
+positions only and writes ``<run dir>/pretrained/`` (HF format, MLM head included) when fit ends.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import sys
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bert_core import BertForPreTraining
+from bert_core.checkpoint import read_state_dict
+from bert_core.model import PreTrainingHeads, init_weights
+from bert_core.sources import resolve_source
+from bert_core.vocab import write_vocab_files
+
+from .checkpoint import is_task_checkpoint
+from .data.corpus import iter_documents
+from .datamodule import Prepared, TaskDataModule, check_at_least
+from .evaluation import Evaluation
+from .features import pretraining as features
+from .io import DataError, UserError
+from .module import TaskModule
+
+TASK = "pretraining"
+
+
+class PreTrainingDataModule(TaskDataModule):
+    """Domain text for masked LM (and NSP).
+
+    Args:
+        document_per_line: each line of a text file is a document (default: Google's format, one
+            sentence per line and a blank line between documents). ``.jsonl`` files hold one
+            document per record, in ``text_field``.
+        mlm_probability: share of the real tokens chosen for prediction.
+        max_predictions_per_seq: at most this many chosen tokens per sequence.
+        masking: token, whole_word (every sub-token of a chosen word) or span (SpanBERT's
+            contiguous word spans, geometric lengths p=0.2 clipped at 10 words).
+        chinese_segmenter: ``jieba`` groups Chinese characters into words for whole-word and span
+            masking (Chinese-BERT-wwm); the model still sees characters. Default: the tokenizer's
+            words (each CJK character is one).
+        short_seq_prob: NSP only: share of documents whose pairs target a random shorter length.
+        nsp: build sentence pairs with next-sentence labels; set from ``--model.nsp`` by the CLI.
+        validation_seed: fixes the validation masks and pairs.
+    """
+
+    stored_settings = (
+        "max_seq_length",
+        "masking",
+        "mlm_probability",
+        "max_predictions_per_seq",
+        "chinese_segmenter",
+        "short_seq_prob",
+        "nsp",
+        "validation_seed",
+        "document_per_line",
+        "text_field",
+    )
+    feature_functions = (features.mask_sequence,)
+    task = TASK
+    label_names = None
+
+    def __init__(
+        self,
+        document_per_line: bool = False,
+        text_field: str = "text",
+        mlm_probability: float = 0.15,
+        max_predictions_per_seq: int = 20,
+        masking: str = "token",
+        chinese_segmenter: str | None = None,
+        short_seq_prob: float = 0.1,
+        nsp: bool = False,
+        validation_seed: int = 12345,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if not 0.0 < mlm_probability < 1.0:
+            raise UserError(f"--data.mlm_probability must be in (0, 1), not {mlm_probability}")
+        check_at_least("max_predictions_per_seq", max_predictions_per_seq, 1)
+        if masking not in features.MASKING:
+            raise UserError(f"--data.masking must be one of {', '.join(features.MASKING)}, not {masking!r}")
+        if chinese_segmenter not in (None, "jieba"):
+            raise UserError(f"--data.chinese_segmenter must be jieba (or unset), not {chinese_segmenter!r}")
+        if not 0.0 <= short_seq_prob <= 1.0:
+            raise UserError(f"--data.short_seq_prob must be in [0, 1], not {short_seq_prob}")
+        if nsp:
+            check_at_least(
+                "max_seq_length", self._max_seq_length, 5, "[CLS], two [SEP] and a token of each side"
+            )
+        self.document_per_line, self.text_field = document_per_line, text_field
+        self.mlm_probability, self.max_predictions_per_seq = mlm_probability, max_predictions_per_seq
+        self.masking, self.chinese_segmenter = masking, chinese_segmenter
+        self.short_seq_prob, self.nsp, self.validation_seed = short_seq_prob, nsp, validation_seed
+        self._segment = _segmenter(chinese_segmenter)
+
+    # -- sequences -------------------------------------------------------------------------------
+
+    def prepare(self, split: str) -> list[Prepared]:
+        if split == "predict":
+            raise UserError(
+                "pre-training has no predict: fine-tune <run dir>/pretrained/ with a task config, or "
+                "extract vectors with configs/features.yaml"
+            )
+        path = self.split_file(split)
+        if path is None:
+            raise UserError(f"no {split} text: set --data.{split}_file")
+        documents = self._tokenized_documents(path)
+        tokenizer = self.tokenizer
+        cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+        if self.nsp:
+            if len(documents) < 2:
+                raise DataError(path, "next-sentence prediction needs at least two documents")
+            seed = self.validation_seed if split != "train" else _training_seed()
+            rng = random.Random(seed)
+            sequences = features.nsp_sequences(
+                documents, self.max_seq_length, self.short_seq_prob, rng, cls_id, sep_id
+            )
+        else:
+            sequences = features.packed_sequences(documents, self.max_seq_length, cls_id, sep_id)
+        if not sequences:
+            raise DataError(path, "no sequence could be built from the text")
+        columns: dict[str, list] = {
+            "input_ids": [s.input_ids for s in sequences],
+            "token_type_ids": [s.token_type_ids for s in sequences],
+            "attention_mask": [[1] * len(s.input_ids) for s in sequences],
+            "word_ids": [s.word_ids for s in sequences],
+            "example": list(range(len(sequences))),
+            "feature_index": list(range(len(sequences))),
+        }
+        if self.nsp:
+            columns["next_sentence_label"] = [s.next_sentence_label for s in sequences]
+        evaluation = Evaluation(split=split, source=str(path), windows=[1] * len(sequences))
+        return [Prepared(datasets.Dataset.from_dict(columns), evaluation)]
+
+    def _tokenized_documents(self, path: str) -> list[list[features.Sentence]]:
+        """Every document as a list of sentences of (token id, word number) pairs."""
+        documents = list(iter_documents(path, self.document_per_line, self.text_field))
+        if not documents:
+            raise DataError(path, "no text (an empty file, or only blank lines)")
+        flat = [sentence for document in documents for sentence in document.sentences]
+        tokenized: list[features.Sentence] = []
+        next_word = 0
+        for start in range(0, len(flat), 2000):
+            texts = flat[start : start + 2000]
+            encoding = self.tokenizer(
+                texts, add_special_tokens=False, return_offsets_mapping=self._segment is not None
+            )
+            for i, text in enumerate(texts):
+                ids = encoding["input_ids"][i]
+                if self._segment is not None:
+                    words = _segment_words(self._segment(text), encoding["offset_mapping"][i])
+                else:
+                    words = [w if w is not None else 0 for w in encoding.word_ids(i)]
+                tokenized.append([(t, next_word + w) for t, w in zip(ids, words)])
+                next_word += (max(words) + 1) if words else 0
+        result, k = [], 0
+        for document in documents:
+            sentences = [s for s in tokenized[k : k + len(document.sentences)] if s]
+            k += len(document.sentences)
+            if sentences:
+                result.append(sentences)
+        return result
+
+    # -- masks -----------------------------------------------------------------------------------
+
+    def make_loader(self, dataset, shuffle: bool, batch_size: int | None = None, collate_fn=None):
+        collate_fn = collate_fn or (self.collate_training if shuffle else self.collate_fixed)
+        return super().make_loader(dataset, shuffle, batch_size, collate_fn=collate_fn)
+
+    def collate_training(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Masks drawn anew for every batch (from the seeded global random state)."""
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        return self._masked_batch(rows, [rng] * len(rows))
+
+    def collate_fixed(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The same masks for a sequence however it is batched: seeded by the sequence's number."""
+        rngs = [np.random.default_rng([self.validation_seed, row["example"]]) for row in rows]
+        return self._masked_batch(rows, rngs)
+
+    def _masked_batch(self, rows: list[dict[str, Any]], rngs: list[np.random.Generator]) -> dict[str, Any]:
+        tokenizer = self.tokenizer
+        masked = [
+            features.mask_sequence(
+                row["input_ids"],
+                row["word_ids"],
+                rng,
+                mask_id=tokenizer.mask_token_id,
+                vocab_size=len(tokenizer),
+                probability=self.mlm_probability,
+                max_predictions=self.max_predictions_per_seq,
+                masking=self.masking,
+            )
+            for row, rng in zip(rows, rngs)
+        ]
+        batch = self.collate(
+            [
+                {**{k: v for k, v in row.items() if k != "word_ids"}, "input_ids": m.input_ids}
+                for row, m in zip(rows, masked)
+            ]
+        )
+        T = batch["input_ids"].shape[1]
+        batch["mlm_positions"] = torch.tensor(
+            [b * T + p for b, m in enumerate(masked) for p in m.positions], dtype=torch.long
+        )
+        batch["mlm_labels"] = torch.tensor([label for m in masked for label in m.labels], dtype=torch.long)
+        return batch
+
+
+def _training_seed() -> int:
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+
+
+def _segmenter(name: str | None):
+    if name is None:
+        return None
+    try:
+        import jieba
+    except ImportError:
+        raise UserError(
+            "--data.chinese_segmenter jieba needs the jieba package: pip install 'bert-tasks[chinese]'"
+        ) from None
+    jieba.setLogLevel(60)  # no "Building prefix dict" chatter on stderr
+    return jieba.lcut
+
+
+def _segment_words(words: list[str], offsets: list[tuple[int, int]]) -> list[int]:
+    """Each token's word number: the segmenter's word its first character falls in."""
+    ends, position = [], 0
+    for word in words:
+        position += len(word)
+        ends.append(position)
+    return [bisect_right(ends, start) for start, _ in offsets]
+
+
+class PreTrainingModule(TaskModule):
+    """The encoder with BERT's pre-training heads: masked LM (tied to the word embeddings), and
+    next-sentence prediction with ``nsp``. A Google pre-training checkpoint keeps its heads; an
+    encoder-only source (all-MiniLM-L6-v2, a fine-tuned .ckpt) gets fresh ones.
+
+    Metrics over the whole split: ``val/mlm_loss`` (mean over the masked tokens),
+    ``val/mlm_accuracy``, ``val/perplexity`` (exp of mlm_loss), ``val/nsp_accuracy``.
+    """
+
+    main_metric = "val/mlm_loss"
+    main_metric_mode = "min"
+    runs_without_fine_tuning = True  # validate on the unchanged encoder gives the baseline
+
+    def __init__(self, nsp: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        config = self.encoder.config
+        self.cls = PreTrainingHeads(config, self.encoder.embeddings.word_embeddings)
+        self.cls.apply(lambda module: init_weights(module, config.initializer_range))
+        self._load_heads(self.hparams.pretrained)
+        if not nsp:  # unused parameters would stall DDP
+            self.cls.seq_relationship.requires_grad_(False)
+            self.encoder.pooler.requires_grad_(False)
+
+    def _load_heads(self, source: str) -> None:
+        if is_task_checkpoint(source):
+            state = torch.load(source, map_location="cpu", weights_only=True)["state_dict"]
+        else:
+            state = read_state_dict(resolve_source(source))
+        heads = {k.removeprefix("cls."): v for k, v in state.items() if k.startswith("cls.")}
+        heads = {k: v for k, v in heads.items() if not k.startswith("predictions.decoder.")}
+        if heads:
+            self.cls.load_state_dict(heads)
+        else:
+            print(
+                f"note: {source} has no pre-training heads; the MLM and NSP heads start new", file=sys.stderr
+            )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self.encode(batch)
+        hidden = out.last_hidden_state.flatten(0, 1)[batch["mlm_positions"]]  # [M, H]: masked only
+        mlm_logits = self.cls.predictions(hidden)  # [M, V]
+        nsp_logits = self.cls.seq_relationship(out.pooler_output) if self.hparams.nsp else None  # [B, 2]
+        return mlm_logits, nsp_logits
+
+    def training_loss(self, outputs, batch: dict[str, Any]) -> torch.Tensor:
+        mlm_logits, nsp_logits = outputs
+        size = len(batch["input_ids"])
+        mlm = F.cross_entropy(mlm_logits, batch["mlm_labels"]) if len(mlm_logits) else mlm_logits.sum()
+        self.log("train/mlm_loss", mlm, batch_size=size)
+        if nsp_logits is None:
+            return mlm
+        nsp = F.cross_entropy(nsp_logits, batch["next_sentence_label"])
+        self.log("train/nsp_loss", nsp, batch_size=size)
+        return mlm + nsp
+
+    def split_outputs(self, outputs, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        """Per sequence: (masked-token loss sum, masked tokens, correct ones, NSP loss, NSP correct)."""
+        mlm_logits, nsp_logits = outputs
+        B, T = batch["input_ids"].shape
+        labels = batch["mlm_labels"]
+        losses = F.cross_entropy(mlm_logits.float(), labels, reduction="none").double().cpu()
+        correct = (mlm_logits.argmax(-1) == labels).double().cpu()
+        rows = (batch["mlm_positions"] // T).cpu()
+        loss_sums = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, losses)
+        counts = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, torch.ones_like(losses))
+        corrects = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, correct)
+        if nsp_logits is not None:
+            nsp_labels = batch["next_sentence_label"]
+            nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels, reduction="none").tolist()
+            nsp_correct = (nsp_logits.argmax(-1) == nsp_labels).tolist()
+        else:
+            nsp_loss = nsp_correct = [None] * B
+        return [
+            (
+                example,
+                feature,
+                (loss_sums[b].item(), counts[b].item(), corrects[b].item(), nsp_loss[b], nsp_correct[b]),
+            )
+            for b, (example, feature) in enumerate(
+                zip(batch["example"].tolist(), batch["feature_index"].tolist(), strict=True)
+            )
+        ]
+
+    def decode(self, example: int, outputs: list[Any], evaluation: Evaluation) -> Any:
+        return outputs[0]
+
+    def score(self, predictions: dict[int, Any], evaluation: Evaluation) -> dict[str, float]:
+        values = list(predictions.values())
+        count = sum(v[1] for v in values)
+        mlm_loss = sum(v[0] for v in values) / max(count, 1.0)
+        scores = {
+            "mlm_loss": mlm_loss,
+            "mlm_accuracy": sum(v[2] for v in values) / max(count, 1.0),
+            "perplexity": math.exp(min(mlm_loss, 700.0)),
+            "loss": mlm_loss,
+        }
+        if self.hparams.nsp:
+            scores["nsp_loss"] = sum(v[3] for v in values) / len(values)
+            scores["nsp_accuracy"] = sum(bool(v[4]) for v in values) / len(values)
+            scores["loss"] += scores["nsp_loss"]
+        return scores
+
+    # -- the adapted encoder, in HF format -------------------------------------------------------
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            path = self.save_pretrained(self.run_dir / "pretrained")
+            print(f"pre-trained model written to {path} (use it as --model.pretrained)", flush=True)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """``directory`` in HF format: BertForPreTraining weights (encoder, MLM and NSP heads),
+        config.json, vocab.txt and the casing. Written beside, then renamed into place."""
+        directory = Path(directory)
+        tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = BertForPreTraining(self.encoder.config)
+        model.bert.load_state_dict(self.encoder.state_dict())
+        model.cls.load_state_dict(self.cls.state_dict())
+        model.save_pretrained(tmp)
+        write_vocab_files(
+            self._tokenizer_payload["vocab"],
+            self._tokenizer_payload["do_lower_case"],
+            tmp,
+            model_max_length=self.encoder.config.max_position_embeddings,
+        )
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        return directory
