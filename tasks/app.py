@@ -116,6 +116,10 @@ class BertTasksCLI(LightningCLI):
                     },
                 },
             ]
+        model_args = config.model.init_args
+        if model_args.get("pretrained") is None and model_args.get("teacher"):
+            # A distillation student starts from its teacher's layers: the teacher's tokenizer.
+            config.data.init_args.tokenizer = model_args.teacher
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and self.subcommand != "fit" and ckpt_path not in SHORTHANDS:
             # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights

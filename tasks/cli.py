@@ -27,6 +27,7 @@ USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
 EXTRA_COMMANDS = {
     "score-squad": ("tasks.metrics.squad:main", "score a SQuAD predictions file with the official EM/F1"),
     "report": ("tasks.report:main", "draw a run's curves and per-task pictures into report.html"),
+    "prune": ("tasks.prune:main", "remove the least important attention heads and/or top layers of a checkpoint"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "fine-tune on the train file, validating on the dev file each epoch",

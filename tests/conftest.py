@@ -104,3 +104,60 @@ def lightning_logs_to_the_real_stderr():
         for handler in getattr(logger, "handlers", []):
             if type(handler) is logging.StreamHandler and handler.stream is not sys.stdout:
                 handler.stream = sys.__stderr__
+
+
+@pytest.fixture(scope="session")
+def deep_bert_dir(tiny_bert_dir: Path, tmp_path_factory) -> Path:
+    """A random 4-layer, 4-head BERT (H=32, large weights as ``mixing_bert_dir``): room for a
+    2-layer student and for pruning a quarter of the heads."""
+    directory = tmp_path_factory.mktemp("deep_bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        initializer_range=0.5,
+    )
+    BertModel(config).save_pretrained(directory)
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(tiny_bert_dir / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def sst2_teacher_ckpt(deep_bert_dir: Path, tmp_path_factory) -> Path:
+    """An SST-2 checkpoint of the 4-layer model after a few steps on the shipped sample."""
+    run_dir = tmp_path_factory.mktemp("sst2_teacher")
+    sample = ROOT / "data" / "glue" / "SST-2"
+    code = run_cli(
+        "fit",
+        "--config",
+        ROOT / "configs" / "sst2.yaml",
+        "--data.train_file",
+        sample / "train.tsv",
+        "--data.validation_file",
+        sample / "dev.tsv",
+        "--data.test_file",
+        sample / "dev.tsv",
+        "--data.predict_file",
+        sample / "test.tsv",
+        "--model.pretrained",
+        deep_bert_dir,
+        "--trainer.max_steps",
+        "4",
+        "--trainer.default_root_dir",
+        run_dir,
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+    )
+    assert code == 0
+    return run_dir / "checkpoints" / "best.ckpt"
