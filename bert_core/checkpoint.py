@@ -177,16 +177,36 @@ def _check_vocab(resolved: ResolvedSource, config: BertConfig, smaller_too: bool
             )
 
 
-def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> None:
-    """Write HF format so that ``transformers.BertModel.from_pretrained(directory)`` loads it."""
+def save_pretrained(
+    model: torch.nn.Module,
+    directory: str | os.PathLike,
+    head: dict[str, torch.Tensor] | None = None,
+    architecture: str | None = None,
+    config_fields: dict | None = None,
+) -> None:
+    """Write HF format so that ``transformers.BertModel.from_pretrained(directory)`` loads it.
+
+    With ``head`` (a fine-tuned task head under transformers' names, ``classifier.*`` or
+    ``qa_outputs.*``) a BertModel's tensors go under ``bert.*``: the layout of transformers'
+    ``BertFor<Task>`` classes, named by ``architecture``; ``config_fields`` (``id2label``, ...)
+    join config.json.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config.to_hf_dict()
-    config["architectures"] = [type(model).__name__]
+    config["architectures"] = [architecture or type(model).__name__]
+    config.update(config_fields or {})
     (directory / "config.json").write_text(
         json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if head is not None:
+        if not all(name.startswith(_HF_TASK_HEADS) for name in head):
+            raise ValueError(
+                f"task head tensors must be named {' or '.join(_HF_TASK_HEADS)}*, got {sorted(head)}"
+            )
+        state = {"bert." + k: v for k, v in state.items()}
+        state.update({k: v.detach().contiguous() for k, v in head.items()})
     save_safetensors(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     source = getattr(model, "source_directory", None)
     if source is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from .callbacks import RunConfigSaver
-from .checkpoint import is_task_checkpoint, read_checkpoint
+from .checkpoint import is_onnx_export, is_task_checkpoint, read_checkpoint
 from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
@@ -76,7 +77,11 @@ class BertTasksCLI(LightningCLI):
             return
         stored = read_checkpoint(ckpt_path)["hyper_parameters"]  # a clear UserError for a bad file
         check_same_task(ckpt_path, stored, config)
-        settings = {k: v for k, v in stored.items() if not k.startswith("_") and k not in LINKED}
+        settings = {
+            k: v
+            for k, v in stored.items()
+            if not k.startswith("_") and k not in LINKED and k not in INFERENCE_OPTIONS
+        }
         self._fill_from_checkpoint("model", config.model.init_args, settings)
 
     def before_instantiate_classes(self) -> None:
@@ -87,9 +92,12 @@ class BertTasksCLI(LightningCLI):
         if trainer.default_root_dir is None:
             trainer.default_root_dir = str(Path("outputs") / _run_name(config))
         if self.subcommand == "fit":
+            _refuse_inference_options(config)
             _claim_run_directory(config, Path(trainer.default_root_dir))
         elif self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
-            if not is_task_checkpoint(config.model.init_args.pretrained):
+            if not is_task_checkpoint(config.model.init_args.pretrained) and not getattr(
+                _model_class(config), "runs_without_fine_tuning", False
+            ):
                 raise UserError(
                     f"{self.subcommand} needs a fine-tuned model: pass --ckpt_path "
                     f"{Path(trainer.default_root_dir) / 'checkpoints' / 'best.ckpt'} (or another fit's checkpoint)"
@@ -120,6 +128,10 @@ class BertTasksCLI(LightningCLI):
         if model_args.get("pretrained") is None and model_args.get("teacher"):
             # A distillation student starts from its teacher's layers: the teacher's tokenizer.
             config.data.init_args.tokenizer = model_args.teacher
+        data = config.data.init_args if config.data is not None else {}
+        for name in SHARED_OPTIONS:
+            if name in config.model.init_args and name in data:
+                data[name] = config.model.init_args[name]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and self.subcommand != "fit" and ckpt_path not in SHORTHANDS:
             # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights
@@ -129,6 +141,8 @@ class BertTasksCLI(LightningCLI):
             stored = read_checkpoint(ckpt_path)
             self._pass_down(config, stored["hyper_parameters"], labels=True)
             self._restore_data_settings(config, stored["data_settings"])
+            if is_onnx_export(ckpt_path):
+                config.ckpt_path = None  # its weights are in model.onnx, which the module opens itself
         elif is_task_checkpoint(config.model.init_args.pretrained):
             self._pass_down(config, read_checkpoint(config.model.init_args.pretrained)["hyper_parameters"])
 
@@ -173,9 +187,30 @@ LINKED = (
     "label_names",
 )  # model options the CLI sets from the data or the checkpoint  # Lightning's names for checkpoints it finds itself
 
+# Model options the data module follows too: pre-training's NSP (the data pairs sentences for its
+# head), feature extraction's pooling (per-word vectors change the file layout).
+SHARED_OPTIONS = ("nsp", "pooling")
+
 # What a run leaves in its directory: a second fit into it must not silently replace them (a lone
 # config.yaml is a fit that stopped on a bad option before it trained).
 RUN_FILES = ("checkpoints", "metrics.json")
+
+
+# How this command runs the model (not a property of the checkpoint): never taken from one.
+INFERENCE_OPTIONS = ("quantize", "quantize_backend", "runtime")
+
+
+def _refuse_inference_options(config) -> None:
+    """int8 and the ONNX runtime are for a trained model: fit trains in float with PyTorch."""
+    model = config.model.init_args
+    if model.get("quantize"):
+        raise UserError(
+            "--model.quantize applies to validate, test and predict, not to fit (it trains in float)"
+        )
+    if model.get("runtime", "torch") != "torch":
+        raise UserError("--model.runtime onnx applies to validate, test and predict, not to fit")
+    if is_onnx_export(config.get("ckpt_path")):
+        raise UserError(f"--ckpt_path {config.ckpt_path}: an ONNX export cannot resume a fit; give the .ckpt")
 
 
 def explicit_options(args: list[str]) -> set[str]:
@@ -237,6 +272,15 @@ def _claim_run_directory(config, run_dir: Path) -> None:
         )
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)
+
+
+def _model_class(config) -> type | None:
+    """The class ``--model.class_path`` names (None when it cannot be imported)."""
+    module_name, _, name = str(config.model.get("class_path", "")).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def _run_name(config) -> str:

@@ -7,6 +7,7 @@ the casing of its tokenizer. The label names and task are hyper-parameters of th
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,24 @@ PAYLOAD_KEY = "bert_tasks"
 DATA_SETTINGS_KEY = "bert_tasks_data_settings"  # the data module's state_dict (tasks.datamodule.SETTINGS_KEY)
 
 
+# An ONNX export directory (``python -m tasks export --format onnx``) holds model.onnx and, in
+# this file, what a checkpoint carries besides weights: read_checkpoint reads it like a .ckpt.
+EXPORT_METADATA = "bert_tasks.json"
+
+
 def is_task_checkpoint(source: str | os.PathLike | None) -> bool:
-    """A ``.ckpt`` file of this app; not Google's ``.../bert_model.ckpt``, the prefix of a TF checkpoint."""
+    """A ``.ckpt`` file of this app (not Google's ``.../bert_model.ckpt``, the prefix of a TF
+    checkpoint), or an ONNX export directory of one."""
+    if is_onnx_export(source):
+        return True
     if source is None or not str(source).endswith(".ckpt"):
         return False
     return not Path(f"{source}.index").is_file()
+
+
+def is_onnx_export(source: str | os.PathLike | None) -> bool:
+    """A directory written by ``python -m tasks export --format onnx``."""
+    return source is not None and (Path(source) / EXPORT_METADATA).is_file()
 
 
 def encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -61,11 +75,26 @@ def _load(path: str, mtime: float) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The payload and hyper-parameters of a task checkpoint (without its weights)."""
+    """The payload and hyper-parameters of a task checkpoint (without its weights), or of an ONNX export."""
     path = Path(path)
+    if is_onnx_export(path):
+        return _load_export(str((path / EXPORT_METADATA).resolve()), (path / EXPORT_METADATA).stat().st_mtime)
+    if path.is_dir():
+        raise UserError(
+            f"{path}: a directory, not a checkpoint (an ONNX export directory holds {EXPORT_METADATA})"
+        )
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     return _load(str(path.resolve()), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_export(path: str, mtime: float) -> dict[str, Any]:
+    try:
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {key: stored[key] for key in ("payload", "hyper_parameters", "data_settings")}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: not a readable export description ({type(err).__name__}: {err})") from None
 
 
 def load_task_tokenizer(source: str | os.PathLike, do_lower_case: bool | None = None):

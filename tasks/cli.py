@@ -27,7 +27,11 @@ USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
 EXTRA_COMMANDS = {
     "score-squad": ("tasks.metrics.squad:main", "score a SQuAD predictions file with the official EM/F1"),
     "report": ("tasks.report:main", "draw a run's curves and per-task pictures into report.html"),
-    "prune": ("tasks.prune:main", "remove the least important attention heads and/or top layers of a checkpoint"),
+    "prune": (
+        "tasks.prune:main",
+        "remove the least important attention heads and/or top layers of a checkpoint",
+    ),
+    "export": ("tasks.export:main", "export a fine-tuned checkpoint to Hugging Face format or ONNX"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "fine-tune on the train file, validating on the dev file each epoch",
@@ -55,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in EXTRA_COMMANDS:
         module_name, function = EXTRA_COMMANDS[args[0]][0].split(":")
         return getattr(importlib.import_module(module_name), function)(args[1:])
+    if args[0] in ("validate", "test", "predict"):
+        try:
+            args = with_checkpoint_classes(args)
+        except USER_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args[0] in LIGHTNING_COMMANDS and not _has_option(
         args, "--config", "-c", "--model", "--data", "--help", "-h", "--print_config"
     ):
@@ -90,6 +100,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {user_error}", file=sys.stderr)
         return 2
     return 0
+
+
+# The data module of each task module (a subclass, such as a distilled student's, finds its base's).
+DATA_MODULES = {
+    "SequenceClassifier": "tasks.classification.ClassificationDataModule",
+    "TaggingModule": "tasks.tagging.TaggingDataModule",
+    "QAModule": "tasks.qa.QADataModule",
+}
+
+
+def with_checkpoint_classes(args: list[str]) -> list[str]:
+    """``predict --ckpt_path CKPT`` without a config: the model and data classes the checkpoint
+    (or ONNX export) was trained with, as if given with --model.class_path / --data.class_path."""
+    ckpt_path = _option_value(args, "--ckpt_path")
+    if ckpt_path is None or _has_option(args, "--config", "-c", "--model.class_path", "--help", "-h"):
+        return args
+    from .checkpoint import is_task_checkpoint, read_checkpoint
+
+    if not is_task_checkpoint(ckpt_path):
+        return args
+    class_path = read_checkpoint(ckpt_path)["hyper_parameters"].get("_class_path")
+    if not class_path:
+        return args
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    data = next((DATA_MODULES[k.__name__] for k in cls.__mro__ if k.__name__ in DATA_MODULES), None)
+    if data is None:
+        return args
+    extra = ["--model.class_path", class_path]
+    if not _has_option(args, "--data.class_path"):
+        extra += ["--data.class_path", data]
+    return [args[0], *extra, *args[1:]]
+
+
+def _option_value(args: list[str], name: str) -> str | None:
+    for flag, value in zip(args, [*args[1:], None]):
+        if flag == name:
+            return value
+        if flag.startswith(name + "="):
+            return flag.split("=", 1)[1]
+    return None
 
 
 def _user_error_in(err: BaseException) -> BaseException | None:

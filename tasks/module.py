@@ -14,8 +14,9 @@ from bert_core import BertConfig, BertModel
 from bert_core.tokenizer import tokenizer_spec
 
 from .callbacks import PENDING_ARTIFACTS, MetricsJsonWriter, ResumableRun
-from .checkpoint import PAYLOAD_KEY, encoder_state, is_task_checkpoint, read_checkpoint
+from .checkpoint import PAYLOAD_KEY, encoder_state, is_onnx_export, is_task_checkpoint, read_checkpoint
 from .evaluation import Collector, Evaluation
+from .inference import check_inference_options, prepare_inference
 from .io import UserError
 from .writers import PredictionWriter
 
@@ -42,6 +43,11 @@ class TaskModule(L.LightningModule):
         head_combine: how the head_layers are joined: concat (the head sees len(layers) x H),
             sum or mean.
         hidden_dropout_prob, attention_probs_dropout_prob: override the encoder's dropout rates.
+        quantize: ``int8``: validate/test/predict with the encoder's Linear layers quantized to
+            dynamic int8 when the model is loaded (not for fit); ``quantize_backend`` picks the
+            library: ``auto`` (torchao when installed, else torch.ao), ``torchao`` or ``torch.ao``.
+        runtime: ``torch``, or ``onnx``: validate/test/predict an ONNX export directory
+            (``python -m tasks export --format onnx``, then ``--ckpt_path DIR``) with onnxruntime.
     """
 
     main_metric: str = "val/loss"
@@ -49,6 +55,9 @@ class TaskModule(L.LightningModule):
     # Heads on the token states leave the pooler untrained: its weights are kept (and exported) but
     # frozen, so that DDP does not wait for gradients that never come.
     uses_pooler: bool = True
+    # validate/test/predict on the pretrained encoder itself, without a fine-tuned checkpoint
+    # (pre-training's baseline, feature extraction); a task head would be untrained.
+    runs_without_fine_tuning: bool = False
     # Set by the CLI (--checkpoint_every_n_steps): also save last.ckpt every N optimizer steps.
     checkpoint_every_n_steps: int = 0
 
@@ -67,8 +76,12 @@ class TaskModule(L.LightningModule):
         head_combine: str = "concat",
         hidden_dropout_prob: float | None = None,
         attention_probs_dropout_prob: float | None = None,
+        quantize: str | None = None,
+        quantize_backend: str = "auto",
+        runtime: str = "torch",
     ):
         super().__init__()
+        check_inference_options(pretrained, quantize, quantize_backend, runtime)
         check_range("learning_rate", learning_rate, low=0.0, low_open=True)
         check_range("weight_decay", weight_decay, low=0.0)
         check_range("warmup_ratio", warmup_ratio, low=0.0, high=1.0)
@@ -96,13 +109,17 @@ class TaskModule(L.LightningModule):
             None if head_layers is None else [hidden_layer_index(i, num_layers) for i in head_layers]
         )
         if head_combine not in COMBINE_MODES:
-            raise UserError(f"--model.head_combine must be one of {', '.join(COMBINE_MODES)}, not {head_combine!r}")
+            raise UserError(
+                f"--model.head_combine must be one of {', '.join(COMBINE_MODES)}, not {head_combine!r}"
+            )
         if self.head_layers is not None and not self.head_layers:
             raise UserError("--model.head_layers is empty: name at least one layer (e.g. [-1])")
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         if not self.uses_pooler or self.head_layers is not None:
             self.encoder.pooler.requires_grad_(False)
+        self._onnx = None  # the onnxruntime session of --model.runtime onnx, opened at load time
+        self.int8_backend: str | None = None  # which library quantized the encoder (--model.quantize)
 
     @property
     def hidden_size(self) -> int:
@@ -228,6 +245,25 @@ class TaskModule(L.LightningModule):
             )
         return callbacks
 
+    # -- inference: int8 and ONNX, applied once the weights are loaded --------------------------------
+
+    def on_validation_start(self) -> None:
+        self.prepare_inference()
+
+    def on_test_start(self) -> None:
+        self.prepare_inference()
+
+    def on_predict_start(self) -> None:
+        self.prepare_inference()
+
+    def prepare_inference(self) -> None:
+        """--model.quantize int8 and --model.runtime onnx, once Lightning has loaded the checkpoint."""
+        prepare_inference(self)
+
+    def infer(self, batch: dict[str, Any]) -> Any:
+        """The task's outputs for an evaluation or predict batch: this module's forward, or the ONNX graph's."""
+        return self(batch) if self._onnx is None else self._onnx(batch)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[PAYLOAD_KEY] = {"bert_config": self.encoder.config.to_dict(), **self._tokenizer_payload}
 
@@ -285,7 +321,7 @@ class TaskModule(L.LightningModule):
     def _evaluation_step(self, prefix: str, batch: dict[str, Any], dataloader_idx: int) -> None:
         # No per-step metrics: every metric, the loss included, comes from ``score`` over the whole
         # split, so that it is the same on one process or many.
-        self._collectors[dataloader_idx].add(self.split_outputs(self(batch), batch))
+        self._collectors[dataloader_idx].add(self.split_outputs(self.infer(batch), batch))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step("val", batch, dataloader_idx)
@@ -343,7 +379,7 @@ class TaskModule(L.LightningModule):
         With several processes each rank sees a share of the batches: the outputs are gathered and
         decoded at the end of the epoch instead (``finish_prediction``)."""
         (collector,), (evaluation,) = self._collectors, self.evaluations["predict"]
-        collector.add(self.split_outputs(self(batch), batch))
+        collector.add(self.split_outputs(self.infer(batch), batch))
         if self.trainer.world_size > 1:
             return []
         return [
@@ -423,6 +459,11 @@ def _depth(name: str, num_layers: int) -> int:
 
 def load_encoder(pretrained: str, **overrides) -> tuple[BertModel, dict[str, Any]]:
     """The encoder and what the checkpoint must carry to rebuild its tokenizer (vocab and casing)."""
+    if is_onnx_export(pretrained):
+        # The weights are in model.onnx (run by onnxruntime): this encoder only gives the heads their shapes.
+        payload = read_checkpoint(pretrained)["payload"]
+        encoder = BertModel(BertConfig.from_dict({**payload["bert_config"], **overrides}))
+        return encoder, {k: payload[k] for k in ("vocab", "do_lower_case")}
     if is_task_checkpoint(pretrained):
         # A fine-tuned model's encoder: the start of another fine-tuning (MNLI -> RTE), or the model
         # itself for validate/test/predict (where Lightning loads the same weights again, head included).

@@ -1,0 +1,298 @@
+"""``python -m tasks export --ckpt_path CKPT --format hf|onnx --output DIR``: a fine-tuned model out of the app.
+
+* ``hf``: a directory transformers loads as the task's own class (``BertForSequenceClassification``,
+  ``BertForTokenClassification``, ``BertForQuestionAnswering``) and its ``pipeline``: config.json
+  with ``id2label``/``label2id``, model.safetensors, vocab.txt and tokenizer_config.json (casing).
+* ``onnx``: ``model.onnx`` (inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` [batch,
+  sequence], both axes dynamic) computing what the task module's forward computes, every position
+  included (the encoder's static layout: no data-dependent shapes), plus the same config and
+  tokenizer files and ``bert_tasks.json``, what a checkpoint carries besides weights, so that
+  ``predict --model.runtime onnx --ckpt_path DIR`` runs on onnxruntime.
+
+Heavy imports (torch, Lightning, onnx) wait until an export runs, so ``python -m tasks`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .io import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .module import TaskModule
+
+FORMATS = ("hf", "onnx")
+OPSET = 18  # the torch.export-based exporter's own; >= 14 has everything BERT needs
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# -- the fine-tuned module, rebuilt from its checkpoint ---------------------------------------------
+
+
+def load_task_module(ckpt_path: str | Path) -> tuple[TaskModule, dict[str, Any]]:
+    """The task module of a ``.ckpt`` written by ``fit``, in eval mode, and what the checkpoint stores."""
+    import torch
+
+    from .checkpoint import is_onnx_export, read_checkpoint
+
+    if is_onnx_export(ckpt_path):
+        raise UserError(f"{ckpt_path}: an ONNX export already; export from the .ckpt it was made from")
+    stored = read_checkpoint(ckpt_path)  # a clear UserError for a missing or foreign file
+    hparams = dict(stored["hyper_parameters"])
+    class_path = hparams.pop("_class_path", None)
+    if not class_path:
+        raise UserError(f"{ckpt_path}: the checkpoint does not name its task module (_class_path)")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    kwargs = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    kwargs["pretrained"] = str(ckpt_path)  # the encoder is rebuilt from the config stored in it
+    module = cls(**kwargs)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    return module.eval(), stored
+
+
+def task_kind(module: TaskModule) -> str:
+    """classification, regression, tagging or qa."""
+    from .classification import SequenceClassifier
+    from .qa import QAModule
+    from .tagging import TaggingModule
+
+    if isinstance(module, SequenceClassifier):
+        return "regression" if module.regression else "classification"
+    if isinstance(module, TaggingModule):
+        return "tagging"
+    if isinstance(module, QAModule):
+        return "qa"
+    raise UserError(f"cannot export a {type(module).__name__}: not a classification, tagging or QA module")
+
+
+HF_ARCHITECTURES = {
+    "classification": "BertForSequenceClassification",
+    "regression": "BertForSequenceClassification",
+    "tagging": "BertForTokenClassification",
+    "qa": "BertForQuestionAnswering",
+}
+
+
+def hf_config_fields(module: TaskModule, kind: str) -> dict[str, Any]:
+    """What config.json says about the task: labels (and regression) in transformers' terms."""
+    if kind == "qa":
+        return {}
+    if (
+        kind == "regression"
+    ):  # the text-classification pipeline needs function_to_apply="none" for the raw score
+        return {"id2label": {"0": "score"}, "label2id": {"score": 0}, "problem_type": "regression"}
+    labels = list(module.label_names)
+    if kind == "classification":  # GLUE's names as predict writes them: negative/positive, not 0/1
+        from .data.glue import GLUE_TASKS
+
+        spec = GLUE_TASKS.get(module.hparams.task)
+        if spec is not None:
+            labels = [spec.display_name(label) for label in labels]
+    fields: dict[str, Any] = {
+        "id2label": {str(i): name for i, name in enumerate(labels)},
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+    if kind == "classification":
+        fields["problem_type"] = "single_label_classification"
+    return fields
+
+
+def _check_exportable(module: TaskModule, fmt: str, ckpt_path: str | Path) -> None:
+    head_layers = getattr(module, "head_layers", None)
+    if fmt == "hf" and head_layers is not None:
+        raise UserError(
+            f"{ckpt_path}: its head reads --model.head_layers {module.hparams.head_layers}, which transformers' "
+            "BertFor* classes cannot express (they read the last layer): export it with --format onnx"
+        )
+    if module.hparams.get("quantize"):
+        raise UserError(
+            f"{ckpt_path}: a quantized model; export the fp32 checkpoint (int8 is applied at load time)"
+        )
+
+
+# -- hf ---------------------------------------------------------------------------------------------
+
+
+def export_hf(module: TaskModule, stored: dict[str, Any], directory: Path) -> None:
+    """transformers' task layout: the encoder under ``bert.*``, the head under its HF name."""
+    from bert_core.pruning import unpruned_copy
+
+    kind = task_kind(module)
+    encoder = module.encoder
+    if encoder.config.pruned_heads:  # transformers 5 no longer reads pruned_heads: the zero heads back
+        encoder = unpruned_copy(encoder)
+    head_name = "qa_outputs" if kind == "qa" else "classifier"
+    head = {f"{head_name}.{k}": v for k, v in getattr(module, head_name).state_dict().items()}
+    from bert_core.checkpoint import save_pretrained  # the one writer of HF weights
+
+    save_pretrained(
+        encoder,
+        directory,
+        head=head,
+        architecture=HF_ARCHITECTURES[kind],
+        config_fields=hf_config_fields(module, kind),
+    )
+    _write_tokenizer(stored, directory)
+
+
+def _write_tokenizer(stored: dict[str, Any], directory: Path) -> None:
+    from bert_core.vocab import write_vocab_files
+
+    payload = stored["payload"]
+    max_length = payload["bert_config"].get("max_position_embeddings", 512)
+    write_vocab_files(payload["vocab"], payload["do_lower_case"], directory, model_max_length=max_length)
+
+
+# -- onnx -------------------------------------------------------------------------------------------
+
+
+def _graph(module: TaskModule) -> torch.nn.Module:
+    """The task module's forward as a function of the three input tensors (what ONNX sees)."""
+    import torch
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            batch = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": token_type_ids,
+            }
+            return self.module(batch)
+
+    return Graph()
+
+
+def output_names(kind: str) -> list[str]:
+    return ["start_logits", "end_logits"] if kind == "qa" else ["logits"]
+
+
+def example_inputs(vocab_size: int, batch: int = 2, length: int = 12) -> tuple[torch.Tensor, ...]:
+    """A padded batch (the second row shorter) to trace with."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, min(vocab_size, 2000), (batch, length), generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, length // 2 :] = 0
+    ids = ids * mask
+    types = torch.zeros_like(ids)
+    types[:, length // 3 : length // 2] = 1
+    return ids, mask, types
+
+
+def export_onnx(module: TaskModule, stored: dict[str, Any], directory: Path) -> None:
+    import torch
+
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (torch's exporter needs it)
+    except ImportError as err:
+        raise UserError(f"--format onnx needs the [onnx] extra: pip install -e '.[onnx]' ({err})") from None
+    kind = task_kind(module)
+    config = module.encoder.config
+    module.encoder.static_layout = True  # every position computed, no data-dependent shapes
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        sequence = torch.export.Dim("sequence", min=2, max=config.max_position_embeddings)
+        axes = {name: {0: batch, 1: sequence} for name in INPUT_NAMES}
+        with torch.no_grad():
+            program = torch.onnx.export(
+                _graph(module),
+                example_inputs(config.vocab_size),
+                dynamic_shapes=axes,
+                input_names=list(INPUT_NAMES),
+                output_names=output_names(kind),
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+        program.save(str(directory / "model.onnx"))
+    finally:
+        module.encoder.static_layout = False
+    # The same config.json and tokenizer files as the hf format (no weights: they are in model.onnx).
+    fields = {"architectures": [HF_ARCHITECTURES[kind]], **hf_config_fields(module, kind)}
+    config_json = {**config.to_hf_dict(), **fields}
+    (directory / "config.json").write_text(
+        json.dumps(config_json, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    _write_tokenizer(stored, directory)
+    from .checkpoint import EXPORT_METADATA
+
+    metadata = {
+        "format": "onnx",
+        "model": "model.onnx",
+        "task_kind": kind,
+        "inputs": list(INPUT_NAMES),
+        "outputs": output_names(kind),
+        **stored,
+    }
+    (directory / EXPORT_METADATA).write_text(json.dumps(metadata) + "\n", encoding="utf-8")
+
+
+# -- the command --------------------------------------------------------------------------------------
+
+
+def export(ckpt_path: str | Path, fmt: str, output: str | Path, overwrite: bool = False) -> Path:
+    """Export a task checkpoint; the directory is written aside and renamed into place when complete."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output}: a file, not a directory")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"--output {output}: not empty (pass --overwrite to replace it)")
+    module, stored = load_task_module(ckpt_path)
+    _check_exportable(module, fmt, ckpt_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.parent / f".{output.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        (export_hf if fmt == "hf" else export_onnx)(module, stored, partial)
+        if output.exists():
+            shutil.rmtree(output)
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks export",
+        description="Export a fine-tuned checkpoint to a Hugging Face directory or to ONNX.",
+    )
+    parser.add_argument(
+        "--ckpt_path", required=True, help="a .ckpt written by fit (e.g. outputs/sst2/checkpoints/best.ckpt)"
+    )
+    parser.add_argument(
+        "--format", required=True, choices=FORMATS, help="hf: transformers' task classes; onnx: model.onnx"
+    )
+    parser.add_argument("--output", required=True, metavar="DIR", help="the directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output directory")
+    args = parser.parse_args(argv)
+    from .cli import USER_ERRORS, quiet_lightning
+
+    quiet_lightning()
+    try:
+        output = export(args.ckpt_path, args.format, args.output, overwrite=args.overwrite)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {args.ckpt_path} ({args.format}) to {output}")
+    return 0
