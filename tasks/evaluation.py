@@ -23,12 +23,17 @@ class OutputFile:
     """A prediction file, written line by line as examples are decoded (temp file, then rename).
 
     ``render(example, prediction)`` gives the lines of one example; ``header`` comes first and
-    ``footer()`` last, once every example has been rendered."""
+    ``footer()`` last, once every example has been rendered. A ``binary`` file takes bytes
+    (``render``, ``header`` and ``footer`` give chunks written as they are, without newlines), and
+    ``finish(handle)`` may then complete it in place, e.g. write a header whose sizes are known
+    only at the end (``.npy``, ``.safetensors``)."""
 
     path: Path
-    render: Callable[[int, Any], Iterable[str]]
-    header: Sequence[str] = ()
-    footer: Callable[[], Iterable[str]] | None = None
+    render: Callable[[int, Any], Iterable[Any]]
+    header: Sequence[Any] = ()
+    footer: Callable[[], Iterable[Any]] | None = None
+    binary: bool = False
+    finish: Callable[[Any], None] | None = None
 
 
 @dataclass

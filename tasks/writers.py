@@ -29,8 +29,8 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         for output in pl_module.evaluations["predict"][0].outputs:
-            handle, tmp = open_beside(output.path)
-            handle.writelines(line + "\n" for line in output.header)
+            handle, tmp = open_beside(output.path, "wb" if output.binary else "w")
+            _write(handle, output, output.header)
             self._open.append((output, handle, tmp))
 
     def write_on_batch_end(
@@ -38,7 +38,7 @@ class PredictionWriter(BasePredictionWriter):
     ):
         for output, handle, _ in self._open:
             for example, value in prediction:
-                handle.writelines(line + "\n" for line in output.render(example, value))
+                _write(handle, output, output.render(example, value))
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write_on_batch_end(trainer, pl_module, pl_module.finish_prediction(), None, None, -1, 0)
@@ -52,7 +52,9 @@ class PredictionWriter(BasePredictionWriter):
             )
         for output, handle, tmp in self._open:
             if output.footer is not None:
-                handle.writelines(line + "\n" for line in output.footer())
+                _write(handle, output, output.footer())
+            if output.finish is not None:
+                output.finish(handle)
             commit(handle, tmp, output.path)
             print(f"predictions written to {output.path}", file=sys.stderr)
         self._open = []
@@ -66,3 +68,10 @@ class PredictionWriter(BasePredictionWriter):
         for _, handle, tmp in self._open:
             discard(handle, tmp)
         self._open = []
+
+
+def _write(handle: IO, output: OutputFile, chunks) -> None:
+    if output.binary:
+        handle.writelines(chunks)
+    else:
+        handle.writelines(line + "\n" for line in chunks)

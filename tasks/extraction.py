@@ -1,0 +1,282 @@
+"""Feature extraction: the encoder as a frozen feature extractor, one vector per input line.
+
+``python -m tasks predict --config configs/features.yaml --data.predict_file texts.txt`` reads one
+text (or ``a<TAB>b`` pair) per line and writes, streamed and atomically:
+
+* pooled (``--model.pooling cls|mean|max``): ``--data.predictions_file out.npy``, float32
+  ``[num_lines, dim]``;
+* per word (``--model.pooling none``): ``out.safetensors`` with ``vectors`` ``[total_words, dim]``
+  and ``offsets`` ``[num_lines + 1]`` (line i's words: ``vectors[offsets[i]:offsets[i+1]]``),
+  one vector per whitespace word (its first sub-token, or the mean of its sub-tokens);
+* Google's ``extract_features.py`` JSONL (``--data.features_format google_jsonl``): every token
+  of every line with the values of each requested layer;
+
+and ``out.index.jsonl`` beside it: line number, text, number of words. Layers use Google's
+indexing (-1 the last encoder layer, 0 the embedding output) and are combined by
+``--model.combine``; pooling runs over the real tokens ([CLS] and [SEP] included).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.arrays import NpyRows, SafetensorsRagged
+from .data.tables import Example
+from .data.text import LineCursor, iter_text
+from .datamodule import Prepared, TaskDataModule
+from .evaluation import Evaluation, OutputFile
+from .io import UserError
+from .module import COMBINE_MODES, TaskModule, combine_layers, hidden_layer_index
+
+POOLING = ("cls", "mean", "max", "none")
+WORD_VECTOR = ("first", "mean")
+FORMATS = ("npy", "google_jsonl")
+
+
+@dataclass
+class ExtractionContext:
+    per_token_layers: bool  # Google's JSONL: every token, each layer apart
+
+
+class FeatureDataModule(TaskDataModule):
+    """Text lines for feature extraction (predict only).
+
+    Args:
+        features_format: ``npy`` (``.npy`` pooled vectors, or ``.safetensors`` per-word vectors
+            with ``--model.pooling none``) or ``google_jsonl`` (Google's extract_features layout).
+        pooling: set from ``--model.pooling`` by the CLI (it decides the file layout).
+    """
+
+    stored_settings = ("max_seq_length",)
+    task = "features"
+    label_names = None
+
+    def __init__(self, features_format: str = "npy", pooling: str = "mean", **kwargs: Any):
+        super().__init__(**kwargs)
+        if features_format not in FORMATS:
+            raise UserError(
+                f"--data.features_format must be one of {', '.join(FORMATS)}, not {features_format!r}"
+            )
+        self.features_format, self.pooling = features_format, pooling
+
+    def prepare(self, split: str) -> list[Prepared]:
+        if split != "predict":
+            raise UserError(
+                "feature extraction only predicts: python -m tasks predict --config configs/features.yaml"
+            )
+        path = self.predict_file
+        if path is None:
+            raise UserError("no input: set --data.predict_file (one text, or a<TAB>b, per line)")
+        tokenizer, max_length = self.tokenizer, self.max_seq_length
+
+        def rows():
+            for item in iter_text(path):
+                words = (item.text if item else "").split()
+                pair = item.text_pair.split() if item and item.text_pair is not None else None
+                yield {"words": words, "pair_words": pair}
+
+        def featurize(batch: dict[str, list]) -> dict[str, list]:
+            firsts, seconds = batch["words"], batch["pair_words"]
+            if any(s is not None for s in seconds):
+                encoding = tokenizer(
+                    firsts,
+                    [s or [] for s in seconds],
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=max_length,
+                )
+            else:
+                encoding = tokenizer(firsts, is_split_into_words=True, truncation=True, max_length=max_length)
+            word_ids = []
+            for i, first in enumerate(firsts):
+                sides = encoding.sequence_ids(i)
+                word_ids.append(
+                    [
+                        -100 if w is None else w + (len(first) if side == 1 else 0)
+                        for w, side in zip(encoding.word_ids(i), sides)
+                    ]
+                )
+            return {
+                "input_ids": encoding["input_ids"],
+                "token_type_ids": encoding["token_type_ids"],
+                "attention_mask": encoding["attention_mask"],
+                "word_ids": word_ids,
+                "num_words": [len(a) + len(b or []) for a, b in zip(firsts, seconds)],
+                "example": batch["example"],
+            }
+
+        settings = {"max_seq_length": max_length}
+        dataset, count = self.featurize_stream("predict", path, rows, featurize, settings)
+        context = ExtractionContext(per_token_layers=self.features_format == "google_jsonl")
+        evaluation = Evaluation(
+            split="predict",
+            source=str(path),
+            windows=[1] * count,
+            context=context,
+            outputs=self._outputs(path),
+        )
+        return [Prepared(dataset, evaluation)]
+
+    def _outputs(self, path: str) -> list[OutputFile]:
+        if self.features_format == "google_jsonl":
+            target = self.predictions_path("features.jsonl")
+            tokenizer = self.tokenizer
+
+            def google(example: int, value: dict[str, Any]) -> list[str]:
+                tokens = tokenizer.convert_ids_to_tokens(value["input_ids"])
+                features = [
+                    {
+                        "token": token,
+                        "layers": [
+                            {"index": layer, "values": [round(float(x), 6) for x in value["states"][t, k]]}
+                            for k, layer in enumerate(value["layers"])
+                        ],
+                    }
+                    for t, token in enumerate(tokens)
+                ]
+                return [json.dumps({"linex_index": example, "features": features}, ensure_ascii=False)]
+
+            vectors = OutputFile(target, google)
+        elif self.pooling == "none":
+            target = self.predictions_path("features.safetensors")
+            ragged = SafetensorsRagged()
+            vectors = OutputFile(
+                target,
+                lambda example, value: [ragged.block(value)],
+                header=ragged.header(),
+                binary=True,
+                finish=ragged.finish,
+            )
+        else:
+            target = self.predictions_path("features.npy")
+            rows = NpyRows()
+            vectors = OutputFile(
+                target,
+                lambda example, value: [rows.row(value)],
+                header=rows.header(),
+                binary=True,
+                finish=rows.finish,
+            )
+        index_path = target.with_name(f"{target.name.rsplit('.', 1)[0]}.index.jsonl")
+        cursor = LineCursor(lambda: iter_text(path))
+
+        def index(example: int, value: Any) -> list[str]:
+            item: Example | None = cursor.get(example)
+            record: dict[str, Any] = {"line": example + 1, "text": item.text if item else ""}
+            if item is not None and item.text_pair is not None:
+                record["text_pair"] = item.text_pair
+            words = len(record["text"].split()) + len((record.get("text_pair") or "").split())
+            record["words"] = words
+            return [json.dumps(record, ensure_ascii=False)]
+
+        return [vectors, OutputFile(index_path, index)]
+
+
+class FeatureExtractor(TaskModule):
+    """The pretrained encoder, frozen, turned into vectors (nothing is trained).
+
+    Args:
+        layers: hidden layers to read, Google's indexing (-1 the last, 0 the embedding output).
+        combine: concat (len(layers) x H), mean or sum of the layers.
+        pooling: cls, mean or max over the real tokens of a line; none: one vector per word.
+        word_vector: with pooling none, a word's first sub-token or the mean of its sub-tokens.
+    """
+
+    runs_without_fine_tuning = True
+
+    def __init__(
+        self,
+        layers: list[int] | None = None,
+        combine: str = "concat",
+        pooling: str = "mean",
+        word_vector: str = "first",
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("freeze_encoder", True)
+        super().__init__(**kwargs)
+        for name, value, choices in (
+            ("combine", combine, COMBINE_MODES),
+            ("pooling", pooling, POOLING),
+            ("word_vector", word_vector, WORD_VECTOR),
+        ):
+            if value not in choices:
+                raise UserError(f"--model.{name} must be one of {', '.join(choices)}, not {value!r}")
+        self.layers = [-1] if layers is None else list(layers)
+        if not self.layers:
+            raise UserError("--model.layers is empty: name at least one layer (e.g. [-1])")
+        num_layers = self.encoder.config.num_hidden_layers
+        self.layer_indices = [hidden_layer_index(i, num_layers) for i in self.layers]
+
+    def setup(self, stage: str) -> None:
+        if stage != "predict":
+            raise UserError(f"feature extraction has nothing to {stage}: use predict")
+        super().setup(stage)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        out = self.encoder(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("token_type_ids"),
+            output_hidden_states=True,
+            skip_padding=True,
+        )
+        return out.hidden_states  # (embeddings, layer 1, ..., layer L), each [B, T, H]
+
+    def split_outputs(self, outputs, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        mask = batch["attention_mask"].bool()  # [B, T]
+        examples, features = batch["example"].tolist(), batch["feature_index"].tolist()
+        context: ExtractionContext = self.evaluations["predict"][0].context
+        if context.per_token_layers:
+            states = torch.stack([outputs[i] for i in self.layer_indices], dim=2)  # [B, T, layers, H]
+            values = [
+                {
+                    "input_ids": batch["input_ids"][b][mask[b]].tolist(),
+                    "states": states[b][mask[b]].numpy(),
+                    "layers": self.layers,
+                }
+                for b in range(len(examples))
+            ]
+        else:
+            states = combine_layers(outputs, self.layer_indices, self.hparams.combine)  # [B, T, D]
+            values = self._vectors(states, mask, batch["word_ids"], batch["num_words"].tolist())
+        return list(zip(examples, features, values))
+
+    def _vectors(
+        self, states: torch.Tensor, mask: torch.Tensor, word_ids: torch.Tensor, num_words: list[int]
+    ) -> list[np.ndarray]:
+        pooling = self.hparams.pooling
+        if pooling == "cls":
+            return list(states[:, 0].float().numpy())
+        if pooling == "mean":
+            weights = mask.unsqueeze(-1).to(states.dtype)  # [B, T, 1]
+            return list((states * weights).sum(1).div(weights.sum(1)).float().numpy())
+        if pooling == "max":
+            return list(states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1).float().numpy())
+        return [self._word_vectors(states[b], word_ids[b], num_words[b]) for b in range(len(states))]
+
+    def _word_vectors(self, states: torch.Tensor, word_ids: torch.Tensor, num_words: int) -> np.ndarray:
+        """[num_words, D] for one line: each word's first sub-token or the mean of its sub-tokens
+        (zeros for a word that has no token: cut off by max_seq_length, or tokenised to nothing)."""
+        real = word_ids >= 0
+        words = word_ids[real]
+        tokens = states[real]  # [n, D]
+        if self.hparams.word_vector == "mean":
+            total = torch.zeros(num_words, states.shape[-1], dtype=states.dtype).index_add_(0, words, tokens)
+            count = torch.zeros(num_words, dtype=states.dtype).index_add_(
+                0, words, torch.ones_like(words, dtype=states.dtype)
+            )
+            vectors = total / count.clamp(min=1).unsqueeze(-1)
+        else:
+            first = torch.ones_like(words, dtype=torch.bool)
+            first[1:] = words[1:] != words[:-1]
+            vectors = torch.zeros(num_words, states.shape[-1], dtype=states.dtype)
+            vectors[words[first]] = tokens[first]
+        return vectors.float().numpy()
+
+    def decode(self, example: int, outputs: list[Any], evaluation: Evaluation) -> Any:
+        return outputs[0]
