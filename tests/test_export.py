@@ -7,6 +7,7 @@ batches, every position, and ``predict --model.runtime onnx`` writes PyTorch's p
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -242,19 +243,32 @@ def onnxruntime():
     )
 
 
+@pytest.fixture(scope="module")
+def onnx_export(checkpoints, tmp_path_factory, onnxruntime):
+    """The ONNX export of a task's checkpoint, made once per module (an export takes seconds)."""
+    made: dict[str, Path] = {}
+
+    def get(task: str) -> Path:
+        if task not in made:
+            made[task] = export(checkpoints[task], "onnx", tmp_path_factory.mktemp("onnx") / task)
+        return made[task]
+
+    return get
+
+
 def padded_batch(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
     return dict(tokenizer(texts, padding=True, return_tensors="pt"))
 
 
 @pytest.mark.parametrize("task", ["sst2", "squad"])
-def test_onnx_equals_pytorch_with_padding(checkpoints, tmp_path, onnxruntime, task):
+def test_onnx_equals_pytorch_with_padding(checkpoints, onnx_export, task):
     import onnx
 
     from tasks.checkpoint import load_task_tokenizer
     from tasks.inference import OnnxRunner
 
     ckpt = checkpoints[task]
-    directory = export(ckpt, "onnx", tmp_path / "onnx")
+    directory = onnx_export(task)
     graph = onnx.load(str(directory / "model.onnx"))
     assert graph.opset_import[0].version >= 14
     dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
@@ -289,9 +303,9 @@ def test_onnx_equals_pytorch_with_padding(checkpoints, tmp_path, onnxruntime, ta
                 assert torch.allclose(got, skipped, atol=1e-4)
 
 
-def test_predict_with_onnx_runtime_equals_pytorch(checkpoints, tmp_path, onnxruntime, capfd):
+def test_predict_with_onnx_runtime_equals_pytorch(checkpoints, tmp_path, onnx_export, capfd):
     ckpt = checkpoints["sst2"]
-    directory = export(ckpt, "onnx", tmp_path / "onnx")
+    directory = onnx_export("sst2")
     assert {"config.json", "vocab.txt", "tokenizer_config.json", "bert_tasks.json", "model.onnx"} <= {
         p.name for p in directory.iterdir()
     }
@@ -339,17 +353,48 @@ def test_export_errors(checkpoints, tmp_path, capfd):
     assert "invalid choice" in capfd.readouterr().err
 
 
-def test_runtime_mismatches_are_refused(checkpoints, tmp_path, capfd, onnxruntime):
+def test_runtime_mismatches_are_refused(checkpoints, tmp_path, capfd, onnx_export):
     ckpt = checkpoints["sst2"]
     texts = tmp_path / "texts.txt"
     texts.write_text("fine\n")
     common = ["--data.predict_file", texts, "--trainer.default_root_dir", tmp_path / "run", *FAST]
     assert run_cli("predict", "--ckpt_path", ckpt, "--model.runtime", "onnx", *common) == 2
     assert "--model.runtime onnx runs an ONNX export" in capfd.readouterr().err
-    directory = export(ckpt, "onnx", tmp_path / "onnx")
+    directory = onnx_export("sst2")
     assert run_cli("predict", "--ckpt_path", directory, *common) == 2
     assert "pass --model.runtime onnx" in capfd.readouterr().err
     assert run_cli("predict", "--ckpt_path", directory, "--model.runtime", "tensorrt", *common) == 2
     assert "--model.runtime must be one of torch, onnx" in capfd.readouterr().err
     assert run_cli("export", "--ckpt_path", directory, "--format", "hf", "--output", tmp_path / "again") == 2
     assert "an ONNX export already" in capfd.readouterr().err
+
+
+# -- pruned checkpoints ----------------------------------------------------------------------------
+
+
+def test_pruned_checkpoint_exports(checkpoints, tmp_path, monkeypatch):
+    """A head-pruned checkpoint: transformers 5 no longer reads pruned_heads, so the hf export holds
+    the pruned heads as zeros (the same function); ONNX runs the smaller encoder itself."""
+    from transformers import pipeline
+
+    monkeypatch.chdir(ROOT)
+    pruned = tmp_path / "pruned.ckpt"
+    assert run_cli("prune", "--ckpt_path", checkpoints["sst2"], "--heads", "0.5", "--output", pruned) == 0
+    module, _ = load_task_module(pruned)
+    assert module.encoder.config.pruned_heads  # one head of each layer's two is gone
+    directory = export(pruned, "hf", tmp_path / "hf")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    ours = predict(pruned, texts, tmp_path / "run", *model_class_args(pruned))
+    theirs = pipeline("text-classification", model=str(directory))(TEXTS, top_k=None)
+    for mine, scores in zip(ours, theirs, strict=True):
+        assert {s["label"]: s["score"] for s in scores} == pytest.approx(mine["probabilities"], abs=1e-4)
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    from tasks.checkpoint import load_task_tokenizer
+    from tasks.inference import OnnxRunner
+
+    runner = OnnxRunner(export(pruned, "onnx", tmp_path / "onnx"))
+    batch = padded_batch(load_task_tokenizer(pruned), TEXTS)
+    with torch.no_grad():
+        assert torch.allclose(runner(batch), module(batch), atol=1e-4)
