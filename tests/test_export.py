@@ -322,15 +322,25 @@ def test_predict_with_onnx_runtime_equals_pytorch(checkpoints, tmp_path, onnx_ex
             assert mine["probabilities"] == pytest.approx(want["probabilities"], abs=1e-4)
 
 
-def test_onnx_export_of_token_classification(checkpoints, tmp_path, onnxruntime):
-    """NER predict through onnxruntime writes PyTorch's entities (the tag scheme comes with the export)."""
-    ckpt = checkpoints["ner"]
-    directory = export(ckpt, "onnx", tmp_path / "onnx")
-    texts = tmp_path / "texts.txt"
-    texts.write_text("John Smith flew from Paris to Brussels\nthe European Union met in Berlin\n")
-    reference = predict(ckpt, texts, tmp_path / "torch")
-    ours = predict(directory, texts, tmp_path / "onnx_run", "--model.runtime", "onnx")
-    assert ours == reference
+@pytest.mark.parametrize("task", ["ner", "squad"])
+def test_predict_tokens_and_spans_with_onnx_runtime(checkpoints, tmp_path, onnx_export, task):
+    """NER and SQuAD predict through onnxruntime write PyTorch's entities and answers (the tag
+    scheme and the window settings come with the export)."""
+    ckpt = checkpoints[task]
+    if task == "ner":
+        inputs = tmp_path / "texts.txt"
+        inputs.write_text("John Smith flew from Paris to Brussels\nthe European Union met in Berlin\n")
+    else:
+        inputs = ROOT / "data" / "squad" / "predict.jsonl"
+    reference = predict(ckpt, inputs, tmp_path / "torch")
+    ours = predict(onnx_export(task), inputs, tmp_path / "onnx_run", "--model.runtime", "onnx")
+    if task == "squad":
+        assert [(p["id"], p["answer"], p["start"], p["end"]) for p in ours] == [
+            (p["id"], p["answer"], p["start"], p["end"]) for p in reference
+        ]
+        assert [p["score"] for p in ours] == pytest.approx([p["score"] for p in reference], abs=1e-4)
+    else:
+        assert ours == reference
 
 
 # -- errors ---------------------------------------------------------------------------------------
