@@ -7,7 +7,12 @@
   sequence], both axes dynamic) computing what the task module's forward computes, every position
   included (the encoder's static layout: no data-dependent shapes), plus the same config and
   tokenizer files and ``bert_tasks.json``, what a checkpoint carries besides weights, so that
-  ``predict --model.runtime onnx --ckpt_path DIR`` runs on onnxruntime.
+  ``predict --model.runtime onnx --ckpt_path DIR`` runs on onnxruntime. ``--quantize int8``
+  quantizes the graph's MatMul weights with onnxruntime's dynamic quantization.
+
+A checkpoint is always fp32 (``--model.quantize int8`` acts at load time, and fit refuses it); a
+head-pruned one exports too (hf: the pruned heads as zeros, since transformers 5 no longer reads
+``pruned_heads``).
 
 Heavy imports (torch, Lightning, onnx) wait until an export runs, so ``python -m tasks`` stays quick.
 """
@@ -195,7 +200,9 @@ def example_inputs(vocab_size: int, batch: int = 2, length: int = 12) -> tuple[t
     return ids, mask, types
 
 
-def export_onnx(module: TaskModule, stored: dict[str, Any], directory: Path) -> None:
+def export_onnx(
+    module: TaskModule, stored: dict[str, Any], directory: Path, quantize: str | None = None
+) -> None:
     import torch
 
     try:
@@ -222,6 +229,8 @@ def export_onnx(module: TaskModule, stored: dict[str, Any], directory: Path) -> 
                 verbose=False,
             )
         program.save(str(directory / "model.onnx"))
+        if quantize == "int8":
+            quantize_onnx_int8(directory / "model.onnx")
     finally:
         module.encoder.static_layout = False
     # The same config.json and tokenizer files as the hf format (no weights: they are in model.onnx).
@@ -239,6 +248,7 @@ def export_onnx(module: TaskModule, stored: dict[str, Any], directory: Path) -> 
         "task_kind": kind,
         "inputs": list(INPUT_NAMES),
         "outputs": output_names(kind),
+        "quantize": quantize,
         **stored,
     }
     (directory / EXPORT_METADATA).write_text(json.dumps(metadata) + "\n", encoding="utf-8")
@@ -247,7 +257,20 @@ def export_onnx(module: TaskModule, stored: dict[str, Any], directory: Path) -> 
 # -- the command --------------------------------------------------------------------------------------
 
 
-def export(ckpt_path: str | Path, fmt: str, output: str | Path, overwrite: bool = False) -> Path:
+def quantize_onnx_int8(path: Path) -> None:
+    """The graph's MatMul weights to int8, activations quantized per batch (onnxruntime's dynamic
+    quantization: what ``--model.quantize int8`` does in PyTorch, in the ONNX world)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = path.with_name("model.float.onnx")
+    path.rename(float_path)
+    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    float_path.unlink()
+
+
+def export(
+    ckpt_path: str | Path, fmt: str, output: str | Path, overwrite: bool = False, quantize: str | None = None
+) -> Path:
     """Export a task checkpoint; the directory is written aside and renamed into place when complete."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -258,12 +281,20 @@ def export(ckpt_path: str | Path, fmt: str, output: str | Path, overwrite: bool 
         raise UserError(f"--output {output}: not empty (pass --overwrite to replace it)")
     module, stored = load_task_module(ckpt_path)
     _check_exportable(module, fmt, ckpt_path)
+    if quantize is not None and fmt != "onnx":
+        raise UserError(
+            "--quantize int8 applies to --format onnx; transformers' format holds float weights "
+            "(quantize when loading: --model.quantize int8 here, or your serving stack's own)"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.parent / f".{output.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        (export_hf if fmt == "hf" else export_onnx)(module, stored, partial)
+        if fmt == "hf":
+            export_hf(module, stored, partial)
+        else:
+            export_onnx(module, stored, partial, quantize=quantize)
         if output.exists():
             shutil.rmtree(output)
         partial.rename(output)
@@ -285,12 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="the directory to write")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output directory")
+    parser.add_argument(
+        "--quantize", choices=["int8"], help="onnx: dynamic int8 weights (onnxruntime's quantize_dynamic)"
+    )
     args = parser.parse_args(argv)
     from .cli import USER_ERRORS, quiet_lightning
 
     quiet_lightning()
     try:
-        output = export(args.ckpt_path, args.format, args.output, overwrite=args.overwrite)
+        output = export(
+            args.ckpt_path, args.format, args.output, overwrite=args.overwrite, quantize=args.quantize
+        )
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

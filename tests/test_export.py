@@ -408,3 +408,34 @@ def test_pruned_checkpoint_exports(checkpoints, tmp_path, monkeypatch):
     batch = padded_batch(load_task_tokenizer(pruned), TEXTS)
     with torch.no_grad():
         assert torch.allclose(runner(batch), module(batch), atol=1e-4)
+
+
+def test_onnx_int8_export_stays_close(checkpoints, tmp_path, onnxruntime):
+    """export --format onnx --quantize int8: onnxruntime's int8 MatMuls, close to the float graph."""
+    import onnx
+
+    from tasks.checkpoint import load_task_tokenizer
+    from tasks.inference import OnnxRunner
+
+    ckpt = checkpoints["sst2"]
+    args = [
+        "export",
+        "--ckpt_path",
+        ckpt,
+        "--format",
+        "onnx",
+        "--quantize",
+        "int8",
+        "--output",
+        tmp_path / "int8",
+    ]
+    assert run_cli(*args) == 0
+    graph = onnx.load(str(tmp_path / "int8" / "model.onnx"))
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.graph.node)
+    module, _ = load_task_module(ckpt)
+    batch = padded_batch(load_task_tokenizer(ckpt), TEXTS)
+    with torch.no_grad():
+        got, want = OnnxRunner(tmp_path / "int8")(batch).softmax(-1), module(batch).softmax(-1)
+    assert torch.allclose(got, want, atol=0.1) and not torch.equal(got, want)
+    hf = ["export", "--ckpt_path", ckpt, "--format", "hf", "--quantize", "int8", "--output", tmp_path / "hf"]
+    assert run_cli(*hf) == 2
