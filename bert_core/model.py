@@ -265,8 +265,12 @@ class SelfAttention(nn.Module):
         rows, T = group.rows, group.length
         qkv = qkv.view(rows, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [rows, heads, T, d]
-        if self.training and self.dropout_p > 0:
+        if self.training and self.dropout_p > 0 and not q.is_cuda:
+            # CPU: SDPA has no fused kernel with dropout there, and its fallback is slower than this.
             y = attention_with_dropout(q, k, v, group.key_mask, self.dropout_p)
+        elif self.training and self.dropout_p > 0:
+            # CUDA: the fused kernels take dropout on the probabilities themselves.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask, dropout_p=self.dropout_p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask)
         if self.head_gate is not None:
@@ -284,8 +288,11 @@ class SelfOutput(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        # In place: neither the projection's nor dropout's backward needs its output.
-        return self.LayerNorm(self.dropout(self.dense(y)).add_(residual))
+        h = self.dropout(self.dense(y))
+        # In place when the dtypes agree: neither the projection's nor dropout's backward needs its
+        # output. Under autocast the projection is bf16 while the residual stream stays fp32: an
+        # in-place add would round the stream to bf16, so the sum is taken in fp32 (as the reference).
+        return self.LayerNorm(h.add_(residual) if h.dtype == residual.dtype else h + residual)
 
 
 class Attention(nn.Module):
