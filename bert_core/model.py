@@ -129,8 +129,11 @@ class TokenLayout:
         return cls(B, T, None, [AttentionGroup(B, T, 0, key_mask)], None)
 
     @classmethod
-    def real_tokens(cls, attention_mask: torch.Tensor) -> TokenLayout:
-        """Only the real tokens, rows sorted longest first and grouped by length for attention."""
+    def real_tokens(cls, attention_mask: torch.Tensor, multiple: int = 1) -> TokenLayout:
+        """Only the real tokens, rows sorted longest first and grouped by length for attention.
+
+        ``multiple``: group lengths are rounded up to a multiple of it (8 on CUDA, so that the
+        fused attention kernels are not planned anew for every length)."""
         B, T = attention_mask.shape
         device = attention_mask.device
         real = attention_mask.bool()
@@ -142,7 +145,7 @@ class TokenLayout:
         groups, row_starts, offset = [], [], 0
         sizes = lengths.tolist()
         for first, last in cls._group_bounds(sizes):
-            rows, longest = last - first, sizes[first]
+            rows, longest = last - first, -(-sizes[first] // multiple) * multiple
             key_mask = None
             if sizes[last - 1] < longest:
                 key_mask = torch.arange(longest, device=device) < lengths[first:last, None]  # [rows, T_g]
@@ -456,7 +459,7 @@ class BertModel(PretrainedMixin, nn.Module):
         # padded position: such batches take the reference's way, as does an explicit request.
         if not skip_padding or not bool(attention_mask[:, 0].all()):
             return TokenLayout.every_position(attention_mask, B, T)
-        return TokenLayout.real_tokens(attention_mask)
+        return TokenLayout.real_tokens(attention_mask, multiple=8 if attention_mask.is_cuda else 1)
 
 
 class PredictionHeadTransform(nn.Module):

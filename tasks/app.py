@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
 from lightning.pytorch.cli import LightningCLI
 
 from .callbacks import RunConfigSaver
@@ -86,6 +87,8 @@ class BertTasksCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if torch.cuda.is_available():
+            torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls on Ampere and later
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # the PredictionWriter streams every record: keep none
         trainer = config.trainer

@@ -188,8 +188,14 @@ class TaskModule(L.LightningModule):
         ]
 
     def configure_optimizers(self):
+        groups = self.parameter_groups()
+        # On CUDA one fused kernel updates every parameter (Lightning moves the model before this).
+        on_cuda = bool(groups) and all(p.is_cuda for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(
-            self.parameter_groups(), lr=self.hparams.learning_rate, eps=self.hparams.adam_epsilon
+            groups,
+            lr=self.hparams.learning_rate,
+            eps=self.hparams.adam_epsilon,
+            fused=True if on_cuda else None,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_ratio * total)

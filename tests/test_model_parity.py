@@ -327,3 +327,23 @@ def test_training_path_with_dropout_masks_of_ones_matches_transformers(config_na
     ref_params = dict(ref.named_parameters())
     for name, param in ours.named_parameters():
         assert max_diff(param.grad, ref_params[name].grad) < TOL, name
+
+
+def test_group_lengths_rounded_to_eight_compute_the_same(monkeypatch) -> None:
+    """CUDA rounds attention group lengths up to a multiple of 8 (fewer kernel plans); the extra
+    positions are masked keys, so the outputs are the reference's."""
+    ours, ref = build_pair("BertModel", "L2-H32-A4-gelu", seed=21)
+    layouts = []
+    real_tokens = model_lib.TokenLayout.real_tokens.__func__
+
+    def rounded(cls, attention_mask, multiple=1):
+        layouts.append(real_tokens(cls, attention_mask, multiple=8))
+        return layouts[-1]
+
+    monkeypatch.setattr(model_lib.TokenLayout, "real_tokens", classmethod(rounded))
+    input_ids, attention_mask, token_type_ids = make_batch(ours.config, seed=22, lengths=[13, 11, 9, 3])
+    out = ours(input_ids, attention_mask, token_type_ids)
+    assert layouts and all(g.length % 8 == 0 for g in layouts[-1].groups)
+    assert_outputs_match(
+        out, run_reference(ref, input_ids, attention_mask, token_type_ids), attention_mask.bool()
+    )
