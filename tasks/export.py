@@ -95,7 +95,7 @@ def hf_config_fields(module: TaskModule, kind: str) -> dict[str, Any]:
         return {}
     if (
         kind == "regression"
-    ):  # the text-classification pipeline needs function_to_apply="none" for the raw score
+    ):  # the text-classification pipeline gives the raw score with function_to_apply="none"
         return {"id2label": {"0": "score"}, "label2id": {"score": 0}, "problem_type": "regression"}
     labels = list(module.label_names)
     if kind == "classification":  # GLUE's names as predict writes them: negative/positive, not 0/1
