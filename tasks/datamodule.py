@@ -17,6 +17,7 @@ from typing import Any
 import datasets
 import lightning as L
 import numpy as np
+import pyarrow.compute
 import torch
 from datasets.arrow_writer import ArrowWriter
 from torch.utils.data import DataLoader
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import DATA_SETTINGS_KEY, load_task_tokenizer
 from .evaluation import Evaluation
 from .io import UserError, check_output_paths
-from .sampling import EpochSampler, LengthGroupedSampler, environment_seed
+from .sampling import EpochSampler, LengthGroupedSampler, TokenBudgetBatchSampler, environment_seed
 
 # Padding value per column; list-valued columns not named here (e.g. token labels) pad with -100,
 # the value cross-entropy ignores.
@@ -38,7 +39,11 @@ class TaskDataModule(L.LightningDataModule):
     Args:
         train_file, validation_file, test_file, predict_file: local files, read by the task's reader.
         predictions_file: where ``predict`` writes (default: ``<run dir>/predictions.jsonl``).
-        batch_size: training batch size; eval_batch_size defaults to twice it.
+        batch_size: training batch size.
+        eval_batch_size: fixed-size evaluation and predict batches, in file order. By default they
+            are sized by tokens instead (``eval_tokens_per_batch``).
+        eval_tokens_per_batch: evaluation and predict batches hold inputs of similar length, longest
+            first, up to this many (padded) tokens; outputs are written in input order all the same.
         max_seq_length: longest tokenised input, special tokens included.
         tokenizer: the tokenizer's source; linked from ``model.pretrained`` (never set it by hand).
         do_lower_case: force the casing; by default it is read from the checkpoint.
@@ -67,6 +72,7 @@ class TaskDataModule(L.LightningDataModule):
         predictions_file: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
+        eval_tokens_per_batch: int = 8192,
         max_seq_length: int = 128,
         tokenizer: str | None = None,
         do_lower_case: bool | None = None,
@@ -80,6 +86,7 @@ class TaskDataModule(L.LightningDataModule):
         check_at_least("batch_size", batch_size, 1)
         if eval_batch_size is not None:
             check_at_least("eval_batch_size", eval_batch_size, 1)
+        check_at_least("eval_tokens_per_batch", eval_tokens_per_batch, 8)
         check_at_least("num_workers", num_workers, 0)
         # [CLS] + a token + [SEP]; a pair needs [SEP] twice (checked where pairs are known)
         check_at_least("max_seq_length", max_seq_length, 3, "room for a token besides [CLS] and [SEP]")
@@ -87,6 +94,8 @@ class TaskDataModule(L.LightningDataModule):
         self.predict_file, self.predictions_file = predict_file, predictions_file
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 2 * batch_size
+        # Token-budget batches unless a fixed evaluation batch size is asked for.
+        self.eval_tokens_per_batch = None if eval_batch_size is not None else eval_tokens_per_batch
         self._max_seq_length = max_seq_length
         self.tokenizer_source = tokenizer
         self.do_lower_case = do_lower_case
@@ -315,6 +324,15 @@ class TaskDataModule(L.LightningDataModule):
         batch_size: int | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
     ) -> DataLoader:
+        collate_fn = collate_fn or self.collate
+        if not shuffle and batch_size is None and self._token_budget_batches(dataset):
+            return DataLoader(
+                dataset,
+                batch_sampler=TokenBudgetBatchSampler(_lengths(dataset), self.eval_tokens_per_batch),
+                collate_fn=collate_fn,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
         batch_size = batch_size or (self.batch_size if shuffle else self.eval_batch_size)
         sampler = None
         if shuffle:
@@ -334,12 +352,18 @@ class TaskDataModule(L.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle,
             sampler=sampler,
-            collate_fn=collate_fn or self.collate,
+            collate_fn=collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             # Worker seeds from a generator of the loader's own, not from the global random state.
             generator=torch.Generator().manual_seed(environment_seed()),
         )
+
+    def _token_budget_batches(self, dataset) -> bool:
+        """Token-budget batches on one process (with several, Lightning's distributed sampler
+        splits fixed-size batches between the ranks)."""
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        return bool(self.eval_tokens_per_batch) and world_size == 1 and "input_ids" in dataset.column_names
 
     # -- splits, loaders and evaluations: written once for every task --------------------------
 
@@ -399,6 +423,13 @@ STAGE_SPLITS = {
     "test": ("test",),
     "predict": ("predict",),
 }
+
+
+def _lengths(dataset: datasets.Dataset) -> list[int]:
+    """Each row's number of tokens, read from the Arrow column (not by loading the rows)."""
+    if getattr(dataset, "_indices", None) is None:
+        return pyarrow.compute.list_value_length(dataset.data.column("input_ids")).to_pylist()
+    return [len(ids) for ids in dataset["input_ids"]]
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -64,5 +64,33 @@ class LengthGroupedSampler(EpochSampler):
         return [index for batch in [first, *batches] for index in batch]
 
 
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Evaluation and predict batches sized by tokens, not rows: within each chunk of ``chunk``
+    consecutive items (so that decoding in input order buffers at most a chunk), items go longest
+    first into batches whose padded size (rows x longest, rounded up to 8 as collate pads) stays
+    within ``max_tokens``. Short inputs then run many to a batch, long ones few, with little padding."""
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, chunk: int = 4096, max_rows: int = 1024):
+        self.batches: list[list[int]] = []
+        for start in range(0, len(lengths), chunk):
+            part = list(range(start, min(start + chunk, len(lengths))))
+            part.sort(key=lambda i: -lengths[i])
+            batch: list[int] = []
+            for i in part:
+                longest = -(-max(lengths[batch[0]] if batch else 0, lengths[i], 1) // 8) * 8
+                if batch and ((len(batch) + 1) * longest > max_tokens or len(batch) >= max_rows):
+                    self.batches.append(batch)
+                    batch = []
+                batch.append(i)
+            if batch:
+                self.batches.append(batch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+
 def environment_seed() -> int:
     return int(os.environ.get("PL_GLOBAL_SEED", "0"))

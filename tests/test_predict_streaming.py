@@ -137,20 +137,20 @@ def test_streamed_predictions_equal_a_second_run_from_the_cache(sst2_ckpt: Path,
 # --- complete or absent --------------------------------------------------------------------------
 
 
+ONE_SMALL_BATCH = ["--trainer.limit_predict_batches", "1", "--data.eval_batch_size", "16"]
+
+
 def test_a_cut_short_run_writes_nothing_and_keeps_the_older_file(sst2_ckpt: Path, tmp_path: Path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(sentences(100)) + "\n", encoding="utf-8")
     run_dir = tmp_path / "run"
-    assert (
-        run_cli(*predict_args(sst2_ckpt, texts, tmp_path / "fresh", "--trainer.limit_predict_batches", "1"))
-        == 2
-    )
+    assert run_cli(*predict_args(sst2_ckpt, texts, tmp_path / "fresh", *ONE_SMALL_BATCH)) == 2
     assert not (tmp_path / "fresh" / "predictions.jsonl").exists()
     assert not (tmp_path / "fresh" / "SST-2.tsv").exists()
     run_dir.mkdir()
     older = run_dir / "predictions.jsonl"
     older.write_text('{"older": true}\n', encoding="utf-8")
-    assert run_cli(*predict_args(sst2_ckpt, texts, run_dir, "--trainer.limit_predict_batches", "1")) == 2
+    assert run_cli(*predict_args(sst2_ckpt, texts, run_dir, *ONE_SMALL_BATCH)) == 2
     assert older.read_text(encoding="utf-8") == '{"older": true}\n'
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no temp files left
 

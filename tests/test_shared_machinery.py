@@ -186,3 +186,22 @@ def test_bad_pretrained_source_is_a_one_line_user_error(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "missing_model: not a checkpoint directory" in last
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_token_budget_batches_cover_every_item_once_within_the_budget():
+    from tasks.sampling import TokenBudgetBatchSampler
+
+    lengths = [(i * 37) % 120 + 3 for i in range(1000)]
+    sampler = TokenBudgetBatchSampler(lengths, max_tokens=1024, chunk=300, max_rows=64)
+    batches = list(sampler)
+    assert len(sampler) == len(batches)
+    assert sorted(i for batch in batches for i in batch) == list(range(1000))
+    for batch in batches:
+        padded = 8 * -(-max(lengths[i] for i in batch) // 8)
+        assert len(batch) * padded <= 1024 and len(batch) <= 64
+        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+        assert len({i // 300 for i in batch}) == 1  # a batch never mixes chunks: bounded reordering
+    # short inputs run many to a batch, long ones few
+    assert max(len(b) for b in batches) > 4 * min(len(b) for b in batches)
+    # a single input longer than the budget still gets a batch of its own
+    assert list(TokenBudgetBatchSampler([600, 5], max_tokens=256)) == [[0], [1]]
