@@ -1,0 +1,200 @@
+"""``predict`` end to end against ``transformers.pipeline``, same weights, whole processes.
+
+For SST-2 sentences (classification), WNUT-17 test sentences as raw text (NER) and XQuAD
+questions (QA) from ../shared/data: a checkpoint of the shipped config is made with a short fit
+(speed does not depend on how well it is trained), exported with ``python -m tasks export --format
+hf``, and then, interleaved, timed as a user runs them:
+
+* ours: ``python -m tasks predict --config configs/X.yaml --ckpt_path best.ckpt --data.predict_file F``
+* reference: a script calling ``transformers.pipeline(task, model=export_dir)`` over the same
+  inputs, at the pipeline's default batch size and at batch 64.
+
+Each row is the median wall time of ``--repeats`` whole processes (start-up and model loading
+included), the inputs per second, and peak RSS (the child's own, from ``wait4``).
+
+    python benchmarks/predict.py [--repeats 3] [--tasks sst2,ner,squad] [--limit 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+PIPELINE_SCRIPT = r"""
+import json, sys
+from transformers import pipeline
+task, model, inputs, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+kwargs = {} if batch == "default" else {"batch_size": int(batch)}
+pipe = pipeline(task, model=model, device=-1, **kwargs)
+if task == "question-answering":
+    items = [json.loads(line) for line in open(inputs, encoding="utf-8")]
+    out = pipe(question=[i["question"] for i in items], context=[i["context"] for i in items])
+else:
+    texts = [line.rstrip("\n") for line in open(inputs, encoding="utf-8")]
+    extra = {"aggregation_strategy": "first"} if task == "token-classification" else {}
+    out = pipe(texts, **extra)
+print(len(out), file=sys.stderr)
+"""
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one whole process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr = process.stderr.read()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def tasks_command(*args) -> list[str]:
+    return [sys.executable, "-m", "tasks", *map(str, args), *QUIET]
+
+
+def prepare(task: str, work: Path, limit: int) -> tuple[str, Path, Path, Path, int, str]:
+    """(config, checkpoint, HF export, predict input file, number of inputs, pipeline task)."""
+    work.mkdir(parents=True, exist_ok=True)
+    if task == "sst2":
+        config, pipeline_task = "configs/sst2.yaml", "text-classification"
+        rows = (SHARED / "glue" / "SST-2" / "train.5k.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        lines = [row.split("\t")[0] for row in rows][:limit]
+        source = work / "sentences.txt"
+        source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        fit = [
+            "--data.train_file",
+            SHARED / "glue" / "SST-2" / "dev.tsv",
+            "--data.validation_file",
+            SHARED / "glue" / "SST-2" / "dev.tsv",
+        ]
+    elif task == "ner":
+        config, pipeline_task = "configs/ner.yaml", "token-classification"
+        sentences, words = [], []
+        for line in (SHARED / "ner" / "wnut17" / "test.conll").read_text(encoding="utf-8").splitlines():
+            token = line.split("\t")[0].strip()
+            if token:
+                words.append(token)
+            elif words:
+                sentences.append(" ".join(words))
+                words = []
+        lines = sentences[:limit]
+        source = work / "sentences.txt"
+        source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        fit = [
+            "--data.train_file",
+            SHARED / "ner" / "wnut17" / "dev.conll",
+            "--data.validation_file",
+            SHARED / "ner" / "wnut17" / "dev.conll",
+        ]
+    else:
+        config, pipeline_task = "configs/squad.yaml", "question-answering"
+        data = json.loads((SHARED / "qa" / "xquad.en.json").read_text(encoding="utf-8"))
+        items = [
+            {"id": qa["id"], "question": qa["question"], "context": paragraph["context"]}
+            for article in data["data"]
+            for paragraph in article["paragraphs"]
+            for qa in paragraph["qas"]
+        ][:limit]
+        lines = items
+        source = work / "questions.jsonl"
+        source.write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
+        fit = [
+            "--data.train_file",
+            SHARED / "qa" / "xquad.en.json",
+            "--data.validation_file",
+            SHARED / "qa" / "xquad.en.json",
+        ]
+    run_dir = work / "fit"
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    if not checkpoint.is_file():
+        timed(tasks_command("fit", "--config", config, *fit, "--trainer.max_steps", 2, "--trainer.limit_val_batches", 1,
+                            "--trainer.default_root_dir", run_dir, "--overwrite", "true"))  # fmt: skip
+    export = work / "hf"
+    if not (export / "config.json").is_file():
+        timed(
+            tasks_command(
+                "export", "--ckpt_path", checkpoint, "--format", "hf", "--output", export, "--overwrite"
+            )
+        )
+    return config, checkpoint, export, source, len(lines), pipeline_task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="sst2,ner,squad")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=5000, help="inputs per task")
+    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "benchmarks" / "predict")
+    args = parser.parse_args()
+    print(
+        f"# predict benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, repeats {args.repeats}\n"
+    )
+    print("| task | inputs | runner | wall s (median) | inputs/s | ours / runner (speed) | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for task in args.tasks.split(","):
+        config, checkpoint, export, source, count, pipeline_task = prepare(task, args.work / task, args.limit)
+        out_dir = args.work / task / "predict"
+        runners = {
+            "ours (shipped config)": tasks_command(
+                "predict",
+                "--config",
+                config,
+                "--ckpt_path",
+                checkpoint,
+                "--data.predict_file",
+                source,
+                "--trainer.default_root_dir",
+                out_dir,
+                "--data.predictions_file",
+                out_dir / "predictions.jsonl",
+            ),  # fmt: skip
+            "pipeline, default batch": [
+                sys.executable,
+                "-c",
+                PIPELINE_SCRIPT,
+                pipeline_task,
+                str(export),
+                str(source),
+                "default",
+            ],
+            "pipeline, batch 64": [
+                sys.executable,
+                "-c",
+                PIPELINE_SCRIPT,
+                pipeline_task,
+                str(export),
+                str(source),
+                "64",
+            ],
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+        for _ in range(args.repeats):  # interleaved, so that load drifts hit every runner alike
+            for name, command in runners.items():
+                results[name].append(timed(command))
+        ours = statistics.median(s for s, _ in results["ours (shipped config)"])
+        for name, runs in results.items():
+            seconds = statistics.median(s for s, _ in runs)
+            rss = max(r for _, r in runs)
+            ratio = "1.00" if name.startswith("ours") else f"{seconds / ours:.2f}x"
+            print(
+                f"| {task} | {count} | {name} | {seconds:.1f} | {count / seconds:.0f} | {ratio} | {rss:.0f} |"
+            )
+    print(f"\n(load average at the end {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
