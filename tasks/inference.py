@@ -19,12 +19,17 @@ RUNTIMES = ("torch", "onnx")
 
 def check_inference_options(pretrained: str, quantize: str | None, backend: str, runtime: str) -> None:
     """--model.quantize / --model.runtime: known values, and an ONNX export only with the onnx runtime."""
-    from bert_core.quantize import BACKENDS
+    from bert_core.quantize import BACKENDS, available_backend
 
     if quantize not in (None, "int8"):
         raise UserError(f"--model.quantize must be int8 (or unset), not {quantize!r}")
     if backend not in BACKENDS:
         raise UserError(f"--model.quantize_backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if quantize:
+        try:
+            available_backend(backend)
+        except ValueError as err:  # torchao asked for but not installed
+            raise UserError(f"--model.quantize_backend {backend}: {err}") from None
     if runtime not in RUNTIMES:
         raise UserError(f"--model.runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     exported = is_onnx_export(pretrained)
@@ -50,11 +55,15 @@ def prepare_inference(module: Any) -> None:
         module._onnx = OnnxRunner(hparams.pretrained)
         _note(module, f"runtime: onnxruntime on {Path(hparams.pretrained) / 'model.onnx'}")
     if hparams.quantize == "int8" and module.int8_backend is None:
-        if module.device.type != "cpu":
-            raise UserError(f"--model.quantize int8 runs on the CPU, not on {module.device.type}")
-        from bert_core.quantize import count_quantized_linears, quantize_int8
+        from bert_core.quantize import available_backend, count_quantized_linears, quantize_int8
 
-        module.int8_backend = quantize_int8(module.encoder, hparams.quantize_backend)
+        backend = available_backend(hparams.quantize_backend)
+        if backend == "torch.ao" and module.device.type != "cpu":
+            raise UserError(
+                f"--model.quantize int8 with torch.ao runs on the CPU only, not on {module.device.type}: "
+                "use --model.quantize_backend torchao there"
+            )
+        module.int8_backend = quantize_int8(module.encoder, backend)
         quantized, floating = count_quantized_linears(module.encoder)
         _note(
             module,
