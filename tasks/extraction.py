@@ -142,25 +142,16 @@ class FeatureDataModule(TaskDataModule):
                 return [json.dumps({"linex_index": example, "features": features}, ensure_ascii=False)]
 
             vectors = OutputFile(target, google)
-        elif self.pooling == "none":
-            target = self.predictions_path("features.safetensors")
-            ragged = SafetensorsRagged()
+        else:  # pooled rows in .npy, or per-word matrices in .safetensors
+            per_word = self.pooling == "none"
+            target = self.predictions_path("features.safetensors" if per_word else "features.npy")
+            array = SafetensorsRagged() if per_word else NpyRows()
             vectors = OutputFile(
                 target,
-                lambda example, value: [ragged.block(value)],
-                header=ragged.header(),
+                lambda example, value: [array.encode(value)],
+                header=array.header(),
                 binary=True,
-                finish=ragged.finish,
-            )
-        else:
-            target = self.predictions_path("features.npy")
-            rows = NpyRows()
-            vectors = OutputFile(
-                target,
-                lambda example, value: [rows.row(value)],
-                header=rows.header(),
-                binary=True,
-                finish=rows.finish,
+                finish=array.finish,
             )
         index_path = target.with_name(f"{target.name.rsplit('.', 1)[0]}.index.jsonl")
         cursor = LineCursor(lambda: iter_text(path))

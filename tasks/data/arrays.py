@@ -25,7 +25,7 @@ def npy_header(rows: int, dim: int) -> bytes:
 
 
 class NpyRows:
-    """A float32 ``[rows, dim]`` ``.npy`` written row by row: ``header()`` first, ``rows(vector)``
+    """A float32 ``[rows, dim]`` ``.npy`` written row by row: ``header()`` first, ``encode(vector)``
     for each row, then ``finish(handle)`` writes the real shape over the placeholder."""
 
     def __init__(self) -> None:
@@ -34,7 +34,7 @@ class NpyRows:
     def header(self) -> list[bytes]:
         return [npy_header(0, 0)]
 
-    def row(self, vector: np.ndarray) -> bytes:
+    def encode(self, vector: np.ndarray) -> bytes:
         vector = np.asarray(vector, dtype="<f4").reshape(-1)
         if self.dim is None:
             self.dim = len(vector)
@@ -60,7 +60,7 @@ class SafetensorsRagged:
     def header(self) -> list[bytes]:
         return [b" " * SAFETENSORS_HEADER_BYTES + b" " * 8]
 
-    def block(self, matrix: np.ndarray) -> bytes:
+    def encode(self, matrix: np.ndarray) -> bytes:
         matrix = np.asarray(matrix, dtype="<f4")
         if matrix.ndim != 2:
             raise ValueError(f"expected a [words, dim] matrix, got shape {matrix.shape}")
