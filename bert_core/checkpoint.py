@@ -149,6 +149,12 @@ def _check_tensors(
     if unexpected:
         raise CheckpointError(f"{resolved.weights}: unexpected tensor(s) {_first_five(unexpected)}")
     missing = sorted(k for k in set(expected) - set(state) if not (new_heads and k.startswith("cls.")))
+    # BertForMaskedLM and BertForTokenClassification are saved without a pooler (HF builds them
+    # with add_pooling_layer=False, e.g. run_mlm.py's output): the pooler then starts new.
+    pooler = [k for k in missing if k.removeprefix("bert.").startswith("pooler.")]
+    if pooler and len(pooler) == sum(k.removeprefix("bert.").startswith("pooler.") for k in expected):
+        print(f"bert_core: {resolved.name} has no pooler; it is newly initialised", file=sys.stderr)
+        missing = [k for k in missing if k not in pooler]
     if missing:
         raise CheckpointError(f"{resolved.weights}: missing tensor(s) {_first_five(missing)}")
     for name, tensor in state.items():

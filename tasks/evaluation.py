@@ -30,7 +30,7 @@ class OutputFile:
 
     path: Path
     render: Callable[[int, Any], Iterable[Any]]
-    header: Sequence[Any] = ()
+    header: Sequence[Any] | Callable[[], Sequence[Any]] = ()  # a callable is called as writing starts
     footer: Callable[[], Iterable[Any]] | None = None
     binary: bool = False
     finish: Callable[[Any], None] | None = None

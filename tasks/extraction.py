@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,11 @@ class FeatureDataModule(TaskDataModule):
                 f"--data.features_format must be one of {', '.join(FORMATS)}, not {features_format!r}"
             )
         self.features_format, self.pooling = features_format, pooling
+
+    def _token_budget_batches(self, dataset) -> bool:
+        # Google's JSONL keeps every token's layers: batches in file order, so that decoding in
+        # order holds a batch of them, not a chunk of 4,096 lines.
+        return self.features_format != "google_jsonl" and super()._token_budget_batches(dataset)
 
     def prepare(self, split: str) -> list[Prepared]:
         if split != "predict":
@@ -149,10 +155,11 @@ class FeatureDataModule(TaskDataModule):
             vectors = OutputFile(
                 target,
                 lambda example, value: [array.encode(value)],
-                header=array.header(),
+                header=array.header,  # called as each predict starts: it resets the counts
                 binary=True,
                 finish=array.finish,
             )
+        _check_suffix(target, self.features_format, self.pooling)
         index_path = target.with_name(f"{target.name.rsplit('.', 1)[0]}.index.jsonl")
         cursor = LineCursor(lambda: iter_text(path))
 
@@ -166,6 +173,20 @@ class FeatureDataModule(TaskDataModule):
             return [json.dumps(record, ensure_ascii=False)]
 
         return [vectors, OutputFile(index_path, index)]
+
+
+def _check_suffix(path: Path, features_format: str, pooling: str) -> None:
+    """A file named for another layout (per-word safetensors bytes in ``out.npy``) would be
+    unreadable by the tool its name promises: refused before any work."""
+    wanted = (
+        ".jsonl" if features_format == "google_jsonl" else ".safetensors" if pooling == "none" else ".npy"
+    )
+    if path.suffix.lower() != wanted:
+        why = {".jsonl": "--data.features_format google_jsonl", ".safetensors": "--model.pooling none"}
+        raise UserError(
+            f"--data.predictions_file {path}: {why.get(wanted, 'pooled vectors')} are written as {wanted}; "
+            f"name the file {path.with_suffix(wanted).name}"
+        )
 
 
 class FeatureExtractor(TaskModule):
@@ -219,14 +240,16 @@ class FeatureExtractor(TaskModule):
         return out.hidden_states  # (embeddings, layer 1, ..., layer L), each [B, T, H]
 
     def split_outputs(self, outputs, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
-        mask = batch["attention_mask"].bool()  # [B, T]
+        outputs = tuple(h.float().cpu() for h in outputs)  # numpy arrays go to the writer
+        mask = batch["attention_mask"].bool().cpu()  # [B, T]
+        input_ids, word_ids = batch["input_ids"].cpu(), batch["word_ids"].cpu()
         examples, features = batch["example"].tolist(), batch["feature_index"].tolist()
         context: ExtractionContext = self.evaluations["predict"][0].context
         if context.per_token_layers:
             states = torch.stack([outputs[i] for i in self.layer_indices], dim=2)  # [B, T, layers, H]
             values = [
                 {
-                    "input_ids": batch["input_ids"][b][mask[b]].tolist(),
+                    "input_ids": input_ids[b][mask[b]].tolist(),
                     "states": states[b][mask[b]].numpy(),
                     "layers": self.layers,
                 }
@@ -234,7 +257,7 @@ class FeatureExtractor(TaskModule):
             ]
         else:
             states = combine_layers(outputs, self.layer_indices, self.hparams.combine)  # [B, T, D]
-            values = self._vectors(states, mask, batch["word_ids"], batch["num_words"].tolist())
+            values = self._vectors(states, mask, word_ids, batch["num_words"].tolist())
         return list(zip(examples, features, values))
 
     def _vectors(

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import sys
+import warnings
 from bisect import bisect_right
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from .evaluation import Evaluation
 from .features import pretraining as features
 from .io import DataError, UserError
 from .module import TaskModule
+from .sampling import environment_seed
 
 TASK = "pretraining"
 
@@ -102,6 +104,13 @@ class PreTrainingDataModule(TaskDataModule):
             check_at_least(
                 "max_seq_length", self._max_seq_length, 5, "[CLS], two [SEP] and a token of each side"
             )
+        if max_predictions_per_seq < round(self._max_seq_length * mlm_probability):
+            warnings.warn(
+                f"--data.max_predictions_per_seq {max_predictions_per_seq} caps the masks below "
+                f"{mlm_probability:.0%} of {self._max_seq_length}-token sequences (Google used 20 for 128, "
+                "76-80 for 512)",
+                stacklevel=2,
+            )
         self.document_per_line, self.text_field = document_per_line, text_field
         self.mlm_probability, self.max_predictions_per_seq = mlm_probability, max_predictions_per_seq
         self.masking, self.chinese_segmenter = masking, chinese_segmenter
@@ -125,7 +134,7 @@ class PreTrainingDataModule(TaskDataModule):
         if self.nsp:
             if len(documents) < 2:
                 raise DataError(path, "next-sentence prediction needs at least two documents")
-            seed = self.validation_seed if split != "train" else _training_seed()
+            seed = self.validation_seed if split != "train" else environment_seed()
             rng = random.Random(seed)
             sequences = features.nsp_sequences(
                 documents, self.max_seq_length, self.short_seq_prob, rng, cls_id, sep_id
@@ -157,8 +166,13 @@ class PreTrainingDataModule(TaskDataModule):
         next_word = 0
         for start in range(0, len(flat), 2000):
             texts = flat[start : start + 2000]
+            # split_special_tokens: a literal "[MASK]" or "[SEP]" in the text is text (Google's
+            # tokenizer splits it too), never a special token that could be chosen or separate.
             encoding = self.tokenizer(
-                texts, add_special_tokens=False, return_offsets_mapping=self._segment is not None
+                texts,
+                add_special_tokens=False,
+                return_offsets_mapping=self._segment is not None,
+                split_special_tokens=True,
             )
             for i, text in enumerate(texts):
                 ids = encoding["input_ids"][i]
@@ -182,9 +196,16 @@ class PreTrainingDataModule(TaskDataModule):
         collate_fn = collate_fn or (self.collate_training if shuffle else self.collate_fixed)
         return super().make_loader(dataset, shuffle, batch_size, collate_fn=collate_fn)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # Every rank starts from the same seeded random state: its rank tells its masks apart.
+        self._rank = self.trainer.global_rank if self.trainer is not None else 0
+
     def collate_training(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Masks drawn anew for every batch (from the seeded global random state)."""
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        """Masks drawn anew for every batch: from the seeded global random state (restored when a
+        run resumes; a DataLoader worker's own), and the process's rank."""
+        draw = int(torch.randint(0, 2**62, ()).item())
+        rng = np.random.default_rng([draw, getattr(self, "_rank", 0)])
         return self._masked_batch(rows, [rng] * len(rows))
 
     def collate_fixed(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -221,8 +242,8 @@ class PreTrainingDataModule(TaskDataModule):
         return batch
 
 
-def _training_seed() -> int:
-    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+def _under(state: dict, prefix: str) -> dict:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _segmenter(name: str | None):
@@ -277,12 +298,21 @@ class PreTrainingModule(TaskModule):
             state = read_state_dict(resolve_source(source))
         heads = {k.removeprefix("cls."): v for k, v in state.items() if k.startswith("cls.")}
         heads = {k: v for k, v in heads.items() if not k.startswith("predictions.decoder.")}
-        if heads:
-            self.cls.load_state_dict(heads)
-        else:
-            print(
-                f"note: {source} has no pre-training heads; the MLM and NSP heads start new", file=sys.stderr
-            )
+        expected = self.cls.state_dict()
+        new = []
+        for group, name in (("predictions.", "MLM"), ("seq_relationship.", "NSP")):
+            wanted = {k for k in expected if k.startswith(group)}
+            found = {k: v for k, v in heads.items() if k.startswith(group)}
+            if not found:
+                new.append(name)
+                continue
+            if set(found) != wanted or any(found[k].shape != expected[k].shape for k in found):
+                raise UserError(
+                    f"{source}: its {name} head does not match the encoder (tensors {sorted(found)})"
+                )
+            self.cls.load_state_dict(found, strict=False)
+        if new:
+            print(f"note: {source} has no {' or '.join(new)} head; it starts new", file=sys.stderr)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.encode(batch)
@@ -352,19 +382,27 @@ class PreTrainingModule(TaskModule):
     # -- the adapted encoder, in HF format -------------------------------------------------------
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            path = self.save_pretrained(self.run_dir / "pretrained")
-            print(f"pre-trained model written to {path} (use it as --model.pretrained)", flush=True)
+        if not self.trainer.is_global_zero:
+            return
+        # The weights of best.ckpt (lowest val/mlm_loss) when the run validated; else the last ones.
+        callback = self.trainer.checkpoint_callback
+        best = callback.best_model_path if callback is not None else ""
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"] if best else None
+        path = self.save_pretrained(self.run_dir / "pretrained", state)
+        which = f"the weights of {best}" if best else "the last weights"
+        print(f"pre-trained model written to {path} ({which}; use it as --model.pretrained)", flush=True)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """``directory`` in HF format: BertForPreTraining weights (encoder, MLM and NSP heads),
-        config.json, vocab.txt and the casing. Written beside, then renamed into place."""
+        config.json, vocab.txt and the casing, from ``state_dict`` (by default this module's).
+        Written beside, then renamed into place."""
         directory = Path(directory)
         tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        state = self.state_dict() if state_dict is None else state_dict
         model = BertForPreTraining(self.encoder.config)
-        model.bert.load_state_dict(self.encoder.state_dict())
-        model.cls.load_state_dict(self.cls.state_dict())
+        model.bert.load_state_dict(_under(state, "encoder."))
+        model.cls.load_state_dict(_under(state, "cls."))
         model.save_pretrained(tmp)
         write_vocab_files(
             self._tokenizer_payload["vocab"],

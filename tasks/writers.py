@@ -30,7 +30,7 @@ class PredictionWriter(BasePredictionWriter):
             return
         for output in pl_module.evaluations["predict"][0].outputs:
             handle, tmp = open_beside(output.path, "wb" if output.binary else "w")
-            _write(handle, output, output.header)
+            _write(handle, output, output.header() if callable(output.header) else output.header)
             self._open.append((output, handle, tmp))
 
     def write_on_batch_end(

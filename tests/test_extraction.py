@@ -56,7 +56,8 @@ def extract(tmp_path, model_dir, lines, output, *options):
         *FAST,
     ]
     args += ["--data.predictions_file", tmp_path / output, "--trainer.default_root_dir", tmp_path / "run"]
-    args += ["--data.batch_size", "3", "--data.cache_dir", tmp_path / "cache", *options]
+    # small token-budget batches: several batches, each longest first, written back in input order
+    args += ["--data.eval_tokens_per_batch", "32", "--data.cache_dir", tmp_path / "cache", *options]
     assert run_cli(*args) == 0
     return tmp_path / output
 
@@ -148,3 +149,7 @@ def test_extraction_refuses_fit_and_bad_options(tmp_path, mixing_bert_dir, capsy
     assert "--model.pooling must be one of cls, mean, max, none" in capsys.readouterr().err
     assert run_cli("predict", *base, "--model.layers", "[-4]") == 2
     assert "layer -4 does not exist" in capsys.readouterr().err
+    wrong = ["--model.pooling", "none", "--data.predictions_file", tmp_path / "out.npy"]
+    assert run_cli("predict", *base, *wrong) == 2
+    assert "name the file out.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out.npy").exists()

@@ -99,7 +99,8 @@ def test_fit_writes_a_pretrained_directory_that_transformers_and_task_configs_lo
 
     pretrained = run_dir / "pretrained"
     assert {p.name for p in pretrained.iterdir()} >= {"config.json", "model.safetensors", "vocab.txt"}
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # pretrained/ holds best.ckpt's weights (lowest val/mlm_loss)
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     module = PreTrainingModule(pretrained=str(tiny_bert_dir))
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
@@ -185,3 +186,41 @@ def test_bad_corpus_is_a_clear_error(tiny_bert_dir, tmp_path, capsys, content, n
     assert run_cli(*args) == 2
     assert message in capsys.readouterr().err
     assert not (Path(tmp_path / "r") / "checkpoints").exists()
+
+
+def test_a_masked_lm_source_without_pooler_or_nsp_head_keeps_its_mlm_head(tiny_bert_dir, tmp_path, capsys):
+    """What HF's run_mlm.py writes (BertForMaskedLM: no pooler, no NSP head) is a valid source."""
+    from transformers import BertConfig as ReferenceConfig
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = ReferenceConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64)  # fmt: skip
+    reference = BertForMaskedLM(config).eval()
+    reference.save_pretrained(tmp_path / "mlm")
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (tmp_path / "mlm" / name).write_bytes((tiny_bert_dir / name).read_bytes())
+    module = PreTrainingModule(pretrained=str(tmp_path / "mlm")).eval()
+    err = capsys.readouterr().err
+    assert "has no pooler" in err and "has no NSP head" in err
+    ids = torch.tensor([[101, 7592, 103, 2088, 102]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mlm_positions": torch.arange(5)}
+    with torch.no_grad():
+        ours = module(batch)[0]
+        theirs = reference(input_ids=ids).logits[0]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_ranks_draw_different_masks_and_literal_special_tokens_are_text(datamodule, tmp_path):
+    rows = list(datamodule.prepared["train"][0].dataset)[:4]
+    draws = []
+    for rank in (0, 1):
+        datamodule._rank = rank
+        torch.manual_seed(7)  # every rank starts from the same seeded state
+        draws.append(datamodule.collate_training(rows)["mlm_positions"].tolist())
+    assert draws[0] != draws[1]
+    corpus = tmp_path / "special.txt"
+    corpus.write_text("See the [MASK] and the [SEP] and [CLS] here.\n")
+    ids = [t for sentence in datamodule._tokenized_documents(str(corpus))[0] for t, _ in sentence]
+    specials = set(datamodule.tokenizer.all_special_ids)
+    assert not specials & set(ids)

@@ -32,6 +32,7 @@ class NpyRows:
         self.count, self.dim = 0, None
 
     def header(self) -> list[bytes]:
+        self.count, self.dim = 0, None
         return [npy_header(0, 0)]
 
     def encode(self, vector: np.ndarray) -> bytes:
@@ -58,6 +59,7 @@ class SafetensorsRagged:
         self.offsets, self.dim = [0], None
 
     def header(self) -> list[bytes]:
+        self.offsets, self.dim = [0], None
         return [b" " * SAFETENSORS_HEADER_BYTES + b" " * 8]
 
     def encode(self, matrix: np.ndarray) -> bytes:

@@ -236,8 +236,10 @@ def _words(word_ids: list[int]) -> list[list[int]]:
 
 
 def _spans(words: list[list[int]], budget: int, rng: np.random.Generator) -> list[list[int]]:
-    """Non-overlapping runs of whole words, lengths drawn by ``sample_span_length``, until the
-    budget is reached (a span that would pass it is drawn again)."""
+    """Non-overlapping runs of whole words until the budget is reached (SpanBERT's scheme): a
+    length from ``sample_span_length``, a start word drawn uniformly; a span that would pass the
+    budget is cut to the words that fit (its first word always fits: lengths are words), one that
+    would overlap an earlier span is drawn again."""
     taken = np.zeros(len(words), dtype=bool)
     spans, count = [], 0
     for _ in range(10 * budget):
@@ -248,8 +250,13 @@ def _spans(words: list[list[int]], budget: int, rng: np.random.Generator) -> lis
         end = min(start + length, len(words))
         if taken[start:end].any():
             continue
-        positions = [p for word in words[start:end] for p in word]
-        if count + len(positions) > budget:
+        positions: list[int] = []
+        for k in range(start, end):
+            if count + len(positions) + len(words[k]) > budget:
+                end = k
+                break
+            positions += words[k]
+        if not positions:
             continue
         taken[start:end] = True
         spans.append(positions)
