@@ -63,7 +63,8 @@ def timed(command: list[str]) -> tuple[float, float]:
 
 
 def tasks_command(*args) -> list[str]:
-    return [sys.executable, "-m", "tasks", *map(str, args), *QUIET]
+    quiet = QUIET if str(args[0]) in ("fit", "validate", "test", "predict") else []
+    return [sys.executable, "-m", "tasks", *map(str, args), *quiet]
 
 
 def prepare(task: str, work: Path, limit: int) -> tuple[str, Path, Path, Path, int, str]:
