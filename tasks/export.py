@@ -179,7 +179,7 @@ def _graph(module: TaskModule) -> torch.nn.Module:
             }
             return self.module(batch)
 
-    return Graph()
+    return Graph().eval()  # the exporter checks the wrapper's mode; the module is in eval already
 
 
 def output_names(kind: str) -> list[str]:
