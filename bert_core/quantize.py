@@ -1,13 +1,13 @@
 """Dynamic int8 quantization of a BERT encoder's Linear layers, for inference.
 
-Weights are stored as int8 with per-output-channel scales; activations are quantized on the fly
-per batch. Two backends:
+Weights are stored as int8 and activations quantized on the fly, per batch. Two backends:
 
 * ``torchao`` (``quantize_`` with ``Int8DynamicActivationInt8WeightConfig``): the maintained API;
-  per-token activation scales, so the closer of the two to fp32. In eager mode on CPU it is barely
-  faster than fp32 (its int8 matmul is not a fused kernel there; it is built for ``torch.compile``).
+  per-row weight and per-token activation scales, so the closer of the two to fp32. In eager mode
+  on CPU it is no faster than fp32 (its CPU int8 matmul is written for ``torch.compile``/Inductor).
 * ``torch.ao`` (the deprecated ``torch.ao.quantization.quantize_dynamic``): fbgemm's fused int8
-  kernels, several times faster than fp32 on x86 CPUs; per-tensor activation scales.
+  kernels, several times faster than fp32 on x86 CPUs; one scale per weight matrix and per
+  activation tensor.
 
 ``auto`` takes torchao when it is installed, else torch.ao. Both replace each ``nn.Linear``'s
 float weight, so the encoder's fused q/k/v matmul (which concatenates the three float weights) is

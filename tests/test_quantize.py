@@ -138,7 +138,8 @@ def test_validate_and_predict_int8_close_to_fp32(sst2_checkpoint, tmp_path, capf
         f"int8: 13 Linear layers of the encoder quantized to dynamic int8 with {backend}"
         in capfd.readouterr().err
     )
-    assert int8["val/loss"] == pytest.approx(fp32["val/loss"], abs=0.05)
+    # On the mixing BERT (weights 25x the usual scale, a loss of about 1.5): close, not equal.
+    assert int8["val/loss"] == pytest.approx(fp32["val/loss"], rel=0.1)
     assert int8["val/accuracy"] == pytest.approx(fp32["val/accuracy"], abs=0.1)
 
     texts = tmp_path / "texts.txt"
