@@ -362,8 +362,26 @@ class TaskDataModule(L.LightningDataModule):
     def _token_budget_batches(self, dataset) -> bool:
         """Token-budget batches on one process (with several, Lightning's distributed sampler
         splits fixed-size batches between the ranks)."""
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        return bool(self.eval_tokens_per_batch) and world_size == 1 and "input_ids" in dataset.column_names
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        # A run that evaluates only its first batches (--trainer.limit_val_batches 2, the way people
+        # try things) wants the first examples whole, not the longest windows of many: file order.
+        limits = (
+            [
+                getattr(trainer, name, 1.0)
+                for name in ("limit_val_batches", "limit_test_batches", "limit_predict_batches")
+            ]
+            if trainer is not None
+            else []
+        )
+        # a whole number counts batches (1 is one batch); a float is a share (1.0 is all)
+        limited = any(isinstance(v, int) or (isinstance(v, float) and v < 1.0) for v in limits)
+        return (
+            bool(self.eval_tokens_per_batch)
+            and world_size == 1
+            and not limited
+            and "input_ids" in dataset.column_names
+        )
 
     # -- splits, loaders and evaluations: written once for every task --------------------------
 
