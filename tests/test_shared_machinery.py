@@ -205,3 +205,23 @@ def test_token_budget_batches_cover_every_item_once_within_the_budget():
     assert max(len(b) for b in batches) > 4 * min(len(b) for b in batches)
     # a single input longer than the budget still gets a batch of its own
     assert list(TokenBudgetBatchSampler([600, 5], max_tokens=256)) == [[0], [1]]
+
+
+def test_an_evaluation_cut_short_gets_its_batches_in_file_order(tiny_bert_dir):
+    """--trainer.limit_val_batches N evaluates the first N batches: they must hold the first
+    examples whole (token-budget order would hand out the longest windows of many questions)."""
+    import datasets
+
+    module = TaskDataModule(tokenizer=str(tiny_bert_dir))
+    rows = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in (3, 9, 5, 7)]})
+    trainer = SimpleNamespace(
+        world_size=1, limit_val_batches=1.0, limit_test_batches=1.0, limit_predict_batches=1.0
+    )
+    module.trainer = trainer
+    assert [len(b) for b in module.make_loader(rows, shuffle=False).batch_sampler] == [4]
+    assert list(module.make_loader(rows, shuffle=False).batch_sampler) == [[1, 3, 2, 0]]  # longest first
+    trainer.limit_val_batches = 1  # one batch
+    assert list(module.make_loader(rows, shuffle=False, batch_size=2).batch_sampler) == [[0, 1], [2, 3]]
+    assert list(module.make_loader(rows, shuffle=False).batch_sampler)[0] == [0, 1, 2, 3]
+    trainer.limit_val_batches, trainer.world_size = 1.0, 2  # several processes: fixed batches too
+    assert list(module.make_loader(rows, shuffle=False).batch_sampler)[0] == [0, 1, 2, 3]
