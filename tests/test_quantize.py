@@ -61,13 +61,14 @@ def test_unfused_qkv_equals_fused():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_int8_quantizes_every_linear_and_stays_close(backend):
+def test_int8_quantizes_the_linears_and_stays_close(backend):
     model = small_bert()
     reference = copy.deepcopy(model)
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())  # 6 a layer + the pooler
     assert linears == 13 and count_quantized_linears(model) == (0, 13)
     assert quantize_int8(model, backend) == backend
-    assert count_quantized_linears(model) == (13, 0)
+    # torch.ao keeps the feed-forward down-projections (one a layer) in float: see quantize_int8
+    assert count_quantized_linears(model) == ((11, 2) if backend == "torch.ao" else (13, 0))
 
     # The attention projections run as quantized modules (the fused float matmul is off).
     calls = []
@@ -135,7 +136,7 @@ def test_validate_and_predict_int8_close_to_fp32(sst2_checkpoint, tmp_path, capf
         backend,
     )
     assert (
-        f"int8: 13 Linear layers of the encoder quantized to dynamic int8 with {backend}"
+        f"int8: {11 if backend == 'torch.ao' else 13} Linear layers of the encoder quantized to dynamic int8 with {backend}"
         in capfd.readouterr().err
     )
     # On the mixing BERT (weights 25x the usual scale, a loss of about 1.5): close, not equal.
