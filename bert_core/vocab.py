@@ -97,7 +97,10 @@ def write_tokenizer_files(
 
 
 def write_vocab_files(
-    tokens: Sequence[str], do_lower_case: bool, directory: str | os.PathLike, model_max_length: int | None = None
+    tokens: Sequence[str],
+    do_lower_case: bool,
+    directory: str | os.PathLike,
+    model_max_length: int | None = None,
 ) -> None:
     """vocab.txt (one token a line, in id order) and a tokenizer_config.json recording the casing."""
     directory = Path(directory)
@@ -105,7 +108,9 @@ def write_vocab_files(
     _write_tokenizer_config(directory, do_lower_case, model_max_length)
 
 
-def _write_tokenizer_config(directory: Path, do_lower_case: bool, model_max_length: int | None = None) -> None:
+def _write_tokenizer_config(
+    directory: Path, do_lower_case: bool, model_max_length: int | None = None
+) -> None:
     config = {"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case}
     if model_max_length is not None:
         config["model_max_length"] = model_max_length
