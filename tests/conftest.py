@@ -24,24 +24,26 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def save_tiny_bert(directory: Path, vocab_from: Path | None = None, **overrides) -> Path:
+    """A random BERT (2 layers, H=32, 2 heads unless ``overrides`` say otherwise, seed 0) in HF
+    format in ``directory``, with MiniLM's real 30,522-token uncased vocab (or ``vocab_from``'s)."""
+    torch.manual_seed(0)
+    sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(vocab_size=30522, max_position_embeddings=512, **{**sizes, **overrides})
+    BertModel(config).save_pretrained(directory)
+    if vocab_from is None:
+        shutil.copy(resolve_source("all-MiniLM-L6-v2").directory / "vocab.txt", directory / "vocab.txt")
+        (directory / "tokenizer_config.json").write_text('{"do_lower_case": true}\n')
+    else:
+        for name in ("vocab.txt", "tokenizer_config.json"):
+            shutil.copy(vocab_from / name, directory / name)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A random 2-layer, H=32 BERT in HF format with MiniLM's real 30,522-token uncased vocab."""
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(directory)
-    source = resolve_source("all-MiniLM-L6-v2").directory
-    shutil.copy(source / "vocab.txt", directory / "vocab.txt")
-    (directory / "tokenizer_config.json").write_text('{"do_lower_case": true}\n')
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")
@@ -50,21 +52,7 @@ def mixing_bert_dir(tiny_bert_dir: Path, tmp_path_factory) -> Path:
     mixes the tokens into [CLS], so outputs differ between inputs. With 0.02 every input gets
     nearly the same output: all one class, or STS-B scores 1e-5 apart that the 6 decimals of
     predictions.jsonl cannot reproduce the correlations from."""
-    directory = tmp_path_factory.mktemp("mixing_bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        initializer_range=0.5,
-    )
-    BertModel(config).save_pretrained(directory)
-    for name in ("vocab.txt", "tokenizer_config.json"):
-        shutil.copy(tiny_bert_dir / name, directory / name)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("mixing_bert"), tiny_bert_dir, initializer_range=0.5)
 
 
 @pytest.fixture(scope="session")
@@ -79,19 +67,22 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+# Trainer options that keep end-to-end tests to seconds (no progress bar, no model summary).
+FAST_TRAINER_ARGS = (
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+)
+
+
 @pytest.fixture
 def fast_trainer_args() -> list[str]:
-    """Trainer options that keep end-to-end tests to seconds (no progress bar, no model summary)."""
-    return [
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-    ]
+    return list(FAST_TRAINER_ARGS)
 
 
 @pytest.fixture(autouse=True)
@@ -110,21 +101,13 @@ def lightning_logs_to_the_real_stderr():
 def deep_bert_dir(tiny_bert_dir: Path, tmp_path_factory) -> Path:
     """A random 4-layer, 4-head BERT (H=32, large weights as ``mixing_bert_dir``): room for a
     2-layer student and for pruning a quarter of the heads."""
-    directory = tmp_path_factory.mktemp("deep_bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("deep_bert"),
+        tiny_bert_dir,
         num_hidden_layers=4,
         num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
         initializer_range=0.5,
     )
-    BertModel(config).save_pretrained(directory)
-    for name in ("vocab.txt", "tokenizer_config.json"):
-        shutil.copy(tiny_bert_dir / name, directory / name)
-    return directory
 
 
 @pytest.fixture(scope="session")

@@ -20,20 +20,11 @@ from tasks.distillation import (
     teacher_layer_for,
 )
 from tasks.io import UserError
-from tests.conftest import ROOT, run_cli
+from tests.conftest import FAST_TRAINER_ARGS, ROOT, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
 
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-]
+FAST = list(FAST_TRAINER_ARGS)
 SAMPLE = ROOT / "data" / "glue" / "SST-2"
 DATA = [
     "--data.train_file",

@@ -14,20 +14,11 @@ from safetensors.torch import load_file
 from bert_core import BertConfig, BertModel
 from bert_core.pruning import drop_layers, head_gates, kept_heads, prune_heads, unpruned_copy
 from tasks.prune import head_importance, heads_to_prune, normalise_per_layer
-from tests.conftest import ROOT, run_cli
+from tests.conftest import FAST_TRAINER_ARGS, ROOT, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
 
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-]
+FAST = list(FAST_TRAINER_ARGS)
 SAMPLE = ROOT / "data" / "glue" / "SST-2"
 DATA = ["--data.train_file", SAMPLE / "train.tsv", "--data.validation_file", SAMPLE / "dev.tsv"]
 HEADS = {0: [1], 2: [0, 3]}
