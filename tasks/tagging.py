@@ -3,8 +3,9 @@
 Data flow: CoNLL sentences (or raw text lines split into words, ``data.words``) -> windows of
 sub-tokens in which each word is labelled on its first sub-token by exactly one window
 (``features.tagging``) -> encoder + linear head -> per-word label scores of all windows of a
-sentence -> constrained Viterbi over the transitions the tag scheme allows (``decoding.tagging``)
--> one valid tag per word -> entity spans, scored with seqeval or written with character offsets.
+sentence -> constrained Viterbi over the transitions the tag scheme allows (``decoding.tagging``;
+``--model.decoding argmax``: each word's best label instead) -> one tag per word -> entity spans,
+scored with seqeval or written with character offsets.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .data.conll import (
 from .data.text import LineCursor
 from .data.words import entity_record, split_words
 from .datamodule import Prepared, TaskDataModule
-from .decoding.tagging import WordScores, decode_sentence, transition_constraints
+from .decoding.tagging import DECODINGS, WordScores, decode_sentence, transition_constraints
 from .evaluation import Evaluation, OutputFile
 from .features.tagging import FEATURE_COLUMNS, IGNORE_INDEX, document_features, documents_as_rows
 from .io import DataError, UserError, iter_text_lines, read_text_lines
@@ -335,7 +336,8 @@ class TaggingDataModule(TaskDataModule):
 
     def _outputs(self, data: TaggingSplit) -> list[OutputFile]:
         """Raw text: JSONL ``{text, entities}`` per line. CoNLL: the file again with a predicted-tag
-        column (conlleval's layout), in the scheme of the file's own gold column if it has one."""
+        column (conlleval's layout), in the scheme of the file's own gold column if it has one
+        (tags already in that scheme are written as decoded: argmax's ``O I-X`` stays as it is)."""
         path = (
             self.predictions_path() if self.predictions_file else self.predictions_path("predictions.conll")
         )
@@ -346,6 +348,8 @@ class TaggingDataModule(TaskDataModule):
                 )
             ]
         file_scheme = detect_scheme(s.tags for s in data.sentences) if data.conll.has_tags else None
+        if file_scheme == self.tag_scheme:
+            file_scheme = None
         writer = ConllPredictions(read_text_lines(data.path), data.conll)
 
         def lines_of(sentence: int, prediction: TaggedSentence) -> list[str]:
@@ -357,19 +361,35 @@ class TaggingDataModule(TaskDataModule):
 
 class TaggingModule(TaskModule):
     """Token classification: encoder -> dropout -> linear over the tags, read at each word's first
-    sub-token; decoding is a Viterbi search over the transitions the tag scheme allows.
+    sub-token; decoding is a Viterbi search over the transitions the tag scheme allows (or, with
+    ``decoding="argmax"``, each word's best label).
 
     Args:
         classifier_dropout: dropout before the linear head (default: the encoder's hidden dropout).
         strict_metrics: score with seqeval's strict mode for the scheme instead of conlleval's rules
-            (equal for decoded predictions, which are always valid; differs on sloppy gold files).
+            (equal for Viterbi's predictions, which are always valid; differs on sloppy gold files
+            and on argmax's invalid sequences, whose stray ``I-`` strict mode drops).
+        decoding: ``viterbi`` (default): the best tag sequence the scheme allows, never ``O I-PER``.
+            ``argmax``: each word's highest-scoring label on its own, as Hugging Face's run_ner;
+            a sequence may be invalid, and conlleval's reading counts a stray ``I-X`` as the
+            start of an entity. Words without a sub-token are filled in the same way in both.
+            Stored in the checkpoint (fit's validations, and so best.ckpt, use it) and
+            overridable at validate/test/predict time: ``--model.decoding argmax --ckpt_path CKPT``.
     """
 
     main_metric = "val/f1"
     main_metric_mode = "max"
     uses_pooler = False
 
-    def __init__(self, classifier_dropout: float | None = None, strict_metrics: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        classifier_dropout: float | None = None,
+        strict_metrics: bool = False,
+        decoding: Literal["viterbi", "argmax"] = "viterbi",
+        **kwargs: Any,
+    ):
+        if decoding not in DECODINGS:
+            raise UserError(f"--model.decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
         super().__init__(**kwargs)
         if not self.label_names:
             raise UserError(
@@ -378,6 +398,7 @@ class TaggingModule(TaskModule):
         self.dropout = self.head_dropout(classifier_dropout)
         self.classifier = self.linear_head(len(self.label_names))
         self.strict_metrics = strict_metrics
+        self.decoding = decoding
         self.tag_scheme: str | None = None  # the data's, once set up; a checkpoint's when restored
         self._constraints: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -442,12 +463,15 @@ class TaggingModule(TaskModule):
         return items
 
     def decode(self, example: int, outputs: list[WindowOutput], evaluation: Evaluation) -> TaggedSentence:
-        scheme = self.scheme
-        if scheme not in self._constraints:
-            self._constraints[scheme] = transition_constraints(self.label_names, scheme)
+        constraints = None
+        if self.decoding == "viterbi":
+            scheme = self.scheme
+            if scheme not in self._constraints:
+                self._constraints[scheme] = transition_constraints(self.label_names, scheme)
+            constraints = self._constraints[scheme]
         length = evaluation.context.sentence_lengths[example]
         tags = decode_sentence(
-            length, [o.scores for o in outputs], self.label_names, self._constraints[scheme]
+            length, [o.scores for o in outputs], self.label_names, constraints, self.decoding
         )
         return TaggedSentence(tags, sum(o.loss_sum for o in outputs), sum(o.labelled for o in outputs))
 

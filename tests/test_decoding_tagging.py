@@ -1,4 +1,5 @@
-"""Constrained decoding: the best valid sequence, checked against brute force; never an invalid one."""
+"""Constrained decoding: the best valid sequence, checked against brute force; never an invalid one.
+Argmax decoding: each word's best label, invalid sequences included."""
 
 import itertools
 
@@ -6,7 +7,14 @@ import numpy as np
 import pytest
 
 from tasks.data.conll import is_valid_sequence, label_names_for
-from tasks.decoding.tagging import fill_untokenized, transition_constraints, viterbi
+from tasks.decoding.tagging import (
+    WordScores,
+    argmax_path,
+    decode_sentence,
+    fill_untokenized,
+    transition_constraints,
+    viterbi,
+)
 
 
 def brute_force(scores: np.ndarray, labels: list[str], scheme: str) -> tuple[float, list[str]]:
@@ -82,3 +90,52 @@ def test_fill_untokenized_keeps_sequences_valid():
     assert fill_untokenized([None, "O", None]) == ["O", "O", "O"]
     assert fill_untokenized(["B-X", None, None, "E-X"]) == ["B-X", "I-X", "I-X", "E-X"]
     assert fill_untokenized(["S-X", None, "S-X"]) == ["S-X", "O", "S-X"]
+
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def test_argmax_gives_o_i_per_where_viterbi_gives_a_valid_sequence():
+    # word 1: I-PER 0.50 beats B-PER 0.30 and O 0.20; after O, viterbi must pick B-PER or O:
+    # O B-PER scores 0.9 * 0.3 = 0.27 > O O at 0.9 * 0.2 = 0.18
+    probabilities = np.array([[0.90, 0.04, 0.02, 0.02, 0.02], [0.20, 0.30, 0.50, 0.00, 0.00]])
+    window = WordScores(np.array([0, 1]), np.log(probabilities + 1e-12))
+    masks = transition_constraints(LABELS, "BIO")
+    argmax = decode_sentence(2, [window], LABELS, None, "argmax")
+    assert argmax == ["O", "I-PER"]
+    assert not is_valid_sequence(argmax, "BIO")
+    assert decode_sentence(2, [window], LABELS, masks, "viterbi") == ["O", "B-PER"]
+    assert decode_sentence(2, [window], LABELS, masks) == ["O", "B-PER"]  # the default
+
+
+def test_argmax_equals_per_word_argmax_and_fills_untokenized_words():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(7, len(LABELS)))
+    # words 2 and 5 have no sub-token; two windows share the others, in any order
+    labelled = [0, 1, 3, 4, 6]
+    windows = [
+        WordScores(np.array([3, 4, 6]), scores[[3, 4, 6]]),
+        WordScores(np.array([0, 1]), scores[[0, 1]]),
+    ]
+    tags = decode_sentence(7, windows, LABELS, None, "argmax")
+    per_word: list[str | None] = [None] * 7
+    for word in labelled:
+        per_word[word] = LABELS[int(np.argmax(scores[word]))]
+    assert tags == fill_untokenized(per_word)
+    assert [tags[w] for w in labelled] == [LABELS[i] for i in argmax_path(scores[labelled])]
+    # an untokenized word between two I-PER of argmax joins them; after O before I-PER it is O
+    inside = np.log(np.array([[0.1, 0.1, 0.6, 0.1, 0.1]]))
+    outside = np.log(np.array([[0.6, 0.1, 0.1, 0.1, 0.1]]))
+    joined = [WordScores(np.array([0]), inside), WordScores(np.array([2]), inside)]
+    assert decode_sentence(3, joined, LABELS, None, "argmax") == ["I-PER", "I-PER", "I-PER"]
+    apart = [WordScores(np.array([0]), outside), WordScores(np.array([2]), inside)]
+    assert decode_sentence(3, apart, LABELS, None, "argmax") == ["O", "O", "I-PER"]
+    assert decode_sentence(2, [], LABELS, None, "argmax") == ["O", "O"]  # no word has a sub-token
+
+
+def test_unknown_decoding_is_an_error():
+    window = WordScores(np.array([0]), np.zeros((1, len(LABELS))))
+    with pytest.raises(ValueError, match="decoding must be one of viterbi, argmax, not 'greedy'"):
+        decode_sentence(1, [window], LABELS, None, "greedy")
+    with pytest.raises(ValueError, match="viterbi decoding needs"):
+        decode_sentence(1, [window], LABELS, None, "viterbi")

@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from seqeval.metrics import classification_report
 
+from bert_core.tokenizer import load_tokenizer
 from tasks.data.conll import read_conll
 from tasks.io import read_text_lines
+from tasks.tagging import TaggingModule
 
 from .conftest import ROOT, run_cli
 
@@ -22,6 +25,11 @@ def seqeval_on_predictions_file(path: Path) -> dict[str, float]:
         gold.append(sentence.tags)
     for sentence in read_conll(path, tag_column=-1).sentences:
         predicted.append(sentence.tags)
+    return seqeval_scores(gold, predicted)
+
+
+def seqeval_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
+    """seqeval's default (conlleval's lenient chunking): micro precision/recall/F1, F1 per type."""
     report = classification_report(gold, predicted, output_dict=True, zero_division=0)
     scores = {f"f1_{name}": row["f1-score"] for name, row in report.items() if not name.endswith(" avg")}
     micro = report["micro avg"]
@@ -163,3 +171,97 @@ def test_bad_input_exits_2_naming_file_and_line_and_writes_nothing(ner_run, tmp_
     assert run_cli(*predict, "--data.predict_file", bad_predict) == 2
     assert "bad.conll:2: expected 2 columns like the first token line, found 3" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".out.conll*"))
+
+
+def argmax_tags_by_hand(checkpoint: Path, tiny_bert_dir: Path, sentences) -> list[list[str]]:
+    """Each word's best label from the checkpoint's weights, without the app's data module or
+    decoding: the word's first sub-token in ``[CLS] words [SEP]``, the head's argmax there."""
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    labels = stored["hyper_parameters"]["label_names"]
+    module = TaggingModule(pretrained=str(tiny_bert_dir), label_names=labels)
+    module.load_state_dict(stored["state_dict"])
+    module.eval()
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    tags = []
+    with torch.no_grad():
+        for sentence in sentences:
+            encoded = tokenizer(sentence.words, is_split_into_words=True, return_tensors="pt")
+            assert encoded["input_ids"].shape[1] <= 128  # one window per sentence
+            word_ids = encoded.word_ids(0)
+            first = [word_ids.index(word) for word in range(len(sentence.words))]  # each has a sub-token
+            logits = module({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+            tags.append([labels[i] for i in logits[0, first].argmax(-1).tolist()])
+    return tags
+
+
+def test_argmax_decoding_overrides_the_checkpoint_and_scores_per_word_argmax(
+    ner_run, tiny_bert_dir, tmp_path, capfd
+):
+    """``--model.decoding argmax`` at validate time: the metrics are seqeval's on each word's best
+    label (computed here from the weights), and differ from Viterbi's on this model; the option is
+    stored in the checkpoint, and the command line wins over it with a note."""
+    checkpoint = ner_run / "checkpoints" / "best.ckpt"
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert stored["hyper_parameters"]["decoding"] == "viterbi"  # fit stores the default
+    dev = read_conll(ROOT / "data/ner/dev.conll").sentences
+    gold = [sentence.tags for sentence in dev]
+    by_hand = argmax_tags_by_hand(checkpoint, tiny_bert_dir, dev)
+    # the model's argmax has an I- that does not continue an entity (O I-X, B-X I-Y), so the
+    # two decodings must differ: a test of argmax that cannot pass with Viterbi
+    stray = [
+        (before, tag)
+        for tags in by_hand
+        for before, tag in zip(["O", *tags], tags, strict=False)
+        if tag.startswith("I-") and before[2:] != tag[2:]
+    ]
+    assert stray
+    expected = seqeval_scores(gold, by_hand)
+    words = sum(len(tags) for tags in gold)
+    expected["token_accuracy"] = (
+        sum(
+            g == p
+            for tags, guess in zip(gold, by_hand, strict=True)
+            for g, p in zip(tags, guess, strict=True)
+        )
+        / words
+    )
+
+    def validate(name: str, ckpt: Path, *options: str) -> dict[str, float]:
+        run_dir = tmp_path / name
+        common = ["--config", CONFIG, "--trainer.default_root_dir", run_dir, *FAST]
+        assert run_cli("validate", *common, "--ckpt_path", ckpt, *options) == 0
+        return json.loads((run_dir / "metrics.json").read_text())
+
+    capfd.readouterr()
+    argmax = validate("argmax", checkpoint, "--model.decoding", "argmax")
+    assert "note: --model.decoding argmax overrides the checkpoint's viterbi" in capfd.readouterr().err
+    for name, value in expected.items():
+        assert argmax[f"val/{name}"] == pytest.approx(value, abs=1e-6), name
+    viterbi = validate("viterbi", checkpoint)
+    assert viterbi["val/f1"] != pytest.approx(argmax["val/f1"], abs=1e-6)
+    assert viterbi["val/f1"] == pytest.approx(json.loads((ner_run / "metrics.json").read_text())["val/f1"])
+
+    # a checkpoint that says argmax (as a fit with --model.decoding argmax writes it) decodes with
+    # argmax unless told otherwise
+    stored["hyper_parameters"]["decoding"] = "argmax"
+    argmax_checkpoint = tmp_path / "argmax.ckpt"
+    torch.save(stored, argmax_checkpoint)
+    assert validate("stored", argmax_checkpoint)["val/f1"] == pytest.approx(argmax["val/f1"], abs=1e-6)
+    capfd.readouterr()
+    back = validate("back", argmax_checkpoint, "--model.decoding", "viterbi")
+    assert "note: --model.decoding viterbi overrides the checkpoint's argmax" in capfd.readouterr().err
+    assert back["val/f1"] == pytest.approx(viterbi["val/f1"], abs=1e-6)
+
+    # predict writes the same per-word argmax tags, invalid sequences and all
+    out = tmp_path / "dev.predicted.conll"
+    predict = ["predict", "--config", CONFIG, "--trainer.default_root_dir", tmp_path / "predict", *FAST]
+    predict += [
+        "--ckpt_path",
+        checkpoint,
+        "--model.decoding",
+        "argmax",
+        "--data.predict_file",
+        ROOT / "data/ner/dev.conll",
+    ]
+    assert run_cli(*predict, "--data.predictions_file", out) == 0
+    assert [sentence.tags for sentence in read_conll(out, tag_column=-1).sentences] == by_hand

@@ -121,3 +121,12 @@ def test_the_checkpoint_alone_brings_back_the_runs_featurisation(tmp_path, tiny_
     assert "note: --data.max_seq_length 32 overrides the checkpoint's 16" in capfd.readouterr().err
     used = yaml.safe_load((tmp_path / "b" / "config.predict.yaml").read_text())["data"]["init_args"]
     assert used["max_seq_length"] == 32
+
+
+def test_decoding_is_checked_and_stored_in_the_hyper_parameters(tiny_bert_dir):
+    labels = ["O", "B-X", "I-X"]
+    assert TaggingModule(pretrained=str(tiny_bert_dir), label_names=labels).hparams["decoding"] == "viterbi"
+    module = TaggingModule(pretrained=str(tiny_bert_dir), label_names=labels, decoding="argmax")
+    assert module.decoding == module.hparams["decoding"] == "argmax"
+    with pytest.raises(UserError, match="--model.decoding must be one of viterbi, argmax, not 'greedy'"):
+        TaggingModule(pretrained=str(tiny_bert_dir), label_names=labels, decoding="greedy")

@@ -1,4 +1,8 @@
-"""NER decoding: per-word label scores -> one valid tag sequence per sentence; pure, no Lightning."""
+"""NER decoding: per-word label scores -> one tag sequence per sentence; pure, no Lightning.
+
+``viterbi`` (the default) finds the best sequence the tag scheme allows; ``argmax`` takes each
+word's best label on its own (Hugging Face's run_ner), which may give sequences such as ``O I-PER``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.conll import OUTSIDE, allowed_end, allowed_transition, normalize_scheme, split_tag
+
+# How a sentence's per-word scores become tags (``--model.decoding``).
+DECODINGS = ("viterbi", "argmax")
 
 
 def transition_constraints(
@@ -56,10 +63,20 @@ def viterbi(
     return path[::-1]
 
 
+def argmax_path(scores: np.ndarray) -> list[int]:
+    """Each word's highest-scoring label, independently of its neighbours (``scores`` is
+    [words, labels]; a tie goes to the lower label index). The sequence may be invalid in the
+    scheme (``O I-PER``); conlleval's lenient reading counts such an ``I-`` as an entity's start."""
+    return [int(label) for label in scores.argmax(axis=1)] if scores.shape[0] else []
+
+
 def fill_untokenized(tags: list[str | None]) -> list[str]:
     """Tags for the words the model saw nothing of (None): inside an entity whose next word
-    continues it, the word joins the entity (``I-X``); anywhere else it is ``O``. Either way
-    the sequence stays valid."""
+    continues it, the word joins the entity (``I-X``); anywhere else it is ``O``. A sequence
+    valid in BIO or IOBES stays valid; one of argmax decoding, valid or not, gets no new entity
+    and no entity cut in two under conlleval's reading (``O None I-X`` -> ``O O I-X``: the
+    entity still starts at the ``I-X``; ``I-X None I-X`` -> ``I-X I-X I-X``). (In IOB1, ``I-X
+    None B-X`` -> ``I-X O B-X``, which strict IOB1 forbids; conlleval reads the same entities.)"""
     filled: list[str] = []
     for index, tag in enumerate(tags):
         if tag is None:
@@ -89,18 +106,26 @@ def decode_sentence(
     length: int,
     windows: Iterable[WordScores],
     label_names: Sequence[str],
-    constraints: tuple[np.ndarray, np.ndarray, np.ndarray],
+    constraints: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    decoding: str = "viterbi",
 ) -> list[str]:
-    """The best valid tags of a sentence of ``length`` words from the scores of all its windows.
+    """The tags of a sentence of ``length`` words from the scores of all its windows: the best
+    valid sequence under ``constraints`` (``transition_constraints``) with ``viterbi``, each
+    word's best label with ``argmax`` (``constraints`` unused, may be None).
 
     Each word is labelled by one window; words that no window labels (they have no sub-token)
-    are filled in by ``fill_untokenized``."""
+    are filled in by ``fill_untokenized``, in either mode."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
+    if decoding == "viterbi" and constraints is None:
+        raise ValueError("viterbi decoding needs the scheme's transition constraints")
     words: dict[int, np.ndarray] = {}
     for window in windows:
         for word, scores in zip(window.word_indices, window.scores, strict=True):
             words[int(word)] = scores
     order = sorted(words)
-    path = viterbi(np.stack([words[w] for w in order]), *constraints) if order else []
+    stacked = np.stack([words[w] for w in order]) if order else np.zeros((0, len(label_names)))
+    path = argmax_path(stacked) if decoding == "argmax" else viterbi(stacked, *constraints)
     tags: list[str | None] = [None] * length
     for word, label in zip(order, path, strict=True):
         tags[word] = label_names[label]
