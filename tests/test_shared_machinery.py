@@ -225,3 +225,36 @@ def test_an_evaluation_cut_short_gets_its_batches_in_file_order(tiny_bert_dir):
     assert list(module.make_loader(rows, shuffle=False).batch_sampler)[0] == [0, 1, 2, 3]
     trainer.limit_val_batches, trainer.world_size = 1.0, 2  # several processes: fixed batches too
     assert list(module.make_loader(rows, shuffle=False).batch_sampler)[0] == [0, 1, 2, 3]
+
+
+def test_fused_adamw_on_cpu_matches_the_plain_step(tiny_bert_dir):
+    """The fused AdamW kernel that fit uses on the CPU takes the same steps as the per-tensor one."""
+    torch.manual_seed(0)
+    fused_module = TaskModule(pretrained=str(tiny_bert_dir), learning_rate=1e-3, weight_decay=0.01)
+    plain_module = TaskModule(pretrained=str(tiny_bert_dir), learning_rate=1e-3, weight_decay=0.01)
+    plain_module.load_state_dict(fused_module.state_dict())
+    for m in (fused_module, plain_module):
+        m._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    fused = fused_module.configure_optimizers()["optimizer"]
+    assert fused.defaults["fused"] is True
+    plain = torch.optim.AdamW(
+        plain_module.parameter_groups(), lr=1e-3, eps=fused_module.hparams.adam_epsilon, foreach=False
+    )
+    for plain_group, fused_group in zip(plain.param_groups, fused.param_groups, strict=True):
+        plain_group["lr"] = fused_group["lr"]  # the schedule's warm-up already scaled the fused one
+    for _ in range(5):
+        for a, b in zip(fused_module.parameters(), plain_module.parameters(), strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    moved = 0.0
+    for (name, a), b, before in zip(
+        fused_module.named_parameters(),
+        plain_module.parameters(),
+        TaskModule(pretrained=str(tiny_bert_dir)).parameters(),
+        strict=True,
+    ):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), name
+        moved = max(moved, float((a - before).abs().max()))
+    assert moved > 1e-3  # the steps did move the weights
