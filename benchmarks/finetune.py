@@ -1,0 +1,136 @@
+"""Fine-tuning speed end to end: our ``fit`` against the Hugging Face example pipelines, same data,
+weights (all-MiniLM-L6-v2), recipe and seed, one invocation, whole processes.
+
+For each task (``benchmarks/harness.py``: MRPC, WNUT-17 NER, XQuAD QA split by article) it runs
+
+* ours: ``python -m tasks fit --config configs/X.yaml`` (one validation, at the end);
+* the reference as shipped: run_glue and run_qa pad every feature to max_seq_length, run_ner pads
+  each batch to its longest (``benchmarks/reference.py --padding max_length|dynamic``);
+* the reference at its best: dynamic padding + ``group_by_length``;
+
+and prints one table: training examples/s and real (non-pad) tokens/s inside the training loop,
+evaluation examples/s, the whole process's wall time and peak RSS, the task metric, our speed over
+each reference's (real tokens/s), and the share of this machine's fp32 matmul rate the training
+reaches on real tokens. That rate is measured in the same run (the best of a square 2048 GEMM and
+the encoder's own GEMM shapes); a training step on a sequence of n real tokens counts
+``6 x W x n + 12 x layers x H x n^2`` FLOPs (W: the encoder's weight-matrix parameters, the
+embeddings excluded because they are looked up, not multiplied; the second term is attention's
+scores and weighted sum, forward and backward, over real tokens only). Then our per-phase
+breakdown of the training loop (``benchmarks/timing.py``).
+
+    flock /tmp/bert-heavy.lock python benchmarks/finetune.py [--tasks mrpc,ner,qa] [--fresh]
+
+Runs are kept under ``--work`` (results/*.json); a second call prints the table again without
+training unless ``--fresh``. The reference needs ``accelerate`` (``pip install -e ".[bench]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from harness import ROOT, Recipe, load_average, minilm_directory, run_ours, run_reference
+
+# One epoch each at the BERT paper's batch sizes (QA: 16 windows of 384 tokens per step on 2 cores).
+RECIPES = {
+    "mrpc": Recipe("mrpc", epochs=1, batch_size=32, max_seq_length=128),
+    "ner": Recipe("ner", epochs=1, batch_size=32, max_seq_length=128),
+    "qa": Recipe("qa", epochs=1, batch_size=16, max_seq_length=384),
+}
+SHIPPED_PADDING = {"mrpc": "max_length", "ner": "dynamic", "qa": "max_length"}
+PHASES = ("data", "forward", "backward", "optimizer")
+
+
+def matmul_rate() -> float:
+    """This machine's fp32 GEMM rate in FLOP/s: the best of a square GEMM and the encoder's shapes."""
+    import torch
+
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (4096, 384, 1536), (4096, 1536, 384), (4096, 384, 1152)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):
+            a @ b
+        repeats = 10
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
+    return best
+
+
+def encoder_shape() -> tuple[int, int, int]:
+    """(weight-matrix parameters W, layers, H) of all-MiniLM-L6-v2."""
+    config = json.loads((minilm_directory() / "config.json").read_text())
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    return layers * (4 * hidden * hidden + 2 * hidden * inner), layers, hidden
+
+
+def training_flops(real_tokens: int, sum_squared_lengths: int) -> float:
+    weights, layers, hidden = encoder_shape()
+    return 6 * weights * real_tokens + 12 * layers * hidden * sum_squared_lengths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="mrpc,ner,qa")
+    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "benchmarks" / "finetune")
+    parser.add_argument("--fresh", action="store_true", help="train again even where a result is kept")
+    args = parser.parse_args()
+    start_load = load_average()
+    rate = matmul_rate()
+    print(
+        f"# fine-tuning benchmark: load average {start_load:.2f} at the start; fp32 matmul rate {rate / 1e9:.0f} GFLOP/s\n"
+    )
+    rows, breakdowns = [], []
+    for task in args.tasks.split(","):
+        recipe = RECIPES[task]
+        ours = run_ours(recipe, args.work, fresh=args.fresh)
+        shipped = run_reference(recipe, args.work, SHIPPED_PADDING[task], False, fresh=args.fresh)
+        best = run_reference(recipe, args.work, "dynamic", True, fresh=args.fresh)
+        # The attention term for every runner from our count: the same tokeniser and truncation.
+        squared = ours["train_sum_squared_lengths"] / ours["train_real_tokens"]
+        our_speed = ours["train_real_tokens"] / ours["train_seconds"]
+        for name, result in (("ours", ours), ("reference, as shipped", shipped), ("reference, best", best)):
+            speed = result["train_real_tokens"] / result["train_seconds"]
+            flops = training_flops(result["train_real_tokens"], round(squared * result["train_real_tokens"]))
+            metric = next(iter(result["metrics"].values()))
+            scale = 100 if task != "qa" else 1  # reference.py and our metrics: fractions, QA percent
+            padding = result["variant"] or "packed"
+            rows.append(
+                f"| {task} | {name} ({padding}) | {result['train_examples'] / result['train_seconds']:.1f} "
+                f"| {speed:.0f} | {result['eval_examples'] / result['eval_seconds']:.1f} "
+                f"| {result['wall_seconds']:.0f} | {result['peak_rss_mb']:.0f} | {metric * scale:.1f} "
+                f"| {'' if name == 'ours' else f'{our_speed / speed:.2f}x'} "
+                f"| {100 * flops / result['train_seconds'] / rate:.0f}% |"
+            )
+        seconds = {phase: ours[phase] for phase in PHASES}
+        other = ours["train_seconds"] - sum(seconds.values())
+        breakdowns.append(
+            f"| {task} | {ours['train_steps']} | {ours['train_seconds']:.1f} | "
+            + " | ".join(f"{1000 * ours[p] / ours['train_steps']:.0f}" for p in PHASES)
+            + f" | {1000 * other / ours['train_steps']:.0f} | {ours['validation']:.1f} | {ours['sanity_check']:.1f} "
+            f"| {ours['train_real_tokens'] / ours['train_padded_tokens']:.2f} |"
+        )
+    print(
+        "| task | runner (padding) | train examples/s | train real tokens/s | eval examples/s | wall s "
+        "| peak RSS MB | metric | ours / runner (real tokens/s) | matmul share |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+    print("\nOur training loop per step (ms), and the validation inside fit (s):\n")
+    print(
+        "| task | steps | train s | data | forward | backward | optimizer | other | validation s "
+        "| sanity check s | real / padded tokens |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(breakdowns))
+    print(
+        "\nmetric: MRPC F1 of the paraphrase class, NER entity F1 (seqeval), QA SQuAD F1; "
+        f"load average {load_average():.2f} at the end"
+    )
+
+
+if __name__ == "__main__":
+    main()
