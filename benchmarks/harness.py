@@ -146,6 +146,7 @@ def run_ours(
         "variant": variant,
         "recipe": asdict(recipe),
         "extra": [str(e) for e in extra],
+        "run_dir": str(run_dir),
         "metrics": {name: metrics.get(OUR_METRIC[name]) for name in (spec["metric"], spec["also"])},
         "wall_seconds": seconds,
         "peak_rss_mb": rss,

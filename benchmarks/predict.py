@@ -1,6 +1,6 @@
 """``predict`` end to end against ``transformers.pipeline``, same weights, whole processes.
 
-For SST-2 sentences (classification), WNUT-17 test sentences as raw text (NER) and XQuAD
+For SST-2 sentences (classification), MRPC train pairs (sentence pairs, GLUE's test layout), WNUT-17 test sentences as raw text (NER) and XQuAD
 questions (QA) from ../shared/data: a checkpoint of the shipped config is made with a short fit
 (speed does not depend on how well it is trained), exported with ``python -m tasks export --format
 hf``, and then, interleaved, timed as a user runs them:
@@ -12,7 +12,7 @@ hf``, and then, interleaved, timed as a user runs them:
 Each row is the median wall time of ``--repeats`` whole processes (start-up and model loading
 included), the inputs per second, and peak RSS (the child's own, from ``wait4``).
 
-    python benchmarks/predict.py [--repeats 3] [--tasks sst2,ner] [--limit 5000]
+    python benchmarks/predict.py [--repeats 3] [--tasks sst2,mrpc,ner] [--limit 5000]
 
 (``--tasks squad`` needs transformers 4.x: version 5 removed the question-answering pipeline.)
 """
@@ -37,8 +37,11 @@ import json, sys
 from transformers import pipeline
 task, model, inputs, batch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 kwargs = {} if batch == "default" else {"batch_size": int(batch)}
-pipe = pipeline(task, model=model, device=-1, **kwargs)
-if task == "question-answering":
+pipe = pipeline(task.replace("text-pair-", "text-"), model=model, device=-1, **kwargs)
+if task == "text-pair-classification":
+    rows = [line.rstrip("\n").split("\t") for line in open(inputs, encoding="utf-8")][1:]
+    out = pipe([{"text": row[3], "text_pair": row[4]} for row in rows])
+elif task == "question-answering":
     items = [json.loads(line) for line in open(inputs, encoding="utf-8")]
     out = pipe(question=[i["question"] for i in items], context=[i["context"] for i in items])
 else:
@@ -83,6 +86,19 @@ def prepare(task: str, work: Path, limit: int) -> tuple[str, Path, Path, Path, i
             SHARED / "glue" / "SST-2" / "dev.tsv",
             "--data.validation_file",
             SHARED / "glue" / "SST-2" / "dev.tsv",
+        ]
+    elif task == "mrpc":
+        config, pipeline_task = "configs/mrpc.yaml", "text-pair-classification"
+        rows = (SHARED / "glue" / "MRPC" / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]
+        lines = rows[:limit]
+        source = work / "pairs.tsv"  # GLUE's test layout: index, the two ids, the two sentences
+        body = "".join(f"{i}\t" + "\t".join(row.split("\t")[1:]) + "\n" for i, row in enumerate(lines))
+        source.write_text("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + body, encoding="utf-8")
+        fit = [
+            "--data.train_file",
+            SHARED / "glue" / "MRPC" / "dev.tsv",
+            "--data.validation_file",
+            SHARED / "glue" / "MRPC" / "dev.tsv",
         ]
     elif task == "ner":
         config, pipeline_task = "configs/ner.yaml", "token-classification"
@@ -139,7 +155,7 @@ def prepare(task: str, work: Path, limit: int) -> tuple[str, Path, Path, Path, i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # squad: transformers 5 removed the question-answering pipeline; the row runs where it exists (4.x)
-    parser.add_argument("--tasks", default="sst2,ner")
+    parser.add_argument("--tasks", default="sst2,mrpc,ner")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=5000, help="inputs per task")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "benchmarks" / "predict")
