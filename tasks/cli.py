@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     quiet_lightning()
-    keep_freed_memory()
+    if args[0] == "fit":
+        keep_freed_memory()
     from .app import BertTasksCLI
 
     if (
