@@ -117,7 +117,15 @@ def main() -> None:
                         with_context = run_ours(seeded, args.work, extra, "context", fresh=args.fresh)
                         context.append(with_context["metrics"]["f1"] * 100)
             label = f"{run} ({recipe.epochs} epochs, batch {recipe.batch_size}, {steps} steps)"
-            lines.append(row(task, label, "reference (HF Trainer, argmax)", reference, None))
+            lines.append(
+                row(
+                    task,
+                    label,
+                    "reference (HF Trainer" + (", argmax)" if task == "ner" else ")"),
+                    reference,
+                    None,
+                )
+            )
             lines.append(row(task, label, "ours" + (" (Viterbi)" if task == "ner" else ""), ours, reference))
             if argmax:
                 lines.append(row(task, label, "ours, --model.decoding argmax", argmax, reference))
