@@ -13,7 +13,7 @@ For NER the same checkpoint is also scored with ``--model.decoding argmax`` (wha
 does), and ``--data.document_context true`` adds a row where asked (``--document_context``).
 
     flock /tmp/bert-heavy.lock python benchmarks/accuracy.py [--tasks ner,mrpc,qa] [--seeds 42,43,44]
-        [--runs short,full] [--document_context]
+        [--runs short,full] [--document_context] [--epsilon]
 
 Results are kept under ``--work`` and reused (``--fresh`` trains again).
 """
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--runs", default="short")
     parser.add_argument("--document_context", action="store_true", help="NER: also a document-context row")
+    parser.add_argument(
+        "--epsilon", action="store_true", help="also a row of ours with the reference's AdamW epsilon (1e-8)"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "benchmarks" / "finetune")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
@@ -103,7 +106,7 @@ def main() -> None:
         for task in args.tasks.split(","):
             recipe = RECIPES[run][task]
             steps = None
-            reference, ours, argmax, context = [], [], [], []
+            reference, ours, argmax, context, epsilon = [], [], [], [], []
             for seed in seeds:
                 seeded = replace(recipe, seed=seed)
                 theirs = run_reference(seeded, args.work, "dynamic", False, fresh=args.fresh)
@@ -117,6 +120,10 @@ def main() -> None:
                         extra = ["--data.document_context", "true"]
                         with_context = run_ours(seeded, args.work, extra, "context", fresh=args.fresh)
                         context.append(with_context["metrics"]["f1"] * 100)
+                if args.epsilon:
+                    extra = ["--model.adam_epsilon", "1e-8"]
+                    with_epsilon = run_ours(seeded, args.work, extra, "eps1e-8", fresh=args.fresh)
+                    epsilon.append(next(iter(with_epsilon["metrics"].values())) * 100)
             label = f"{run} ({recipe.epochs} epochs, batch {recipe.batch_size}, {steps} steps)"
             lines.append(
                 row(
@@ -132,6 +139,8 @@ def main() -> None:
                 lines.append(row(task, label, "ours, --model.decoding argmax", argmax, reference))
             if context:
                 lines.append(row(task, label, "ours, --data.document_context true", context, reference))
+            if epsilon:
+                lines.append(row(task, label, "ours, --model.adam_epsilon 1e-8", epsilon, reference))
     print("| task | run | runner | mean ± sd | per seed | ours - reference |")
     print("|---|---|---|---:|---|---:|")
     print("\n".join(lines))
