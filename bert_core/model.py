@@ -13,6 +13,12 @@ Two choices make this encoder faster than the reference on CPU while computing t
 * Dropout draws 16 random bits per element from 64-bit words instead of calling ``bernoulli_``
   (several times cheaper on CPU, where dropout RNG dominates a training step), and attention with
   dropout is written out (the fused SDPA kernels have no CPU dropout; its fallback is slower).
+
+On CUDA in half precision, attention without dropout runs flash attention's variable-length kernel
+(``varlen_attn``) on the packed tokens themselves, with no re-padding at all. That kernel has no
+dropout: training with attention dropout keeps SDPA (``dropout_p``) on the length-grouped grids,
+so its numerics are the reference's; evaluation, prediction and fits with
+``attention_probs_dropout_prob`` 0 take the variable-length kernel.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BertConfig
+
+try:  # torch >= 2.10, CUDA only (its CPU build has no flash attention)
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # pragma: no cover - older torch
+    varlen_attn = None
 
 
 @dataclass
@@ -102,6 +113,7 @@ class AttentionGroup:
     length: int  # T_g: the longest row of the group
     offset: int  # the group's [rows * length] grid starts at this row of the layout's stacked grids
     key_mask: torch.Tensor | None  # [rows, 1, 1, length], True = a real key; None: no padding in the group
+    first_row: int = 0  # the group's rows are the layout's rows first_row, first_row + 1, ...
 
 
 @dataclass
@@ -117,6 +129,11 @@ class TokenLayout:
     index: torch.Tensor | None  # [N]: each token's flat position b * T + t; None: every position, in order
     groups: list[AttentionGroup]
     slots: torch.Tensor | None  # [N]: each token's row in the stacked grids; None: the tokens are the grids
+    # The layout's rows are the batch's rows in this order ([B]); None: in batch order. A row's
+    # computed tokens are consecutive in the [N, ...] matrix.
+    row_order: torch.Tensor | None = None
+    row_lengths: torch.Tensor | None = None  # [B]: computed tokens per layout row; None: seq_len each
+    longest: int = 0  # the longest row's computed tokens
 
     # A row joins the current group while its length is at least this fraction of the group's
     # longest row: fewer, larger attention calls against less attention work on padding.
@@ -126,7 +143,7 @@ class TokenLayout:
     def every_position(cls, attention_mask: torch.Tensor | None, B: int, T: int) -> TokenLayout:
         """Every position is computed, padding included; padded keys are masked (the reference's way)."""
         key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        return cls(B, T, None, [AttentionGroup(B, T, 0, key_mask)], None)
+        return cls(B, T, None, [AttentionGroup(B, T, 0, key_mask)], None, longest=T)
 
     @classmethod
     def real_tokens(cls, attention_mask: torch.Tensor, multiple: int = 1) -> TokenLayout:
@@ -150,14 +167,15 @@ class TokenLayout:
             if sizes[last - 1] < longest:
                 key_mask = torch.arange(longest, device=device) < lengths[first:last, None]  # [rows, T_g]
                 key_mask = key_mask[:, None, None, :]
-            groups.append(AttentionGroup(rows, longest, offset, key_mask))
+            groups.append(AttentionGroup(rows, longest, offset, key_mask, first_row=first))
             row_starts += range(offset, offset + rows * longest, longest)
             offset += rows * longest
+        rows = {"row_order": order, "row_lengths": lengths, "longest": sizes[0]}
         if offset == len(index):  # no group holds padding: the tokens are the grids
-            return cls(B, T, index, groups, None)
+            return cls(B, T, index, groups, None, **rows)
         rank = real.cumsum(1) - 1  # [B, T]: a real token's place in its row
         slots = (torch.tensor(row_starts, device=device)[:, None] + rank)[real]  # [N]
-        return cls(B, T, index, groups, slots)
+        return cls(B, T, index, groups, slots, **rows)
 
     @classmethod
     def _group_bounds(cls, lengths: list[int]) -> list[tuple[int, int]]:
@@ -191,6 +209,32 @@ class TokenLayout:
     def from_grids(self, y: torch.Tensor) -> torch.Tensor:
         """[G, C] stacked group grids -> [N, C] tokens."""
         return y if self.slots is None else y[self.slots]
+
+    @property
+    def rows_are_exact(self) -> bool:
+        """Whether each row's computed tokens are exactly its real tokens (no padding among them)."""
+        return self.index is not None or all(g.key_mask is None for g in self.groups)
+
+    def row_starts(self, device: torch.device) -> torch.Tensor:
+        """[B + 1] int32: where each layout row's tokens start in the [N, ...] matrix, then N
+        (flash attention's cumulative sequence lengths)."""
+        if self.row_lengths is None:
+            T = self.seq_len
+            return torch.arange(0, (self.batch_size + 1) * T, T, device=device, dtype=torch.int32)
+        return F.pad(self.row_lengths.cumsum(0), (1, 0)).to(torch.int32)
+
+    def first_tokens(self, device: torch.device) -> torch.Tensor:
+        """[B]: each layout row's first token ([CLS]) in the [N, ...] matrix."""
+        return self.row_starts(device)[:-1].long()
+
+    def to_batch_order(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C] in layout row order -> [B, C] in batch order."""
+        return x if self.row_order is None else torch.empty_like(x).index_copy_(0, self.row_order, x)
+
+
+def varlen_supported(x: torch.Tensor) -> bool:
+    """Whether flash attention's variable-length kernel takes ``x``'s device and dtype."""
+    return varlen_attn is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,25 +293,85 @@ class SelfAttention(nn.Module):
         self.head_gate: torch.Tensor | None = None
         self.fuse_qkv = True
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        # One matmul for q, k, v: the three Linear layers keep Google's/HF's weight names. Quantized
-        # layers (bert_core.quantize sets fuse_qkv False) hold no float weight to concatenate: each
-        # runs as its own int8 matmul.
-        if self.fuse_qkv:
-            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-            qkv = F.linear(x, weight, bias)  # [N, 3H]
+    def forward(
+        self, x: torch.Tensor, layout: TokenLayout, queries: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[N, H] -> [N, H]. With ``queries`` ([B]: each layout row's first token) only those tokens
+        attend, each to its whole row: -> [B, H] in layout row order."""
+        all_heads = self.num_heads * self.head_size
+        if queries is None:
+            qkv = self.project(x, "query", "key", "value")  # [N, 3H]
+            q, kv = qkv[:, :all_heads], qkv[:, all_heads:]
         else:
-            qkv = torch.cat([self.query(x), self.key(x), self.value(x)], dim=-1)  # [N, 3H]
-        qkv = layout.to_grids(qkv)  # [G, 3H]
-        outputs = [self.attend(qkv[g.offset : g.offset + g.rows * g.length], g) for g in layout.groups]
-        return layout.from_grids(outputs[0] if len(outputs) == 1 else torch.cat(outputs))  # [N, H]
+            q, kv = self.project(x[queries], "query"), self.project(x, "key", "value")  # [B, H], [N, 2H]
+        if self.takes_varlen(q, layout):
+            return self.attend_varlen(q, kv, layout, one_query_per_row=queries is not None)
+        if queries is None:
+            grids = layout.to_grids(qkv)  # [G, 3H]
+            q, kv = grids[:, :all_heads], grids[:, all_heads:]
+        else:
+            kv = layout.to_grids(kv)  # [G, 2H]
+        outputs = []
+        for g in layout.groups:
+            q_rows = (
+                slice(g.first_row, g.first_row + g.rows)
+                if queries is not None
+                else slice(g.offset, g.offset + g.rows * g.length)
+            )
+            outputs.append(self.attend(q[q_rows], kv[g.offset : g.offset + g.rows * g.length], g))
+        y = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        return y if queries is not None else layout.from_grids(y)  # [B, H] or [N, H]
 
-    def attend(self, qkv: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
-        """One group's grid [rows * T, 3H] -> [rows * T, H]."""
+    def project(self, x: torch.Tensor, *names: str) -> torch.Tensor:
+        """x through the named projections, side by side: [N, len(names) * H].
+
+        One matmul for q, k, v: the three Linear layers keep Google's/HF's weight names. Quantized
+        layers (bert_core.quantize sets fuse_qkv False) hold no float weight to concatenate: each
+        runs as its own int8 matmul."""
+        layers = [getattr(self, name) for name in names]
+        if len(layers) == 1:
+            return layers[0](x)
+        if self.fuse_qkv:
+            weight = torch.cat([layer.weight for layer in layers])
+            bias = torch.cat([layer.bias for layer in layers])
+            return F.linear(x, weight, bias)
+        return torch.cat([layer(x) for layer in layers], dim=-1)
+
+    def takes_varlen(self, q: torch.Tensor, layout: TokenLayout) -> bool:
+        """Flash attention's variable-length kernel: CUDA, half precision, no attention dropout (the
+        kernel has none), rows without padding, and head sizes the kernel is built for."""
+        return (
+            varlen_supported(q)
+            and layout.rows_are_exact
+            and not (self.training and self.dropout_p > 0)
+            and self.head_size % 8 == 0
+            and self.head_size <= 256
+        )
+
+    def attend_varlen(
+        self, q: torch.Tensor, kv: torch.Tensor, layout: TokenLayout, one_query_per_row: bool
+    ) -> torch.Tensor:
+        """q [N_q, H], kv [N, 2H] (the packed tokens) -> [N_q, H], each row attending within itself."""
+        heads, d = self.num_heads, self.head_size
+        k, v = (t.contiguous() for t in kv.view(-1, 2, heads, d).unbind(1))  # each [N, heads, d]
+        q = q.reshape(-1, heads, d).contiguous()  # [N_q, heads, d]
+        keys = layout.row_starts(q.device)
+        if one_query_per_row:
+            queries, longest_query = torch.arange(len(keys), device=q.device, dtype=torch.int32), 1
+        else:
+            queries, longest_query = keys, layout.longest
+        y = varlen_attn(q, k, v, queries, keys, longest_query, layout.longest)  # [N_q, heads, d]
+        if self.head_gate is not None:
+            y = y * self.head_gate.to(y.dtype)[:, None]
+        return y.reshape(len(q), heads * d)
+
+    def attend(self, q: torch.Tensor, kv: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
+        """One group: q [rows * T_q, H] (T_q = T, or 1 for a query per row), its grid kv
+        [rows * T, 2H] -> [rows * T_q, H]."""
         rows, T = group.rows, group.length
-        qkv = qkv.view(rows, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each [rows, heads, T, d]
+        q = q.view(rows, -1, self.num_heads, self.head_size).transpose(1, 2)  # [rows, heads, T_q, d]
+        kv = kv.view(rows, T, 2, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # each [rows, heads, T, d]
         if self.training and self.dropout_p > 0 and not q.is_cuda:
             # CPU: SDPA has no fused kernel with dropout there, and its fallback is slower than this.
             y = attention_with_dropout(q, k, v, group.key_mask, self.dropout_p)
@@ -277,8 +381,8 @@ class SelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask)
         if self.head_gate is not None:
-            y = y * self.head_gate.to(y.dtype)[:, None, None]  # [rows, heads, T, d]
-        return y.transpose(1, 2).reshape(rows * T, -1)
+            y = y * self.head_gate.to(y.dtype)[:, None, None]  # [rows, heads, T_q, d]
+        return y.transpose(1, 2).reshape(rows * q.shape[2], -1)
 
 
 class SelfOutput(nn.Module):
@@ -304,8 +408,11 @@ class Attention(nn.Module):
         self.self = SelfAttention(config, layer)
         self.output = SelfOutput(config, in_features=self.self.num_heads * self.self.head_size)
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        return self.output(self.self(x, layout), x)
+    def forward(
+        self, x: torch.Tensor, layout: TokenLayout, queries: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        residual = x if queries is None else x[queries]
+        return self.output(self.self(x, layout, queries), residual)  # [N, H], or [B, H] at the queries
 
 
 class Intermediate(nn.Module):
@@ -334,9 +441,11 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        x = self.attention(x, layout)
-        return self.output(self.intermediate(x), x)  # [N, H]
+    def forward(
+        self, x: torch.Tensor, layout: TokenLayout, queries: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.attention(x, layout, queries)
+        return self.output(self.intermediate(x), x)  # [N, H], or [B, H] at the queries
 
 
 class Encoder(nn.Module):
@@ -399,6 +508,7 @@ class BertModel(PretrainedMixin, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         skip_padding: bool | None = None,
+        cls_only: bool = False,
     ) -> BertOutput:
         """Encode a batch: input_ids, attention_mask (1 = real token, 0 = padding), token_type_ids, all [B, T].
 
@@ -407,13 +517,24 @@ class BertModel(PretrainedMixin, nn.Module):
         With ``output_hidden_states=True`` (an inspection mode) every position is computed, padding
         included, exactly as the reference does, so all outputs match it position by position;
         ``skip_padding=True`` keeps the fast path for hidden states too (zeros at padding).
+
+        ``cls_only=True`` (a sentence classifier's path): the last layer is computed at each row's
+        first token ([CLS]) only, which is all the pooler reads; its keys and values still come from
+        the whole row. ``last_hidden_state`` is then [B, 1, H]; ``pooler_output`` is unchanged. At
+        every other token that skips 10 of the last layer's 12 H x H matmuls (the key and value
+        projections remain): 14% of a 6-layer encoder's work, 7% of a 12-layer one's.
         """
+        if cls_only and output_hidden_states:
+            raise ValueError(
+                "cls_only computes the last layer at [CLS] only: it has no hidden states to return"
+            )
         return self._encode(
             input_ids,
             attention_mask,
             token_type_ids,
             output_hidden_states,
             skip_padding=not output_hidden_states if skip_padding is None else skip_padding,
+            cls_only=cls_only and not self.static_layout,
         )
 
     def _encode(
@@ -423,6 +544,7 @@ class BertModel(PretrainedMixin, nn.Module):
         token_type_ids: torch.Tensor | None,
         output_hidden_states: bool,
         skip_padding: bool,
+        cls_only: bool = False,
     ) -> BertOutput:
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
@@ -440,11 +562,16 @@ class BertModel(PretrainedMixin, nn.Module):
             layout.pack(input_ids), layout.pack(token_type_ids), layout.pack(positions)
         )  # [N, H]
         hidden_states = [x] if output_hidden_states else None
-        for layer in self.encoder.layer:
+        layers = list(self.encoder.layer)
+        last = layers.pop() if cls_only and layers else None
+        for layer in layers:
             x = layer(x, layout)
             if hidden_states is not None:
                 hidden_states.append(x)
-        last_hidden_state = layout.unpack(x)  # [B, T, H]
+        if last is not None:  # [CLS] only: [B, H] in layout row order -> [B, 1, H]
+            last_hidden_state = layout.to_batch_order(last(x, layout, layout.first_tokens(x.device)))[:, None]
+        else:
+            last_hidden_state = layout.unpack(x)  # [B, T, H]
         return BertOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=self.pooler(last_hidden_state),

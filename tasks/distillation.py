@@ -111,7 +111,7 @@ def _forward(module: TaskModule, batch: dict[str, Any], hidden: bool) -> tuple[t
         return module(batch), None
     captured: dict[str, Any] = {}
 
-    def encode(b: dict[str, torch.Tensor]):
+    def encode(b: dict[str, torch.Tensor], cls_only: bool = False):  # every layer's states: never cls_only
         out = module.encoder(
             b["input_ids"], b.get("attention_mask"), b.get("token_type_ids"), output_hidden_states=True
         )

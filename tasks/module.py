@@ -143,9 +143,10 @@ class TaskModule(L.LightningModule):
             self.encoder.eval()  # a frozen encoder is a fixed feature extractor: no dropout
         return self
 
-    def encode(self, batch: dict[str, torch.Tensor]):
+    def encode(self, batch: dict[str, torch.Tensor], cls_only: bool = False):
         """The encoder's output for a batch (without autograd when the encoder is frozen; with the
-        hidden states, padding still skipped, when head_layers are chosen)."""
+        hidden states, padding still skipped, when head_layers are chosen; the last layer at [CLS]
+        only with ``cls_only``)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
             return self.encoder(
                 batch["input_ids"],
@@ -153,6 +154,7 @@ class TaskModule(L.LightningModule):
                 batch.get("token_type_ids"),
                 output_hidden_states=self.head_layers is not None,
                 skip_padding=True,
+                cls_only=cls_only,
             )
 
     def token_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -164,8 +166,8 @@ class TaskModule(L.LightningModule):
 
     def sentence_state(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B, head_input_size]: the pooled [CLS], or [CLS] of the head_layers combined (no pooler)."""
-        if self.head_layers is None:
-            return self.encode(batch).pooler_output
+        if self.head_layers is None:  # the pooler reads [CLS] alone: the last layer is computed there only
+            return self.encode(batch, cls_only=True).pooler_output
         return self.token_states(batch)[:, 0]
 
     # -- optimisation ------------------------------------------------------------------------

@@ -11,6 +11,8 @@ always, and on every position where they are defined.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import transformers
@@ -347,3 +349,99 @@ def test_group_lengths_rounded_to_eight_compute_the_same(monkeypatch) -> None:
     assert_outputs_match(
         out, run_reference(ref, input_ids, attention_mask, token_type_ids), attention_mask.bool()
     )
+
+
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+@pytest.mark.parametrize("lengths", [LENGTHS, (6, 6, 6)])  # padded groups; a batch without padding
+def test_cls_only_pools_what_the_reference_pools(config_name: str, lengths) -> None:
+    """The sentence classifier's path: the last layer at [CLS] only gives the reference's pooled
+    output and [CLS] state, and the reference's gradients (dropout 0)."""
+    ours, ref = build_pair("BertModel", config_name, seed=31)
+    input_ids, attention_mask, token_type_ids = make_batch(ours.config, seed=32, lengths=lengths)
+    expected = run_reference(ref, input_ids, attention_mask, token_type_ids)
+    ours.train(), ref.train()  # dropout is 0: train mode only switches the attention code path
+    out = ours(input_ids, attention_mask, token_type_ids, cls_only=True)
+    assert out.last_hidden_state.shape == (len(lengths), 1, ours.config.hidden_size)
+    assert max_diff(out.last_hidden_state[:, 0], expected["last_hidden_state"][:, 0]) < TOL
+    assert max_diff(out.pooler_output, expected["pooler_output"]) < TOL
+    weights = torch.randn(out.pooler_output.shape, generator=torch.Generator().manual_seed(33))
+    (out.pooler_output * weights).sum().backward()
+    (expected["pooler_output"] * weights).sum().backward()
+    ref_params = dict(ref.named_parameters())
+    for name, param in ours.named_parameters():
+        if param.grad is not None or ref_params[name].grad is not None:
+            theirs = ref_params[name].grad
+            assert max_diff(param.grad, theirs) < TOL * max(1.0, theirs.abs().max().item()), name
+
+
+def test_cls_only_with_attention_dropout_masks_of_ones(monkeypatch) -> None:
+    """With attention dropout the [CLS] queries take our dropout code; masks that keep everything
+    must give the full path's pooled output."""
+    ours, _ = build_pair("BertModel", "L2-H32-A4-gelu", seed=34)
+    ours.config.attention_probs_dropout_prob = 0.1
+    ours = BertModel(ours.config)
+    randomize_(ours, 34)
+    monkeypatch.setattr(model_lib, "keep_mask", lambda like, p: (torch.ones_like(like), 1.0))
+    input_ids, attention_mask, token_type_ids = make_batch(ours.config, seed=35)
+    ours.train()
+    full = ours(input_ids, attention_mask, token_type_ids).pooler_output
+    fast = ours(input_ids, attention_mask, token_type_ids, cls_only=True).pooler_output
+    assert max_diff(fast, full) < TOL
+
+
+def varlen_by_sdpa(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k):
+    """What ``varlen_attn`` computes, row by row with SDPA (the flash kernel is CUDA-only)."""
+    assert q.dim() == k.dim() == 3 and cu_seq_q.dtype == cu_seq_k.dtype == torch.int32
+    assert len(cu_seq_q) == len(cu_seq_k) and int(cu_seq_q[-1]) == len(q) and int(cu_seq_k[-1]) == len(k)
+    rows = []
+    for i in range(len(cu_seq_q) - 1):
+        qs, ks = slice(cu_seq_q[i], cu_seq_q[i + 1]), slice(cu_seq_k[i], cu_seq_k[i + 1])
+        assert qs.stop - qs.start <= max_q and ks.stop - ks.start <= max_k
+        y = torch.nn.functional.scaled_dot_product_attention(
+            q[qs].transpose(0, 1), k[ks].transpose(0, 1), v[ks].transpose(0, 1)
+        )
+        rows.append(y.transpose(0, 1))
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("cls_only", [False, True])
+@pytest.mark.parametrize("lengths", [LENGTHS, (6, 6, 6)])
+def test_varlen_attention_path_computes_the_reference(cls_only: bool, lengths, monkeypatch) -> None:
+    """On CUDA in half precision attention runs flash attention's varlen kernel over the packed
+    tokens. Here the kernel is replaced by its definition (row-by-row SDPA) to check what is ours:
+    the packed order, the cumulative lengths, the [CLS]-only queries and the way back."""
+    calls = []
+
+    def recording(*args):
+        calls.append(args[3].tolist())
+        return varlen_by_sdpa(*args)
+
+    monkeypatch.setattr(model_lib, "varlen_attn", recording)
+    monkeypatch.setattr(model_lib, "varlen_supported", lambda x: True)
+    ours, ref = build_pair("BertModel", "L2-H32-A4-gelu", seed=36)  # head size 8
+    input_ids, attention_mask, token_type_ids = make_batch(ours.config, seed=37, lengths=lengths)
+    expected = run_reference(ref, input_ids, attention_mask, token_type_ids)
+    out = ours(input_ids, attention_mask, token_type_ids, cls_only=cls_only)
+    assert len(calls) == ours.config.num_hidden_layers
+    assert calls[-1] == (
+        list(range(len(lengths) + 1))
+        if cls_only
+        else [0, *itertools.accumulate(sorted(lengths, reverse=True))]
+    )
+    assert max_diff(out.pooler_output, expected["pooler_output"]) < TOL
+    if not cls_only:
+        assert max_diff(out.last_hidden_state, expected["last_hidden_state"], attention_mask.bool()) < TOL
+
+
+def test_varlen_attention_is_not_taken_with_attention_dropout(monkeypatch) -> None:
+    """The varlen kernel has no dropout: training with attention dropout keeps the grids."""
+    monkeypatch.setattr(model_lib, "varlen_attn", lambda *args: pytest.fail("varlen taken with dropout"))
+    monkeypatch.setattr(model_lib, "varlen_supported", lambda x: True)
+    config, _ = make_config("L2-H32-A4-gelu")
+    config.attention_probs_dropout_prob = 0.1
+    model = BertModel(config).train()
+    input_ids, attention_mask, token_type_ids = make_batch(config, seed=38)
+    model(input_ids, attention_mask, token_type_ids).pooler_output.sum().backward()
+    model.eval()
+    with pytest.raises(pytest.fail.Exception):  # and evaluation takes it
+        model(input_ids, attention_mask, token_type_ids)
