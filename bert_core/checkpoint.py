@@ -113,12 +113,13 @@ def load_pretrained(
     if overrides:
         config = BertConfig.from_dict({**config.to_dict(), **overrides}, source=str(resolved.config_path))
     _check_vocab(resolved, config, smaller_too=False)
-    model = cls(config)
+    model = cls.uninitialised(config)
     state, new_heads = _tensors_for(model, read_state_dict(resolved), resolved.name)
     expected = model.state_dict()
     _check_tensors(state, expected, resolved, new_heads)
     _check_vocab(resolved, config, smaller_too=True)  # once the tensors agree with the config
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+    model.initialise_missing(set(state))
     model.source_directory = resolved.directory  # lets save_pretrained copy the tokenizer files
     model.source_name = resolved.name
     return model

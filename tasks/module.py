@@ -475,7 +475,7 @@ def load_encoder(pretrained: str, **overrides) -> tuple[BertModel, dict[str, Any
         # A fine-tuned model's encoder: the start of another fine-tuning (MNLI -> RTE), or the model
         # itself for validate/test/predict (where Lightning loads the same weights again, head included).
         payload = read_checkpoint(pretrained)["payload"]
-        encoder = BertModel(BertConfig.from_dict({**payload["bert_config"], **overrides}))
+        encoder = BertModel.uninitialised(BertConfig.from_dict({**payload["bert_config"], **overrides}))
         encoder.load_state_dict(encoder_state(pretrained))
         return encoder, {k: payload[k] for k in ("vocab", "do_lower_case")}
     encoder = BertModel.from_pretrained(pretrained, **overrides)

@@ -139,6 +139,16 @@ def test_encoder_from_pretraining_checkpoint_drops_heads_and_pretraining_from_en
     assert torch.equal(
         model.bert.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight
     )
+    # The model is built without initialisation (its tensors are loaded next): the new heads get
+    # BERT's, not what the memory held.
+    heads = model.cls
+    std = model.config.initializer_range
+    transform = heads.predictions.transform
+    assert torch.equal(transform.LayerNorm.weight, torch.ones_like(transform.LayerNorm.weight))
+    assert not transform.LayerNorm.bias.any() and not transform.dense.bias.any()
+    assert not heads.predictions.bias.any() and not heads.seq_relationship.bias.any()
+    for weight in (transform.dense.weight, heads.seq_relationship.weight):
+        assert weight.abs().max() <= 2 * std and 0.5 * std < weight.std() < std
 
 
 def test_round_trip_save_pretrained_to_transformers(tmp_path):
