@@ -1,0 +1,81 @@
+"""The CUDA path (skipped without a GPU): flash attention's varlen kernel against the SDPA grids,
+SDPA with dropout in training, and fused AdamW on the device, all under bf16 autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bert_core.model as model_lib
+from bert_core import BertConfig, BertModel
+from tasks.module import fused_adamw_supported
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def small_bert(attention_dropout: float = 0.0) -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,  # head size 64
+        intermediate_size=512,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=attention_dropout,
+    )
+    return BertModel(config).cuda()
+
+
+def mixed_batch(B: int = 8, T: int = 61) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.randint(2, T + 1, (B,), generator=generator)
+    lengths[0] = T
+    ids = torch.randint(1, 1000, (B, T), generator=generator)
+    mask = (torch.arange(T)[None] < lengths[:, None]).long()
+    return (ids * mask).cuda(), mask.cuda()
+
+
+@pytest.mark.parametrize("cls_only", [False, True])
+def test_varlen_kernel_matches_the_sdpa_grids_in_bf16(cls_only: bool, monkeypatch) -> None:
+    model = small_bert().eval()
+    ids, mask = mixed_batch()
+    calls = []
+    kernel = model_lib.varlen_attn
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(model_lib, "varlen_attn", counted)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        varlen = model(ids, mask, cls_only=cls_only)
+        assert len(calls) == model.config.num_hidden_layers
+        monkeypatch.setattr(model_lib, "varlen_supported", lambda x: False)
+        grids = model(ids, mask, cls_only=cls_only)
+        monkeypatch.undo()
+    with torch.no_grad():
+        exact = model(ids, mask, cls_only=cls_only)  # fp32
+    real = mask.bool() if not cls_only else torch.ones(len(ids), 1, dtype=torch.bool, device="cuda")
+    error = (varlen.last_hidden_state.float() - exact.last_hidden_state)[real].abs().max()
+    reference_error = (grids.last_hidden_state.float() - exact.last_hidden_state)[real].abs().max()
+    assert error <= 2 * reference_error + 1e-3
+
+
+def test_training_step_in_bf16_with_attention_dropout_and_fused_adamw() -> None:
+    model = small_bert(attention_dropout=0.1).train()
+    ids, mask = mixed_batch()
+    groups = [{"params": list(model.parameters()), "weight_decay": 0.01}]
+    assert fused_adamw_supported(groups)
+    optimizer = torch.optim.AdamW(groups, lr=1e-4, fused=True)
+    before = model.pooler.dense.weight.detach().clone()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(ids, mask)
+        loss = out.pooler_output.float().pow(2).mean()
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    optimizer.step()
+    assert not torch.equal(before, model.pooler.dense.weight)
+    # attention dropout is real on the fused kernels: two draws differ
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        assert not torch.equal(model(ids, mask).pooler_output, model(ids, mask).pooler_output)
