@@ -4,12 +4,16 @@ Random weights (BERT-base shape: 12 layers, H=768, 12 heads, vocab 30,522), batc
 lengths (uniform in [max/4, max], padded to the longest rounded up to 8, as the task data modules
 pad) at 128 and 384 tokens, under ``torch.autocast(bfloat16)``:
 
-* inference: sequences/s of a forward pass (eval, no grad);
-* training: sequences/s of forward + backward + fused AdamW step (train mode, dropout 0.1);
+* inference: sequences/s of a forward pass (eval, no grad): ours runs flash attention's
+  variable-length kernel on the packed real tokens;
+* training: sequences/s of forward + backward + fused AdamW step (train mode, hidden dropout 0.1,
+  attention dropout ``--attention_dropout``): with 0.1 (BERT's) ours runs SDPA with ``dropout_p`` on
+  length-grouped grids, with 0 the variable-length kernel (it has no dropout);
 
 with the peak CUDA memory of each, ours and the reference interleaved in the same process.
 
     python benchmarks/gpu.py                 # on a CUDA machine
+    python benchmarks/gpu.py --attention_dropout 0   # training through the varlen kernel too
     python benchmarks/gpu.py --device cpu --quick   # a smoke run of the script itself
 """
 
@@ -84,6 +88,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: check the script runs")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--attention_dropout", type=float, default=0.1)
     args = parser.parse_args()
     from transformers import BertConfig as ReferenceConfig
     from transformers import BertModel as ReferenceBert
@@ -100,6 +105,7 @@ def main() -> None:
     if args.quick:
         sizes = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
         shapes, args.repeats = [(4, 32)], 2
+    sizes["attention_probs_dropout_prob"] = args.attention_dropout
     config = BertConfig(vocab_size=30522, **sizes)
     torch.manual_seed(0)
     ours = BertModel(config).to(device)
@@ -113,7 +119,8 @@ def main() -> None:
         for name, model in (("ours", ours), ("transformers", reference))
     }
     print(
-        f"# {torch.cuda.get_device_name() if device == 'cuda' else device}, torch {torch.__version__}, bf16 autocast\n"
+        f"# {torch.cuda.get_device_name() if device == 'cuda' else device}, torch {torch.__version__}, "
+        f"bf16 autocast, attention dropout {args.attention_dropout} in training\n"
     )
     print(
         "| mode | batch x max len | ours seq/s | transformers seq/s | ratio | ours peak MB | transformers peak MB |"
