@@ -238,7 +238,11 @@ def test_argmax_decoding_overrides_the_checkpoint_and_scores_per_word_argmax(
     for name, value in expected.items():
         assert argmax[f"val/{name}"] == pytest.approx(value, abs=1e-6), name
     viterbi = validate("viterbi", checkpoint)
-    assert viterbi["val/f1"] != pytest.approx(argmax["val/f1"], abs=1e-6)
+    # the decodings differ (entity F1 may be 0 for both on a model this short-trained: then the
+    # per-word accuracy tells them apart)
+    assert (viterbi["val/f1"], viterbi["val/token_accuracy"]) != pytest.approx(
+        (argmax["val/f1"], argmax["val/token_accuracy"]), abs=1e-6
+    )
     assert viterbi["val/f1"] == pytest.approx(json.loads((ner_run / "metrics.json").read_text())["val/f1"])
 
     # a checkpoint that says argmax (as a fit with --model.decoding argmax writes it) decodes with
