@@ -166,14 +166,14 @@ class SelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, layout: TokenLayout, queries: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """[N, H] -> [N, H]. With ``queries`` ([B]: each layout row's first token) only those tokens
-        attend, each to its whole row: -> [B, H] in layout row order."""
+        """[N, H] -> [N, H]. With ``queries`` ([B, H]: the states of each layout row's first token)
+        only those tokens attend, each to its whole row: -> [B, H] in layout row order."""
         all_heads = self.num_heads * self.head_size
         if queries is None:
             qkv = self.project(x, "query", "key", "value")  # [N, 3H]
             q, kv = qkv[:, :all_heads], qkv[:, all_heads:]
         else:
-            q, kv = self.project(x[queries], "query"), self.project(x, "key", "value")  # [B, H], [N, 2H]
+            q, kv = self.project(queries, "query"), self.project(x, "key", "value")  # [B, H], [N, 2H]
         if self.takes_varlen(q, layout):
             return self.attend_varlen(q, kv, layout, one_query_per_row=queries is not None)
         if queries is None:
@@ -281,8 +281,10 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, layout: TokenLayout, queries: torch.Tensor | None = None
     ) -> torch.Tensor:
-        residual = x if queries is None else x[queries]
-        return self.output(self.self(x, layout, queries), residual)  # [N, H], or [B, H] at the queries
+        """``queries``: [B] positions of the tokens that attend (each row's first); None: all."""
+        at_queries = None if queries is None else x[queries]  # [B, H]: their projection and residual
+        residual = x if at_queries is None else at_queries
+        return self.output(self.self(x, layout, at_queries), residual)  # [N, H], or [B, H] at the queries
 
 
 class Intermediate(nn.Module):
@@ -433,6 +435,7 @@ class BertModel(PretrainedMixin, nn.Module):
             token_type_ids,
             output_hidden_states,
             skip_padding=not output_hidden_states if skip_padding is None else skip_padding,
+            # The static layout (the graph torch.export and ONNX take) computes every position.
             cls_only=cls_only and not self.static_layout,
         )
 
