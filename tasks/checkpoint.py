@@ -45,16 +45,29 @@ def is_onnx_export(source: str | os.PathLike | None) -> bool:
 def encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The encoder weights of a task checkpoint (``encoder.*`` of its state dict, prefix removed)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = _mapped(path)["state_dict"]
     except Exception as err:
         raise UserError(f"{path}: cannot read the checkpoint's weights ({type(err).__name__})") from None
-    return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    # Copied out of the mapping, so that the file's pages are released with it and the caller owns them.
+    return {k.removeprefix("encoder."): v.clone() for k, v in state.items() if k.startswith("encoder.")}
+
+
+def _mapped(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint memory-mapped: only the tensors that are used get read (a fit's last.ckpt is
+    three times its weights, with the optimizer's moments); a file that cannot be mapped (an old
+    non-zip format) is read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> dict[str, Any]:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = _mapped(path)  # the weights are not read: only the payload is kept
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise UserError(

@@ -72,7 +72,7 @@ class TaskDataModule(L.LightningDataModule):
         predictions_file: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        eval_tokens_per_batch: int = 8192,
+        eval_tokens_per_batch: int = 4096,
         max_seq_length: int = 128,
         tokenizer: str | None = None,
         do_lower_case: bool | None = None,

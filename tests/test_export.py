@@ -441,3 +441,24 @@ def test_onnx_int8_export_stays_close(checkpoints, tmp_path, onnxruntime):
     assert torch.allclose(got, want, atol=0.2) and not torch.equal(got, want)
     hf = ["export", "--ckpt_path", ckpt, "--format", "hf", "--quantize", "int8", "--output", tmp_path / "hf"]
     assert run_cli(*hf) == 2
+
+
+def test_checkpoint_in_the_legacy_format_is_read_without_mmap(tmp_path):
+    """A .ckpt saved in torch's pre-zip format cannot be memory-mapped: it is read whole instead,
+    with the same payload and encoder weights."""
+    import torch
+
+    from tasks.checkpoint import PAYLOAD_KEY, _load, encoder_state
+
+    weight = torch.arange(6.0).reshape(2, 3)
+    checkpoint = {
+        PAYLOAD_KEY: {"vocab": ["[PAD]"], "do_lower_case": True},
+        "hyper_parameters": {"task": "sst2"},
+        "state_dict": {"encoder.embeddings.word_embeddings.weight": weight, "head.weight": torch.ones(1)},
+    }
+    path = tmp_path / "legacy.ckpt"
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    assert _load(str(path), 0.0)["hyper_parameters"] == {"task": "sst2"}
+    state = encoder_state(path)
+    assert list(state) == ["embeddings.word_embeddings.weight"]
+    assert torch.equal(state["embeddings.word_embeddings.weight"], weight)
