@@ -45,14 +45,14 @@ def is_onnx_export(source: str | os.PathLike | None) -> bool:
 def encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The encoder weights of a task checkpoint (``encoder.*`` of its state dict, prefix removed)."""
     try:
-        state = _mapped(path)["state_dict"]
+        state = load_mapped(path)["state_dict"]
     except Exception as err:
         raise UserError(f"{path}: cannot read the checkpoint's weights ({type(err).__name__})") from None
-    # Copied out of the mapping, so that the file's pages are released with it and the caller owns them.
-    return {k.removeprefix("encoder."): v.clone() for k, v in state.items() if k.startswith("encoder.")}
+    # Still backed by the file's mapping: load_state_dict copies them, and the pages go with the dict.
+    return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
 
 
-def _mapped(path: str | os.PathLike) -> dict[str, Any]:
+def load_mapped(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint memory-mapped: only the tensors that are used get read (a fit's last.ckpt is
     three times its weights, with the optimizer's moments); a file that cannot be mapped (an old
     non-zip format) is read whole."""
@@ -67,7 +67,7 @@ def _mapped(path: str | os.PathLike) -> dict[str, Any]:
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> dict[str, Any]:
     try:
-        checkpoint = _mapped(path)  # the weights are not read: only the payload is kept
+        checkpoint = load_mapped(path)  # the weights are not read: only the payload is kept
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise UserError(

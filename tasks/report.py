@@ -19,9 +19,9 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-import torch
 import yaml
 
+from .checkpoint import load_mapped
 from .data.glue import GLUE_TASKS
 from .data.squad import read_squad
 from .io import UserError, atomic_open
@@ -119,7 +119,7 @@ def read_best_checkpoint(run: Run) -> dict[str, Any] | None:
         run.warn(f"{path} not found: the best epoch is not marked")
         return None
     try:  # mmap: the epoch is read without loading the weights
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = load_mapped(path)
     except Exception as err:  # a truncated or foreign file: the report still has the rest
         run.warn(f"{path} cannot be read ({type(err).__name__}): the best epoch is not marked")
         return None

@@ -448,7 +448,7 @@ def test_checkpoint_in_the_legacy_format_is_read_without_mmap(tmp_path):
     with the same payload and encoder weights."""
     import torch
 
-    from tasks.checkpoint import PAYLOAD_KEY, _load, encoder_state
+    from tasks.checkpoint import PAYLOAD_KEY, encoder_state, read_checkpoint
 
     weight = torch.arange(6.0).reshape(2, 3)
     checkpoint = {
@@ -458,7 +458,7 @@ def test_checkpoint_in_the_legacy_format_is_read_without_mmap(tmp_path):
     }
     path = tmp_path / "legacy.ckpt"
     torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
-    assert _load(str(path), 0.0)["hyper_parameters"] == {"task": "sst2"}
+    assert read_checkpoint(path)["hyper_parameters"] == {"task": "sst2"}
     state = encoder_state(path)
     assert list(state) == ["embeddings.word_embeddings.weight"]
     assert torch.equal(state["embeddings.word_embeddings.weight"], weight)
