@@ -33,10 +33,10 @@ from torch import nn
 from .config import BertConfig
 from .layout import AttentionGroup, TokenLayout
 
-try:  # torch >= 2.10, CUDA only (its CPU build has no flash attention)
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # pragma: no cover - older torch
-    varlen_attn = None
+# Flash attention's variable-length kernel (torch >= 2.10, CUDA only), imported on first use by
+# varlen_supported: its module imports torch._dynamo, about 2 s of every start-up otherwise.
+varlen_attn = None
+_varlen_imported = False
 
 
 @dataclass
@@ -104,7 +104,20 @@ class Dropout(nn.Dropout):
 
 def varlen_supported(x: torch.Tensor) -> bool:
     """Whether flash attention's variable-length kernel takes ``x``'s device and dtype."""
-    return varlen_attn is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and varlen_kernel() is not None
+
+
+def varlen_kernel():
+    """``torch.nn.attention.varlen.varlen_attn``, imported once (None where torch lacks it)."""
+    global varlen_attn, _varlen_imported
+    if not _varlen_imported:
+        _varlen_imported = True
+        try:
+            from torch.nn.attention.varlen import varlen_attn as kernel
+        except ImportError:  # pragma: no cover - torch < 2.10
+            kernel = None
+        varlen_attn = varlen_attn or kernel  # a stand-in set before the first use stays
+    return varlen_attn
 
 
 # ---------------------------------------------------------------------------------------------
