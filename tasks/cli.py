@@ -299,6 +299,9 @@ _NOISE = (
     # Evaluation outputs are gathered by example, so the sampler's padding repeats count once.
     r".*Using `DistributedSampler` with the dataloaders.*",
     r".*It is recommended to use `self.log\(.*sync_dist=True.*",
+    # Evaluation and predict batches come from TokenBudgetBatchSampler, which never drops an index
+    # (and the PredictionWriter refuses to finish with an example missing).
+    r".*You are using a custom batch sampler .* for prediction.*",
     # The sampler resumes mid-epoch itself (tasks.callbacks.ResumableRun), without Lightning's loader state.
     r".*You're resuming from a checkpoint that ended before the epoch ended.*",
 )
