@@ -12,7 +12,7 @@ hf``, and then, interleaved, timed as a user runs them:
 Each row is the median wall time of ``--repeats`` whole processes (start-up and model loading
 included), the inputs per second, and peak RSS (the child's own, from ``wait4``).
 
-    python benchmarks/predict.py [--repeats 3] [--tasks sst2,mrpc,ner] [--limit 5000]
+    python benchmarks/predict.py [--repeats 3] [--tasks sst2,mrpc,ner] [--limit 5000] [--floor]
 
 (``--tasks squad`` needs transformers 4.x: version 5 removed the question-answering pipeline.)
 """
@@ -49,6 +49,58 @@ else:
     extra = {"aggregation_strategy": "first"} if task == "token-classification" else {}
     out = pipe(texts, **extra)
 print(len(out), file=sys.stderr)
+"""
+
+# The lower bound of a ``predict`` that does not go through Lightning (``--floor``): the same
+# checkpoint, tokenizer, token-budget batches and [CLS]-only encoder, with nothing else loaded (no
+# LightningCLI, Trainer, datasets or torchmetrics). Classification only; a measurement, not a product path.
+FLOOR_SCRIPT = r"""
+import json, sys
+import torch
+from bert_core.config import BertConfig
+from bert_core.model import BertModel
+from bert_core.tokenizer import build_tokenizer
+from tasks.checkpoint import PAYLOAD_KEY, load_mapped
+checkpoint_path, inputs, output, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+checkpoint = load_mapped(checkpoint_path)
+payload, state = checkpoint[PAYLOAD_KEY], checkpoint["state_dict"]
+labels = checkpoint["hyper_parameters"]["label_names"]
+encoder = BertModel.uninitialised(BertConfig.from_dict(payload["bert_config"])).eval()
+encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")})
+weight, bias = state["classifier.weight"].clone(), state["classifier.bias"].clone()
+del checkpoint, state
+tokenizer = build_tokenizer(payload["vocab"], payload["do_lower_case"], model_max_length=512)
+lines = open(inputs, encoding="utf-8").read().splitlines()
+if inputs.endswith(".tsv"):  # GLUE's test layout: the two sentences in columns 4 and 5
+    rows = [line.split("\t") for line in lines[1:]]
+    encoded = tokenizer([r[3] for r in rows], [r[4] for r in rows], truncation=True, max_length=128)
+else:
+    encoded = tokenizer(lines, truncation=True, max_length=128, return_token_type_ids=True)
+ids, types = encoded["input_ids"], encoded["token_type_ids"]
+order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+probabilities = [None] * len(ids)
+with torch.inference_mode():
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= budget:
+            end += 1
+        chosen = order[start:end]
+        width = len(ids[chosen[-1]])
+        batch = torch.zeros(len(chosen), width, dtype=torch.long)
+        segments, mask = torch.zeros_like(batch), torch.zeros_like(batch)
+        for row, i in enumerate(chosen):
+            batch[row, : len(ids[i])] = torch.tensor(ids[i])
+            segments[row, : len(ids[i])] = torch.tensor(types[i])
+            mask[row, : len(ids[i])] = 1
+        pooled = encoder(batch, mask, segments, skip_padding=True, cls_only=True).pooler_output
+        for i, p in zip(chosen, torch.nn.functional.linear(pooled, weight, bias).softmax(-1)):
+            probabilities[i] = p
+        start = end
+with open(output, "w", encoding="utf-8") as f:
+    for p in probabilities:
+        record = {"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))}
+        f.write(json.dumps(record) + "\n")
 """
 
 
@@ -152,12 +204,31 @@ def prepare(task: str, work: Path, limit: int) -> tuple[str, Path, Path, Path, i
     return config, checkpoint, export, source, len(lines), pipeline_task
 
 
+def floor_agreement(out_dir: Path) -> str:
+    """How closely the floor's probabilities match ours, record by record (it must compute the same)."""
+
+    def probabilities(path: Path) -> list[list[float]]:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [list(json.loads(line)["probabilities"].values()) for line in lines]
+
+    ours, floor = probabilities(out_dir / "predictions.jsonl"), probabilities(out_dir / "floor.jsonl")
+    if len(ours) != len(floor):
+        return f"{len(floor)} records against our {len(ours)}"
+    worst = max(abs(a - b) for x, y in zip(ours, floor) for a, b in zip(x, y))
+    return f"{len(ours)} records, largest probability difference {worst:.1e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # squad: transformers 5 removed the question-answering pipeline; the row runs where it exists (4.x)
     parser.add_argument("--tasks", default="sst2,mrpc,ner")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=5000, help="inputs per task")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a predict without Lightning (classification tasks): what a split of the task classes would reach",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "benchmarks" / "predict")
     args = parser.parse_args()
     print(
@@ -201,6 +272,16 @@ def main() -> None:
                 "64",
             ],
         }
+        if args.floor and task in ("sst2", "mrpc"):
+            runners["without Lightning (floor, not a product path)"] = [
+                sys.executable,
+                "-c",
+                FLOOR_SCRIPT,
+                str(checkpoint),
+                str(source),
+                str(out_dir / "floor.jsonl"),
+                "4096",
+            ]
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
         for _ in range(args.repeats):  # interleaved, so that load drifts hit every runner alike
             for name, command in runners.items():
@@ -213,6 +294,8 @@ def main() -> None:
             print(
                 f"| {task} | {count} | {name} | {seconds:.1f} | {count / seconds:.0f} | {ratio} | {rss:.0f} |"
             )
+        if args.floor and task in ("sst2", "mrpc"):
+            print(f"|  |  | (floor against ours: {floor_agreement(out_dir)}) |  |  |  |  |")
     print(f"\n(load average at the end {os.getloadavg()[0]:.2f})")
 
 
