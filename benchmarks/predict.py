@@ -55,7 +55,8 @@ print(len(out), file=sys.stderr)
 # checkpoint, tokenizer, token-budget batches and [CLS]-only encoder, with nothing else loaded (no
 # LightningCLI, Trainer, datasets or torchmetrics). Classification only; a measurement, not a product path.
 FLOOR_SCRIPT = r"""
-import json, sys
+import json, os, sys
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")  # as tasks.cli sets it for predict
 import torch
 from bert_core.config import BertConfig
 from bert_core.model import BertModel
