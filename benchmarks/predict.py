@@ -54,6 +54,8 @@ print(len(out), file=sys.stderr)
 # The lower bound of a ``predict`` that does not go through Lightning (``--floor``): the same
 # checkpoint, tokenizer, token-budget batches and [CLS]-only encoder, with nothing else loaded (no
 # LightningCLI, Trainer, datasets or torchmetrics). Classification only; a measurement, not a product path.
+FLOOR_TASKS = ("sst2", "mrpc")
+FLOOR_TOKEN_BUDGET = 4096  # the shipped --data.eval_tokens_per_batch
 FLOOR_SCRIPT = r"""
 import json, os, sys
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")  # as tasks.cli sets it for predict
@@ -62,6 +64,7 @@ from bert_core.config import BertConfig
 from bert_core.model import BertModel
 from bert_core.tokenizer import build_tokenizer
 from tasks.checkpoint import PAYLOAD_KEY, load_mapped
+from tasks.sampling import TokenBudgetBatchSampler
 checkpoint_path, inputs, output, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 checkpoint = load_mapped(checkpoint_path)
 payload, state = checkpoint[PAYLOAD_KEY], checkpoint["state_dict"]
@@ -78,16 +81,10 @@ if inputs.endswith(".tsv"):  # GLUE's test layout: the two sentences in columns 
 else:
     encoded = tokenizer(lines, truncation=True, max_length=128, return_token_type_ids=True)
 ids, types = encoded["input_ids"], encoded["token_type_ids"]
-order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
 probabilities = [None] * len(ids)
-with torch.inference_mode():
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and (end - start + 1) * len(ids[order[end]]) <= budget:
-            end += 1
-        chosen = order[start:end]
-        width = len(ids[chosen[-1]])
+with torch.inference_mode():  # the batches of our predict: TokenBudgetBatchSampler, padded to 8 as collate does
+    for chosen in TokenBudgetBatchSampler([len(i) for i in ids], budget):
+        width = 8 * -(-len(ids[chosen[0]]) // 8)  # the sampler puts the longest first
         batch = torch.zeros(len(chosen), width, dtype=torch.long)
         segments, mask = torch.zeros_like(batch), torch.zeros_like(batch)
         for row, i in enumerate(chosen):
@@ -97,7 +94,6 @@ with torch.inference_mode():
         pooled = encoder(batch, mask, segments, skip_padding=True, cls_only=True).pooler_output
         for i, p in zip(chosen, torch.nn.functional.linear(pooled, weight, bias).softmax(-1)):
             probabilities[i] = p
-        start = end
 with open(output, "w", encoding="utf-8") as f:
     for p in probabilities:
         record = {"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))}
@@ -273,7 +269,7 @@ def main() -> None:
                 "64",
             ],
         }
-        if args.floor and task in ("sst2", "mrpc"):
+        if args.floor and task in FLOOR_TASKS:
             runners["without Lightning (floor, not a product path)"] = [
                 sys.executable,
                 "-c",
@@ -281,7 +277,7 @@ def main() -> None:
                 str(checkpoint),
                 str(source),
                 str(out_dir / "floor.jsonl"),
-                "4096",
+                str(FLOOR_TOKEN_BUDGET),
             ]
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
         for _ in range(args.repeats):  # interleaved, so that load drifts hit every runner alike
@@ -295,7 +291,7 @@ def main() -> None:
             print(
                 f"| {task} | {count} | {name} | {seconds:.1f} | {count / seconds:.0f} | {ratio} | {rss:.0f} |"
             )
-        if args.floor and task in ("sst2", "mrpc"):
+        if args.floor and task in FLOOR_TASKS:
             print(f"|  |  | (floor against ours: {floor_agreement(out_dir)}) |  |  |  |  |")
     print(f"\n(load average at the end {os.getloadavg()[0]:.2f})")
 
