@@ -52,6 +52,7 @@ def tokenizer_spec(source: str | os.PathLike, do_lower_case: bool | None = None)
             f"{resolved.directory}: no vocab.txt, so no tokenizer can be built for {source}"
         )
     tokens = read_vocab_tokens(vocab_path)
+    vocab_ids(tokens, source=vocab_path)  # warns of duplicated tokens, naming their lines
     inferred, evidence = infer_lower_case(resolved.directory, tokens, resolved.name)
     if do_lower_case is not None and do_lower_case != inferred:
         raise CheckpointError(
@@ -93,7 +94,7 @@ def build_tokenizer(
 def _as_vocab(vocab: Mapping[str, int] | Sequence[str]) -> dict[str, int]:
     if isinstance(vocab, str):
         raise TypeError("a vocabulary is a mapping token -> id or a sequence of tokens, not a string")
-    return dict(vocab) if isinstance(vocab, Mapping) else vocab_ids(vocab)
+    return dict(vocab) if isinstance(vocab, Mapping) else vocab_ids(vocab, warn=False)
 
 
 def load_tokenizer(source: str | os.PathLike, do_lower_case: bool | None = None) -> BertTokenizerFast:

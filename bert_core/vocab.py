@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,17 +40,35 @@ def read_vocab_tokens(path: str | os.PathLike) -> list[str]:
     return tokens
 
 
-def vocab_ids(tokens: Sequence[str]) -> dict[str, int]:
-    """Token -> id (its position); the first id of a duplicated token wins, as in Google's tokenizer."""
+def vocab_ids(
+    tokens: Sequence[str], source: str | os.PathLike | None = None, warn: bool = True
+) -> dict[str, int]:
+    """Token -> id (its position). A duplicated token keeps its *last* id, as Google's ``load_vocab``
+    and transformers' ``BertTokenizer`` do (the same files must give the same ids), with a warning
+    naming the token and its lines (1-based) in ``source``."""
     vocab: dict[str, int] = {}
+    duplicates: dict[str, list[int]] = {}
     for index, token in enumerate(tokens):
-        vocab.setdefault(token, index)
+        if token in vocab:
+            duplicates.setdefault(token, [vocab[token] + 1]).append(index + 1)
+        vocab[token] = index
+    if duplicates and warn:
+        shown = "; ".join(
+            f"{token!r} on lines {', '.join(map(str, lines))}"
+            for token, lines in list(duplicates.items())[:5]
+        )
+        more = f" (and {len(duplicates) - 5} more)" if len(duplicates) > 5 else ""
+        warnings.warn(
+            f"{source or 'vocabulary'}: {len(duplicates)} token(s) listed more than once, the last line's id "
+            f"is used (as Google's and transformers' loaders do): {shown}{more}",
+            stacklevel=2,
+        )
     return vocab
 
 
 def read_vocab(path: str | os.PathLike) -> dict[str, int]:
     """Google's vocab.txt as token -> id."""
-    return vocab_ids(read_vocab_tokens(path))
+    return vocab_ids(read_vocab_tokens(path), source=path)
 
 
 def missing_special_tokens(vocab: Iterable[str]) -> list[str]:

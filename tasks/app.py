@@ -9,12 +9,16 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from . import registry
 from .callbacks import RunConfigSaver
-from .checkpoint import is_onnx_export, is_task_checkpoint, read_checkpoint
+from .checkpoint import is_onnx_export, is_task_checkpoint, read_checkpoint, read_weights
+from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
+from .rundir import lock_run_directory
 
 
 class BertTasksCLI(LightningCLI):
@@ -59,8 +63,16 @@ class BertTasksCLI(LightningCLI):
             help="fit: replace the run already in the run directory (its checkpoints and metrics)",
         )
 
+    # Whether this command holds its run directory's lock while it runs (a command that only
+    # builds the model and data, as prune does, writes nothing there).
+    locks_run_directory = True
+
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        strategy = self.trainer.strategy
+        if type(getattr(strategy, "_checkpoint_io", None)) in (type(None), TorchCheckpointIO):
+            # Saves written beside their target and renamed; every read weights_only (resume included).
+            strategy.checkpoint_io = AtomicCheckpointIO()
         config = self.config[self.subcommand] if self.subcommand else self.config
         every = config.get("checkpoint_every_n_steps") or 0
         if every < 0:
@@ -76,8 +88,9 @@ class BertTasksCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if not ckpt_path or ckpt_path in SHORTHANDS:
             return
-        stored = read_checkpoint(ckpt_path)["hyper_parameters"]  # a clear UserError for a bad file
-        check_same_task(ckpt_path, stored, config)
+        checkpoint = read_checkpoint(ckpt_path)  # a clear UserError for a bad file
+        check_same_task(ckpt_path, checkpoint, config)
+        stored = checkpoint["hyper_parameters"]
         settings = {
             k: v
             for k, v in stored.items()
@@ -94,6 +107,9 @@ class BertTasksCLI(LightningCLI):
         trainer = config.trainer
         if trainer.default_root_dir is None:
             trainer.default_root_dir = str(Path("outputs") / _run_name(config))
+        if self.subcommand and self.locks_run_directory:
+            # One run per directory: a second command writing into it refuses, naming this one.
+            lock_run_directory(trainer.default_root_dir, self.subcommand)
         if self.subcommand == "fit":
             _refuse_inference_options(config)
             _claim_run_directory(config, Path(trainer.default_root_dir))
@@ -228,28 +244,27 @@ def explicit_options(args: list[str]) -> set[str]:
     return names
 
 
-_TASK_OF_MODEL = {"TaggingModule": "ner", "QAModule": "squad", "SequenceClassifier": "classification"}
-
-
 def check_same_task(ckpt_path: str, stored: dict, config) -> None:
     """A checkpoint of another task (or another kind of model) under this config is an error, not a
     silent mismatch of heads and labels."""
-    stored_class, stored_task = stored.get("_class_path"), stored.get("task")
-    wanted_class = config.model.get("class_path")
+    stored_kind = registry.stored_kind(ckpt_path, stored)
+    hyper = stored["hyper_parameters"]
+    stored_task = hyper.get("task")
+    wanted_kind = registry.kind_of_class_path(config.model.get("class_path"))
     wanted_task = config.data.init_args.get("task") if config.data is not None else None
     if wanted_task == "classification":  # the generic default: the checkpoint decides
         wanted_task = None
-    mismatch = (stored_class and wanted_class and stored_class != wanted_class) or (
+    mismatch = (wanted_kind is not None and stored_kind.key != wanted_kind.key) or (
         stored_task
         and wanted_task
         and stored_task != wanted_task
         and {stored_task, wanted_task} != {"squad", "squad_v2"}
     )
     if mismatch:
-        wanted_task = wanted_task or _TASK_OF_MODEL.get(str(wanted_class).rsplit(".", 1)[-1])
+        wanted_name = wanted_kind.key if wanted_kind is not None else config.model.get("class_path")
         raise UserError(
-            f"{ckpt_path}: a checkpoint of task {stored_task!r} ({stored_class}), but the config is for "
-            f"{wanted_task or '?'!r} ({wanted_class}): use that task's config, or give the checkpoint alone"
+            f"{ckpt_path}: a checkpoint of task {stored_task!r} (a {stored_kind.key} model), but the config is for "
+            f"{wanted_task or wanted_name!r} (a {wanted_name} model): use that task's config, or give the checkpoint alone"
         )
 
 
@@ -262,8 +277,11 @@ def _claim_run_directory(config, run_dir: Path) -> None:
         if not last.is_file():
             raise UserError(f"--ckpt_path last: no {last} to resume from")
         config.ckpt_path = str(last)
+        read_weights(last)  # a truncated or foreign last.ckpt: one line now, not Lightning's traceback
         return
     if ckpt_path:
+        if ckpt_path not in SHORTHANDS:
+            read_weights(ckpt_path)
         return
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if not existing:

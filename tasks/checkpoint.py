@@ -44,12 +44,38 @@ def is_onnx_export(source: str | os.PathLike | None) -> bool:
 
 def encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The encoder weights of a task checkpoint (``encoder.*`` of its state dict, prefix removed)."""
-    try:
-        state = load_mapped(path)["state_dict"]
-    except Exception as err:
-        raise UserError(f"{path}: cannot read the checkpoint's weights ({type(err).__name__})") from None
+    state = read_weights(path)["state_dict"]
     # Still backed by the file's mapping: load_state_dict copies them, and the pages go with the dict.
     return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """The whole checkpoint (weights, and for a ``last.ckpt`` the optimizer and loop states),
+    memory-mapped: the one reader of checkpoint files, for every command and for resuming a fit.
+    Always ``weights_only=True``, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says (an explicit
+    argument wins over it): a file never runs code. A file that cannot be read is a UserError."""
+    try:
+        checkpoint = load_mapped(path)
+    except Exception as err:
+        raise _unreadable(path, err) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{path}: not a checkpoint written by fit (no state_dict)")
+    return checkpoint
+
+
+def _unreadable(path: str | os.PathLike, err: Exception) -> UserError:
+    if isinstance(err, IsADirectoryError) or Path(path).is_dir():
+        return UserError(f"{path}: a directory, not a checkpoint file")
+    if not Path(path).exists():
+        return UserError(f"{path}: checkpoint not found")
+    lines = str(err).strip().splitlines()
+    first_line = lines[0] if lines else ""
+    if "weights_only" in str(err) or "Unsupported global" in str(err):
+        first_line = "it holds Python objects other than tensors and plain values, which are never unpickled"
+    return UserError(
+        f"{path}: cannot read the checkpoint ({type(err).__name__}: {first_line[:200]}); "
+        "is it a complete .ckpt written by fit?"
+    )
 
 
 def load_mapped(path: str | os.PathLike) -> dict[str, Any]:
@@ -64,25 +90,41 @@ def load_mapped(path: str | os.PathLike) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# What the payload must hold for a checkpoint alone to rebuild its model and tokenizer.
+PAYLOAD_FIELDS = {"bert_config": dict, "vocab": list, "do_lower_case": bool}
+
+
+def check_payload(path: str | os.PathLike, payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: its '{PAYLOAD_KEY}' entry is not a mapping")
+    for field, kind in PAYLOAD_FIELDS.items():
+        if not isinstance(payload.get(field), kind):
+            problem = "lacks" if field not in payload else f"has a {type(payload[field]).__name__} as"
+            raise UserError(
+                f"{path}: the checkpoint {problem} '{PAYLOAD_KEY}.{field}' ({kind.__name__} expected)"
+            )
+    return payload
+
+
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> dict[str, Any]:
     try:
         checkpoint = load_mapped(path)  # the weights are not read: only the payload is kept
     except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise UserError(
-            f"{path}: cannot read the checkpoint ({type(err).__name__}: {first_line[:200]}); "
-            "is it a complete .ckpt written by fit?"
-        ) from None
-    if PAYLOAD_KEY not in checkpoint:
+        raise _unreadable(path, err) from None
+    if not isinstance(checkpoint, dict) or PAYLOAD_KEY not in checkpoint:
         raise UserError(f"{path}: not a bert-tasks checkpoint (no '{PAYLOAD_KEY}' entry)")
+    check_payload(path, checkpoint[PAYLOAD_KEY])
+    hyper_parameters = checkpoint.get("hyper_parameters", {})
+    if not isinstance(hyper_parameters, dict):
+        raise UserError(f"{path}: its hyper_parameters are not a mapping")
     data_settings = next(
         (v[DATA_SETTINGS_KEY] for v in checkpoint.values() if isinstance(v, dict) and DATA_SETTINGS_KEY in v),
         {},
     )
     return {
         "payload": checkpoint[PAYLOAD_KEY],
-        "hyper_parameters": checkpoint.get("hyper_parameters", {}),
+        "hyper_parameters": hyper_parameters,
         "data_settings": data_settings,
     }
 
@@ -105,9 +147,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def _load_export(path: str, mtime: float) -> dict[str, Any]:
     try:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
-        return {key: stored[key] for key in ("payload", "hyper_parameters", "data_settings")}
+        found = {key: stored[key] for key in ("payload", "hyper_parameters", "data_settings")}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path}: not a readable export description ({type(err).__name__}: {err})") from None
+    check_payload(path, found["payload"])
+    return found
 
 
 def load_task_tokenizer(source: str | os.PathLike, do_lower_case: bool | None = None):

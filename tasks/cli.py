@@ -8,22 +8,15 @@ and the small commands start at once.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import difflib
 import importlib
-import logging
-import os
 import re
 import sys
-import warnings
 from pathlib import Path
 
-from bert_core import CheckpointError, ConfigError
-
-from .io import UserError
-
-USER_ERRORS = (UserError, CheckpointError, ConfigError, FileNotFoundError)
-
+from .io import UserError, one_line, user_error_in
+from .rundir import release_all
+from .runtime import drop_onednn_primitive_cache, keep_freed_memory, quiet_lightning
 
 # Subcommands besides LightningCLI's: name -> ("module:function", one line of help).
 EXTRA_COMMANDS = {
@@ -53,36 +46,27 @@ def print_help() -> None:
     print("\n'python -m tasks <command> --help' lists a command's options.")
 
 
-def keep_freed_memory() -> None:
-    """Let glibc's malloc keep large freed blocks for reuse instead of handing them back to the OS.
-
-    By default a block over 32 MiB is mmap'ed fresh and unmapped when freed, so each training step's
-    dense gradient of the word-embedding table (30,522 x H floats: 47 MB at H=384) is page-faulted in
-    again: about 60 ms of a 770 ms all-MiniLM-L6-v2 step on this project's CPU. Kept in the heap,
-    the step takes 660 ms (freed blocks stay in the process: its RSS does not shrink back during
-    the fit). Other C libraries: nothing to do."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 512 << 20)  # blocks up to 512 MiB come from the heap
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap keeps up to 1 GiB of free space
-    except (OSError, AttributeError):
-        pass
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-
-
-def drop_onednn_primitive_cache() -> None:
-    """validate/test/predict: oneDNN keeps no compiled matmul primitives (unless the user set
-    ONEDNN_PRIMITIVE_CACHE_CAPACITY). Token-budget batches come in many shapes and each shape's
-    primitive stays cached with its buffers: on this project's CPU that held about 170 MB of a
-    predict's peak RSS (SST-2, 5,000 sentences: 930 MB -> 760 MB; MRPC, 3,668 pairs: 975 -> 805 MB)
-    at the same speed. Set before torch is imported, so that oneDNN reads it."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every command, Lightning's and the others, ends here: a user error (bad
+    input, options, files, a full disk, a busy run directory) prints one line and exits 2; an
+    unexpected error keeps its traceback (exit 1)."""
     args = sys.argv[1:] if argv is None else argv
+    try:
+        return _run(args)
+    except argparse.ArgumentError as err:
+        print(f"error: {parse_error_message(err, args)}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        user_error = user_error_in(err)
+        if user_error is None:
+            raise
+        print(f"error: {one_line(user_error)}", file=sys.stderr)
+        return 2
+    finally:
+        release_all()  # the run directory's lock: released with the command, also when run in-process
+
+
+def _run(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print_help()
         return 0
@@ -91,25 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(importlib.import_module(module_name), function)(args[1:])
     if args[0] in ("validate", "test", "predict"):
         drop_onednn_primitive_cache()
-        try:
-            args = with_checkpoint_classes(args)
-        except USER_ERRORS as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        args = with_checkpoint_classes(args)
     if args[0] in LIGHTNING_COMMANDS and not _has_option(
         args, "--config", "-c", "--model", "--data", "--help", "-h", "--print_config"
     ):
-        print(
-            f"error: choose a task config: python -m tasks {args[0]} --config configs/<name>.yaml\n"
-            f"configs: {' '.join(str(c) for c in _shipped_configs()) or '(none found under configs/)'}",
-            file=sys.stderr,
+        raise UserError(
+            f"choose a task config: python -m tasks {args[0]} --config configs/<name>.yaml; "
+            f"configs: {' '.join(str(c) for c in _shipped_configs()) or '(none found under configs/)'}"
         )
-        return 2
-    try:
-        args = _prepare_args(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = _prepare_args(args)
     quiet_lightning()
     if args[0] == "fit":
         keep_freed_memory()
@@ -121,49 +95,26 @@ def main(argv: list[str] | None = None) -> int:
         and _has_option(args, "--config", "-c")
     ):
         return _help_with_config(BertTasksCLI, args)
-    try:
-        BertTasksCLI(args=args)
-    except argparse.ArgumentError as err:
-        print(f"error: {parse_error_message(err, args)}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        user_error = _user_error_in(err)
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        return 2
+    BertTasksCLI(args=args)
     return 0
 
 
-# The data module of each task module (a subclass, such as a distilled student's, finds its base's).
-DATA_MODULES = {
-    "SequenceClassifier": "tasks.classification.ClassificationDataModule",
-    "TaggingModule": "tasks.tagging.TaggingDataModule",
-    "QAModule": "tasks.qa.QADataModule",
-}
-
-
 def with_checkpoint_classes(args: list[str]) -> list[str]:
-    """``predict --ckpt_path CKPT`` without a config: the model and data classes the checkpoint
-    (or ONNX export) was trained with, as if given with --model.class_path / --data.class_path."""
+    """``predict --ckpt_path CKPT`` without a config: the model and data classes of the task kind
+    the checkpoint (or ONNX export) names, as if given with --model.class_path / --data.class_path.
+    The classes come from the registry: a class path read from a file is never imported."""
     ckpt_path = _option_value(args, "--ckpt_path")
     if ckpt_path is None or _has_option(args, "--config", "-c", "--model.class_path", "--help", "-h"):
         return args
     from .checkpoint import is_task_checkpoint, read_checkpoint
+    from .registry import stored_kind
 
     if not is_task_checkpoint(ckpt_path):
         return args
-    class_path = read_checkpoint(ckpt_path)["hyper_parameters"].get("_class_path")
-    if not class_path:
-        return args
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    data = next((DATA_MODULES[k.__name__] for k in cls.__mro__ if k.__name__ in DATA_MODULES), None)
-    if data is None:
-        return args
-    extra = ["--model.class_path", class_path]
+    kind = stored_kind(ckpt_path, read_checkpoint(ckpt_path))
+    extra = ["--model.class_path", kind.module]
     if not _has_option(args, "--data.class_path"):
-        extra += ["--data.class_path", data]
+        extra += ["--data.class_path", kind.data_module]
     return [args[0], *extra, *args[1:]]
 
 
@@ -173,17 +124,6 @@ def _option_value(args: list[str], name: str) -> str | None:
             return value
         if flag.startswith(name + "="):
             return flag.split("=", 1)[1]
-    return None
-
-
-def _user_error_in(err: BaseException) -> BaseException | None:
-    """The user error behind ``err``: jsonargparse wraps errors raised while it instantiates classes."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, USER_ERRORS):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
     return None
 
 
@@ -296,54 +236,6 @@ def _help_with_config(cli_class, args: list[str]) -> int:
         except SystemExit:
             pass
     return 0
-
-
-# Lightning's messages that say nothing to a user of this app (it sets these things itself).
-_NOISE = (
-    r".*does not have many workers.*",
-    r".*The number of training batches .* is smaller than the logging interval.*",
-    r".*dirpath has changed from.*",
-    r".*Experiment logs directory .* exists and is not empty.*",
-    r".*Checkpoint directory .* exists and is not empty.*",
-    r"LightningCLI's args parameter is intended.*",
-    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
-    # Evaluation outputs are gathered by example, so the sampler's padding repeats count once.
-    r".*Using `DistributedSampler` with the dataloaders.*",
-    r".*It is recommended to use `self.log\(.*sync_dist=True.*",
-    # Evaluation and predict batches come from TokenBudgetBatchSampler, which never drops an index
-    # (and the PredictionWriter refuses to finish with an example missing).
-    r".*You are using a custom batch sampler .* for prediction.*",
-    # The sampler resumes mid-epoch itself (tasks.callbacks.ResumableRun), without Lightning's loader state.
-    r".*You're resuming from a checkpoint that ended before the epoch ended.*",
-)
-
-
-# Lightning's log lines that concern its own set-up, not the user's run.
-_NOISE_LINES = (
-    "Tip:",
-    "litlogger",
-    "litmodels",
-    "TPU available",
-    "HPU available",
-    "will override existing callbacks passed to Trainer",
-    "to estimate number of stepping batches",
-)
-
-
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage().lower()
-        return not any(noise.lower() in message for noise in _NOISE_LINES)
-
-
-def quiet_lightning() -> None:
-    if getattr(quiet_lightning, "done", False):
-        return
-    quiet_lightning.done = True
-    for pattern in _NOISE:
-        warnings.filterwarnings("ignore", message=pattern)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropNoise())
 
 
 def __getattr__(name: str):

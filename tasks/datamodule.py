@@ -391,7 +391,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "predict":  # before the work, not after it
-            check_output_paths([self.predictions_path()], [self.predict_file])
+            check_output_paths([self.predictions_path()], self._inputs())
         for split in STAGE_SPLITS[stage]:
             if split == "validation" and not self.has_split(split):
                 continue  # fit without a dev set: train only
@@ -399,7 +399,11 @@ class TaskDataModule(L.LightningDataModule):
                 self.prepared[split] = self.prepare(split)
         if stage == "predict":
             outputs = [output.path for p in self.prepared["predict"] for output in p.evaluation.outputs]
-            check_output_paths(outputs, [self.predict_file])
+            check_output_paths(outputs, self._inputs())
+
+    def _inputs(self) -> list:
+        """What predict reads: the file, and the model source (a checkpoint, an export directory)."""
+        return [self.predict_file, self.tokenizer_source]
 
     def evaluations(self) -> dict[str, list[Evaluation]]:
         """What the module needs to decode, score and write each prepared split."""

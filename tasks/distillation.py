@@ -16,7 +16,6 @@ for regression (STS-B) the soft loss is the MSE to the teacher's score.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -24,11 +23,12 @@ import torch.nn.functional as F
 
 from bert_core.pruning import select_layers, spread_layers
 
-from .checkpoint import read_checkpoint
+from .checkpoint import PAYLOAD_KEY
 from .classification import SequenceClassifier
 from .datamodule import IGNORE_INDEX
 from .io import UserError
 from .module import TaskModule, check_range
+from .registry import kind_of_class, load_task_module
 from .tagging import TaggingModule
 
 # Hyper-parameters of the distillation itself: left out of the student's best.ckpt, which is an
@@ -84,23 +84,10 @@ def teacher_layer_for(student_layer: int, student_layers: int, teacher_layers: i
 
 def load_teacher(path: str, expected: type[TaskModule]) -> TaskModule:
     """The task module stored in a fine-tuned checkpoint, frozen and in eval mode."""
-    stored = read_checkpoint(path)  # a clear UserError for a missing or foreign file
-    hyper = stored["hyper_parameters"]
-    wanted = f"{expected.__module__}.{expected.__qualname__}"
-    class_path = hyper.get("_class_path") or wanted
-    if class_path != wanted:
-        raise UserError(
-            f"--model.teacher {path}: a checkpoint of {class_path} (task {hyper.get('task')!r}), "
-            f"but the student is a {wanted}: distil from a checkpoint of the same task"
-        )
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    kwargs = {k: v for k, v in hyper.items() if not k.startswith("_")}
-    teacher = cls(**{**kwargs, "pretrained": path})
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    teacher.load_state_dict(checkpoint["state_dict"])
-    teacher.on_load_checkpoint(checkpoint)
-    teacher.eval()
+    try:
+        teacher, _ = load_task_module(path, expected=kind_of_class(expected))
+    except UserError as err:
+        raise UserError(f"--model.teacher {err}; distil from a checkpoint of the same task") from None
     teacher.requires_grad_(False)
     return teacher
 
@@ -272,6 +259,7 @@ class Distillation:
             for name in DISTILLATION_OPTIONS:
                 hyper.pop(name, None)
             hyper["_class_path"] = f"{self.task_class.__module__}.{self.task_class.__qualname__}"
+        checkpoint[PAYLOAD_KEY]["task_kind"] = kind_of_class(self.task_class).key
 
 
 _DEFAULT_ENCODER = "all-MiniLM-L6-v2"

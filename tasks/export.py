@@ -19,15 +19,13 @@ Heavy imports (torch, Lightning, onnx) wait until an export runs, so ``python -m
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .io import UserError
+from .io import CommandParser, UserError, refuse_overwriting_inputs
+from .registry import load_task_module
 
 if TYPE_CHECKING:
     import torch
@@ -40,30 +38,6 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # -- the fine-tuned module, rebuilt from its checkpoint ---------------------------------------------
-
-
-def load_task_module(ckpt_path: str | Path) -> tuple[TaskModule, dict[str, Any]]:
-    """The task module of a ``.ckpt`` written by ``fit``, in eval mode, and what the checkpoint stores."""
-    import torch
-
-    from .checkpoint import is_onnx_export, read_checkpoint
-
-    if is_onnx_export(ckpt_path):
-        raise UserError(f"{ckpt_path}: an ONNX export already; export from the .ckpt it was made from")
-    stored = read_checkpoint(ckpt_path)  # a clear UserError for a missing or foreign file
-    hparams = dict(stored["hyper_parameters"])
-    class_path = hparams.pop("_class_path", None)
-    if not class_path:
-        raise UserError(f"{ckpt_path}: the checkpoint does not name its task module (_class_path)")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    kwargs = {k: v for k, v in hparams.items() if not k.startswith("_")}
-    kwargs["pretrained"] = str(ckpt_path)  # the encoder is rebuilt from the config stored in it
-    module = cls(**kwargs)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.on_load_checkpoint(checkpoint)
-    return module.eval(), stored
 
 
 def task_kind(module: TaskModule) -> str:
@@ -275,6 +249,7 @@ def export(
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     output = Path(output)
+    refuse_overwriting_inputs(output, [ckpt_path])
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: a file, not a directory")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
@@ -304,7 +279,7 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m tasks export",
         description="Export a fine-tuned checkpoint to a Hugging Face directory or to ONNX.",
     )
@@ -320,15 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         "--quantize", choices=["int8"], help="onnx: dynamic int8 weights (onnxruntime's quantize_dynamic)"
     )
     args = parser.parse_args(argv)
-    from .cli import USER_ERRORS, quiet_lightning
+    from .runtime import quiet_lightning
 
     quiet_lightning()
-    try:
-        output = export(
-            args.ckpt_path, args.format, args.output, overwrite=args.overwrite, quantize=args.quantize
-        )
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    output = export(
+        args.ckpt_path, args.format, args.output, overwrite=args.overwrite, quantize=args.quantize
+    )
     print(f"exported {args.ckpt_path} ({args.format}) to {output}")
     return 0

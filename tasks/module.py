@@ -19,6 +19,7 @@ from .checkpoint import PAYLOAD_KEY, encoder_state, is_onnx_export, is_task_chec
 from .evaluation import Collector, Evaluation
 from .inference import check_inference_options, prepare_inference
 from .io import UserError
+from .registry import kind_of_class
 from .writers import PredictionWriter
 
 
@@ -271,8 +272,21 @@ class TaskModule(L.LightningModule):
         """The task's outputs for an evaluation or predict batch: this module's forward, or the ONNX graph's."""
         return self(batch) if self._onnx is None else self._onnx(batch)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Weights that do not fit the model the checkpoint describes (a head of another shape, a
+        missing tensor) are the checkpoint's problem: a UserError naming it and the first mismatch."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as err:
+            raise mismatched_weights(self.hparams.get("pretrained"), err) from None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[PAYLOAD_KEY] = {"bert_config": self.encoder.config.to_dict(), **self._tokenizer_payload}
+        kind = kind_of_class(type(self))
+        checkpoint[PAYLOAD_KEY] = {
+            "bert_config": self.encoder.config.to_dict(),
+            **self._tokenizer_payload,
+            "task_kind": kind.key if kind is not None else None,  # the registry key: never a class path
+        }
 
     # -- the task's part: subclasses define these ----------------------------------------------
 
@@ -476,11 +490,23 @@ def load_encoder(pretrained: str, **overrides) -> tuple[BertModel, dict[str, Any
         # itself for validate/test/predict (where Lightning loads the same weights again, head included).
         payload = read_checkpoint(pretrained)["payload"]
         encoder = BertModel.uninitialised(BertConfig.from_dict({**payload["bert_config"], **overrides}))
-        encoder.load_state_dict(encoder_state(pretrained))
+        try:
+            encoder.load_state_dict(encoder_state(pretrained))
+        except RuntimeError as err:
+            raise mismatched_weights(pretrained, err) from None
         return encoder, {k: payload[k] for k in ("vocab", "do_lower_case")}
     encoder = BertModel.from_pretrained(pretrained, **overrides)
     spec = tokenizer_spec(pretrained)
     return encoder, {"vocab": spec.tokens, "do_lower_case": spec.do_lower_case}
+
+
+def mismatched_weights(source: Any, err: RuntimeError) -> Exception:
+    """torch's "Error(s) in loading state_dict" as a one-line UserError naming the checkpoint."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("Error(s) in loading state_dict"):
+        return err
+    detail = lines[1] if len(lines) > 1 else lines[0]
+    return UserError(f"{source}: its weights do not fit the model its settings describe ({detail[:300]})")
 
 
 def fused_adamw_supported(groups: list[dict[str, Any]]) -> bool:

@@ -16,7 +16,6 @@ are passed on, as to ``validate``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ import torch
 
 from bert_core.pruning import drop_layers, head_gates, kept_heads, prune_heads
 
-from .checkpoint import PAYLOAD_KEY, is_task_checkpoint
-from .io import UserError, atomic_open, check_output_paths
+from .checkpoint import PAYLOAD_KEY, is_task_checkpoint, read_weights
+from .io import CommandParser, UserError, atomic_open, check_output_paths
 
 PRUNING_KEY = "bert_tasks_pruning"  # what was removed, and the importance it was chosen by
 # Parts of a full checkpoint that describe the training run, not the model: a pruned one has none.
@@ -80,7 +79,7 @@ def heads_to_prune(importance: list[torch.Tensor], config, fraction: float) -> d
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m tasks prune",
         description="Remove attention heads (by dev-set importance) and/or top layers from a task checkpoint.",
         epilog="Other options (--data.validation_file, --data.eval_batch_size, ...) are passed on as to validate.",
@@ -102,12 +101,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str]) -> int:
     args, rest = _parse(argv)
-    try:
-        report = prune(args, rest)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report)
+    print(prune(args, rest))
     return 0
 
 
@@ -125,7 +119,7 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
     if args.heads == 0 and args.drop_layers == 0:
         raise UserError("nothing to prune: give --heads F and/or --drop_layers N")
 
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint = read_weights(ckpt)
     model, data = _build(ckpt, args.config, rest, need_data=args.heads > 0)
     model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
@@ -178,7 +172,8 @@ def _build(ckpt: Path, config: str | None, rest: list[str], need_data: bool) -> 
     """The checkpoint's task module (encoder rebuilt from its stored config) and data module,
     as ``validate --ckpt_path`` would build them."""
     from .app import BertTasksCLI
-    from .cli import _user_error_in, quiet_lightning
+    from .io import user_error_in
+    from .runtime import quiet_lightning
 
     if config is None:
         run_config = ckpt.resolve().parent.parent / "config.yaml"
@@ -197,13 +192,15 @@ def _build(ckpt: Path, config: str | None, rest: list[str], need_data: bool) -> 
     class Builder(BertTasksCLI):
         """``validate``'s parsing and instantiation (checkpoint settings, labels, tokenizer), not its run."""
 
+        locks_run_directory = False  # prune writes its --output, nothing in the run directory
+
         def _run_subcommand(self, subcommand: str) -> None:
             pass
 
     try:
         cli = Builder(args=args)
     except Exception as err:
-        user_error = _user_error_in(err)
+        user_error = user_error_in(err)
         if user_error is None:
             raise
         raise UserError(str(user_error)) from None
@@ -211,18 +208,14 @@ def _build(ckpt: Path, config: str | None, rest: list[str], need_data: bool) -> 
 
 
 def _classes_of(ckpt: Path) -> list[str]:
-    """``--model CLASS --data CLASS`` for a checkpoint given alone (no config, no run directory)."""
+    """``--model CLASS --data CLASS`` for a checkpoint given alone (no config, no run directory):
+    the registry's classes for the task kind the checkpoint names."""
     from .checkpoint import read_checkpoint
+    from .registry import stored_kind
 
-    model_class = read_checkpoint(ckpt)["hyper_parameters"].get("_class_path")
-    if not model_class:
-        raise UserError(f"{ckpt}: no model class stored; give the task's --config")
-    module = model_class.rsplit(".", 1)[0]
-    data_class = {
-        "tasks.classification": "ClassificationDataModule",
-        "tasks.tagging": "TaggingDataModule",
-        "tasks.qa": "QADataModule",
-    }.get(module)
-    if data_class is None:
-        raise UserError(f"{ckpt}: a checkpoint of {model_class}; give the task's --config")
-    return ["--model", model_class, "--data", f"{module}.{data_class}"]
+    kind = stored_kind(ckpt, read_checkpoint(ckpt))
+    if kind.key not in ("classification", "tagging", "qa"):
+        raise UserError(
+            f"{ckpt}: a checkpoint of a {kind.key} model; prune takes classification, tagging or QA"
+        )
+    return ["--model", kind.module, "--data", kind.data_module]

@@ -4,7 +4,6 @@ report.html (self-contained: PNGs as data URIs, inline CSS), with the PNGs besid
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -24,8 +23,9 @@ import yaml
 from .checkpoint import load_mapped
 from .data.glue import GLUE_TASKS
 from .data.squad import read_squad
-from .io import UserError, atomic_open
+from .io import CommandParser, UserError, atomic_open
 from .metrics.squad import evaluate, read_predictions
+from .rundir import lock_run_directory
 
 TASK_OF_MODEL = {"SequenceClassifier": "classification", "TaggingModule": "ner", "QAModule": "qa"}
 # Gold answer length in words (of the first gold answer): label, shortest, longest.
@@ -481,7 +481,7 @@ def write_report(run: Run, output: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     description = "Draw a run's training curves and per-task pictures into a self-contained report.html."
-    parser = argparse.ArgumentParser(prog="python -m tasks report", description=description)
+    parser = CommandParser(prog="python -m tasks report", description=description)
     parser.add_argument("run_dir", help="a run directory written by python -m tasks fit, e.g. outputs/sst2")
     parser.add_argument("--output", metavar="DIR", help="where to write the report (default: RUN_DIR)")
     args = parser.parse_args(argv)
@@ -492,7 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = load_run(Path(args.run_dir))
-        path = write_report(run, Path(args.output) if args.output else run.directory)
+        output = Path(args.output) if args.output else run.directory
+        if run.directory.resolve() in (output.resolve(), *output.resolve().parents):
+            lock_run_directory(run.directory, "report")  # a fit writing there now: refused, naming it
+        path = write_report(run, output)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -33,10 +34,20 @@ def test_tokens_in_line_order_trailing_newline_and_cr_dropped(tmp_path):
     assert read_vocab_tokens(write(tmp_path / "d.txt", " x \n")) == [" x "]
 
 
-def test_first_id_of_a_duplicate_wins(tmp_path):
-    assert vocab_ids(["a", "b", "a", "c"]) == {"a": 0, "b": 1, "c": 3}
+def test_last_id_of_a_duplicate_wins_as_in_google_and_transformers(tmp_path):
     path = write(tmp_path / "vocab.txt", "a\nb\na\nc\n")
-    assert read_vocab(path) == vocab_ids(read_vocab_tokens(path)) == {"a": 0, "b": 1, "c": 3}
+    with pytest.warns(UserWarning, match=r"vocab.txt: 1 token\(s\) listed more than once.*'a' on lines 1, 3"):
+        ids = read_vocab(path)
+    assert ids == {"a": 2, "b": 1, "c": 3}
+    # transformers' own vocab.txt reader (what Google's load_vocab does too: vocab[token] = index)
+    from transformers.models.bert import tokenization_bert
+
+    load_vocab = getattr(tokenization_bert, "load_vocab", None)
+    if load_vocab is not None:
+        assert dict(load_vocab(str(path))) == ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert vocab_ids(["a", "b", "a"], warn=False) == {"a": 2, "b": 1}
 
 
 def test_empty_vocabulary_is_an_error(tmp_path):
@@ -51,7 +62,7 @@ def test_fixture_vocab_matches_the_old_reader():
     tokens = [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n")]
     assert tokens.pop() == ""
     assert read_vocab_tokens(path) == tokens and len(tokens) == 513
-    assert read_vocab(path) == {token: index for index, token in reversed(list(enumerate(tokens)))}
+    assert read_vocab(path) == {token: index for index, token in enumerate(tokens)}
     assert missing_special_tokens(tokens) == [] and tokens.index("[MASK]") == 103
 
 

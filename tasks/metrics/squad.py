@@ -25,7 +25,6 @@ same summation order).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -35,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..io import DataError, UserError, read_text_lines
+from ..io import CommandParser, DataError, UserError, read_text_lines
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -304,7 +303,7 @@ def score_files(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``score-squad DATA PREDICTIONS [--na-prob-file F] [--na-prob-thresh T] [--version V]``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m tasks score-squad",
         description="Score SQuAD predictions with the official v1.1/v2.0 EM and F1; prints the metrics as JSON.",
     )

@@ -1,0 +1,155 @@
+"""The closed set of task kinds: one frozen row each, and the one rebuild of a task module from a checkpoint.
+
+A checkpoint names its task by a registry key (``checkpoint["bert_tasks"]["task_kind"]``); the app
+maps the key to its own classes. Nothing here (or anywhere) imports or calls a dotted path read from a
+file: the class paths below are this module's constants, imported lazily so that the CLI's small
+commands start without Lightning. Checkpoints written before the key existed carry Lightning's
+``_class_path`` hyper-parameter; it is matched against these rows as a plain string and never imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .io import UserError
+
+if TYPE_CHECKING:
+    from .module import TaskModule
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    key: str  # what a checkpoint stores
+    module: str  # the LightningModule, "package.module.Class"
+    data_module: str  # its data module
+    hf_architecture: str | None = None  # transformers' class of an HF export (None: not exportable)
+    main_metric: str = "val/loss"
+    # The kind whose checkpoint this one's best.ckpt is (a distilled student is its task's model).
+    saves_as: str | None = None
+
+    def module_class(self) -> type[TaskModule]:
+        return _import(self.module)
+
+    def data_module_class(self) -> type:
+        return _import(self.data_module)
+
+
+TASKS: dict[str, TaskKind] = {
+    row.key: row
+    for row in (
+        TaskKind(
+            "classification",
+            "tasks.classification.SequenceClassifier",
+            "tasks.classification.ClassificationDataModule",
+            "BertForSequenceClassification",
+        ),
+        TaskKind(
+            "tagging",
+            "tasks.tagging.TaggingModule",
+            "tasks.tagging.TaggingDataModule",
+            "BertForTokenClassification",
+        ),
+        TaskKind("qa", "tasks.qa.QAModule", "tasks.qa.QADataModule", "BertForQuestionAnswering"),
+        TaskKind(
+            "pretraining", "tasks.pretraining.PreTrainingModule", "tasks.pretraining.PreTrainingDataModule"
+        ),
+        TaskKind("features", "tasks.extraction.FeatureExtractor", "tasks.extraction.FeatureDataModule"),
+        TaskKind(
+            "distill_classification",
+            "tasks.distillation.DistilledClassifier",
+            "tasks.classification.ClassificationDataModule",
+            saves_as="classification",
+        ),
+        TaskKind(
+            "distill_tagging",
+            "tasks.distillation.DistilledTagger",
+            "tasks.tagging.TaggingDataModule",
+            saves_as="tagging",
+        ),
+    )
+}
+
+_BY_MODULE = {row.module: row for row in TASKS.values()}
+
+
+def _import(class_path: str) -> type:
+    """One of this module's own class paths (never one read from a file)."""
+    module_name, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def kind_of_class(cls: type) -> TaskKind | None:
+    """The row of a task module class (a subclass a user wrote finds its nearest registered base)."""
+    for klass in cls.__mro__:
+        row = _BY_MODULE.get(f"{klass.__module__}.{klass.__qualname__}")
+        if row is not None:
+            return row
+    return None
+
+
+def kind_of_class_path(class_path: str | None) -> TaskKind | None:
+    """The row a config's ``model.class_path`` names, by string (short names accepted), or None."""
+    if not class_path:
+        return None
+    text = str(class_path)
+    return _BY_MODULE.get(text) or next(
+        (r for r in TASKS.values() if r.module.rsplit(".", 1)[1] == text), None
+    )
+
+
+def stored_kind(path: str | os.PathLike, stored: dict[str, Any]) -> TaskKind:
+    """The task kind a checkpoint (or ONNX export) names, from ``read_checkpoint``'s answer: its
+    registry key, or for an older checkpoint its ``_class_path`` matched as a string."""
+    key = stored["payload"].get("task_kind")
+    if key is not None:
+        if not isinstance(key, str) or key not in TASKS:
+            raise UserError(
+                f"{path}: names task kind {key!r}, which this app does not have (known: {', '.join(TASKS)})"
+            )
+        return TASKS[key]
+    class_path = stored["hyper_parameters"].get("_class_path")
+    row = _BY_MODULE.get(class_path) if isinstance(class_path, str) else None
+    if row is None:
+        raise UserError(
+            f"{path}: does not name one of this app's task kinds"
+            + (f" (it names {str(class_path)[:120]!r}, which is never imported)" if class_path else "")
+        )
+    return row
+
+
+def load_task_module(path: str | os.PathLike, expected: TaskKind | None = None) -> tuple[TaskModule, dict]:
+    """The task module of a ``.ckpt`` written by ``fit`` (encoder rebuilt from the config stored in
+    it, weights loaded, eval mode) and what the checkpoint stores besides weights: the one rebuild
+    that export, prune, distillation's teacher and the report use."""
+    from .checkpoint import is_onnx_export, read_checkpoint, read_weights
+
+    if is_onnx_export(path):
+        raise UserError(f"{path}: an ONNX export; give the .ckpt it was made from")
+    stored = read_checkpoint(path)
+    kind = stored_kind(path, stored)
+    if expected is not None and kind.key not in (expected.key, expected.saves_as):
+        raise UserError(
+            f"{path}: a checkpoint of a {kind.key} model (task {stored['hyper_parameters'].get('task')!r}), "
+            f"but a {expected.saves_as or expected.key} model is needed here"
+        )
+    kwargs = {k: v for k, v in stored["hyper_parameters"].items() if not k.startswith("_")}
+    cls = kind.module_class()
+    known = _init_parameters(cls)
+    module = cls(**{k: v for k, v in kwargs.items() if k in known}, pretrained=str(path))
+    checkpoint = read_weights(path)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    return module.eval(), stored
+
+
+def _init_parameters(cls: type) -> set[str]:
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names.update(p for p in inspect.signature(klass.__init__).parameters if p not in ("self",))
+    return names
