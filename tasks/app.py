@@ -262,9 +262,10 @@ def check_same_task(ckpt_path: str, stored: dict, config) -> None:
     )
     if mismatch:
         wanted_name = wanted_kind.key if wanted_kind is not None else config.model.get("class_path")
+        wanted_task = wanted_task or {"tagging": "ner", "qa": "squad"}.get(wanted_name, wanted_name)
         raise UserError(
             f"{ckpt_path}: a checkpoint of task {stored_task!r} (a {stored_kind.key} model), but the config is for "
-            f"{wanted_task or wanted_name!r} (a {wanted_name} model): use that task's config, or give the checkpoint alone"
+            f"{wanted_task!r} (a {wanted_name} model): use that task's config, or give the checkpoint alone"
         )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch.cli import SaveConfigCallback
 
-from .io import write_json
+from .io import atomic_open, write_json
 
 METRICS_FILE = "metrics.json"
 
@@ -180,6 +180,7 @@ class RunConfigSaver(SaveConfigCallback):
             return
         name = "config.yaml" if stage == "fit" else f"config.{stage}.yaml"
         path = Path(trainer.default_root_dir) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+        text = self.parser.dump(self.config, skip_none=False)
+        with atomic_open(path) as handle:
+            handle.write(text)
         self.already_saved = True

@@ -7,6 +7,7 @@ the casing of its tokenizer. The label names and task are hyper-parameters of th
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from bert_core.tokenizer import build_tokenizer, load_tokenizer
 
-from .io import UserError
+from .io import UserError, atomic_open
 
 PAYLOAD_KEY = "bert_tasks"
 DATA_SETTINGS_KEY = "bert_tasks_data_settings"  # the data module's state_dict (tasks.datamodule.SETTINGS_KEY)
@@ -88,6 +89,16 @@ def load_mapped(path: str | os.PathLike) -> dict[str, Any]:
         if "mmap" not in str(err):
             raise
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_checkpoint_file(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` atomically (``tasks.io.atomic_open``). Serialised in memory first: torch's zip
+    writer turns a failed write (a full disk) into an opaque RuntimeError, a plain write keeps the
+    OSError that becomes a one-line error naming ``path``."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    with atomic_open(path, "wb", encoding=None) as handle:
+        handle.write(buffer.getbuffer())
 
 
 # What the payload must hold for a checkpoint alone to rebuild its model and tokenizer.

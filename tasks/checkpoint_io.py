@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .checkpoint import read_weights
-from .io import atomic_open
+from .checkpoint import read_weights, save_checkpoint_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        with atomic_open(path, "wb", encoding=None) as handle:
-            torch.save(checkpoint, handle)
+        save_checkpoint_file(checkpoint, path)
 
     def load_checkpoint(
         self, path, map_location: Any | None = None, weights_only: bool | None = None

@@ -110,6 +110,12 @@ def with_checkpoint_classes(args: list[str]) -> list[str]:
     from .registry import stored_kind
 
     if not is_task_checkpoint(ckpt_path):
+        if Path(ckpt_path).is_dir():
+            raise UserError(
+                f"--ckpt_path {ckpt_path}: a directory, not a checkpoint (nor an ONNX export directory)"
+            )
+        if not Path(ckpt_path).exists() and ckpt_path not in ("best", "last", "hpc", "registry"):
+            raise UserError(f"--ckpt_path {ckpt_path}: checkpoint not found")
         return args
     kind = stored_kind(ckpt_path, read_checkpoint(ckpt_path))
     extra = ["--model.class_path", kind.module]

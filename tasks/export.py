@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .io import CommandParser, UserError, refuse_overwriting_inputs
+from .io import CommandParser, UserError, fsync_directory, fsync_tree, refuse_overwriting_inputs
 from .registry import load_task_module
 
 if TYPE_CHECKING:
@@ -270,9 +270,14 @@ def export(
             export_hf(module, stored, partial)
         else:
             export_onnx(module, stored, partial, quantize=quantize)
+        fsync_tree(partial)  # the files reach the disk before the rename makes them the export
+        previous = output.parent / f".{output.name}.previous"
+        shutil.rmtree(previous, ignore_errors=True)
         if output.exists():
-            shutil.rmtree(output)
+            output.rename(previous)  # kept until the new export is in place
         partial.rename(output)
+        fsync_directory(output.parent)
+        shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return output

@@ -165,6 +165,19 @@ def fsync_directory(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def fsync_tree(directory: str | os.PathLike) -> None:
+    """fsync every file under ``directory`` and the directories themselves (before a rename that
+    publishes the directory whole)."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_directory(root)
+
+
 def discard(handle: IO, tmp: str) -> None:
     try:
         handle.close()

@@ -23,8 +23,8 @@ import torch
 
 from bert_core.pruning import drop_layers, head_gates, kept_heads, prune_heads
 
-from .checkpoint import PAYLOAD_KEY, is_task_checkpoint, read_weights
-from .io import CommandParser, UserError, atomic_open, check_output_paths
+from .checkpoint import PAYLOAD_KEY, is_task_checkpoint, read_weights, save_checkpoint_file
+from .io import CommandParser, UserError, check_output_paths
 
 PRUNING_KEY = "bert_tasks_pruning"  # what was removed, and the importance it was chosen by
 # Parts of a full checkpoint that describe the training run, not the model: a pruned one has none.
@@ -154,8 +154,7 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
         "heads_removed": {str(k): v for k, v in removed.items()},
         "head_importance": importance,
     }
-    with atomic_open(output, "wb", encoding=None) as handle:
-        torch.save(pruned, handle)
+    save_checkpoint_file(pruned, output)
     after_params = sum(p.numel() for p in model.parameters())
     return (
         f"{output}: layers {before_layers} -> {config.num_hidden_layers}, attention heads "

@@ -12,12 +12,9 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .io import UserError
-
-if TYPE_CHECKING:
-    from .module import TaskModule
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,7 @@ class TaskKind:
     # The kind whose checkpoint this one's best.ckpt is (a distilled student is its task's model).
     saves_as: str | None = None
 
-    def module_class(self) -> type[TaskModule]:
+    def module_class(self) -> type:
         return _import(self.module)
 
     def data_module_class(self) -> type:
@@ -120,14 +117,14 @@ def stored_kind(path: str | os.PathLike, stored: dict[str, Any]) -> TaskKind:
     return row
 
 
-def load_task_module(path: str | os.PathLike, expected: TaskKind | None = None) -> tuple[TaskModule, dict]:
+def load_task_module(path: str | os.PathLike, expected: TaskKind | None = None) -> tuple[Any, dict]:
     """The task module of a ``.ckpt`` written by ``fit`` (encoder rebuilt from the config stored in
     it, weights loaded, eval mode) and what the checkpoint stores besides weights: the one rebuild
     that export, prune, distillation's teacher and the report use."""
     from .checkpoint import is_onnx_export, read_checkpoint, read_weights
 
     if is_onnx_export(path):
-        raise UserError(f"{path}: an ONNX export; give the .ckpt it was made from")
+        raise UserError(f"{path}: an ONNX export already; give the .ckpt it was made from")
     stored = read_checkpoint(path)
     kind = stored_kind(path, stored)
     if expected is not None and kind.key not in (expected.key, expected.saves_as):
@@ -138,7 +135,9 @@ def load_task_module(path: str | os.PathLike, expected: TaskKind | None = None) 
     kwargs = {k: v for k, v in stored["hyper_parameters"].items() if not k.startswith("_")}
     cls = kind.module_class()
     known = _init_parameters(cls)
-    module = cls(**{k: v for k, v in kwargs.items() if k in known}, pretrained=str(path))
+    module = cls(
+        **{k: v for k, v in kwargs.items() if k in known and k != "pretrained"}, pretrained=str(path)
+    )
     checkpoint = read_weights(path)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)

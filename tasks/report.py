@@ -488,16 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import matplotlib.backends.backend_agg  # noqa: F401  (imports matplotlib.figure too)
     except ImportError:
-        print("error: the report needs matplotlib: pip install -e '.[report]'", file=sys.stderr)
-        return 2
-    try:
-        run = load_run(Path(args.run_dir))
-        output = Path(args.output) if args.output else run.directory
-        if run.directory.resolve() in (output.resolve(), *output.resolve().parents):
-            lock_run_directory(run.directory, "report")  # a fit writing there now: refused, naming it
-        path = write_report(run, output)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UserError("the report needs matplotlib: pip install -e '.[report]'") from None
+    run = load_run(Path(args.run_dir))  # errors: one line through the CLI's one handler
+    output = Path(args.output) if args.output else run.directory
+    if run.directory.resolve() in (output.resolve(), *output.resolve().parents):
+        lock_run_directory(run.directory, "report")  # a fit writing there now: refused, naming it
+    path = write_report(run, output)
     print(path)
     return 0

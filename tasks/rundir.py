@@ -70,7 +70,7 @@ def lock_run_directory(directory: str | os.PathLike, command: str) -> RunLock | 
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"run directory {directory}: cannot be created ({err.strerror})") from None
+        raise UserError(f"run directory {directory}: cannot be created ({err.strerror.lower()})") from None
     path = directory / LOCK_FILE
     for _ in range(50):
         try:
@@ -79,7 +79,7 @@ def lock_run_directory(directory: str | os.PathLike, command: str) -> RunLock | 
             if created:
                 _remove_empty(directory)
             raise UserError(
-                f"run directory {directory}: cannot be written ({err.strerror}); choose --trainer.default_root_dir"
+                f"run directory {directory}: cannot be written ({err.strerror.lower()}); choose --trainer.default_root_dir"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,13 +10,14 @@ removed, so a file that exists is complete.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import IO, Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .evaluation import OutputFile
-from .io import UserError, commit, discard, open_beside
+from .io import UserError, commit, discard, open_beside, remove_stale_temps
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -29,6 +30,10 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         for output in pl_module.evaluations["predict"][0].outputs:
+            for stale in remove_stale_temps(Path(output.path).parent, Path(output.path).name):
+                print(
+                    f"note: removed {stale}, the partial file of a predict that was killed", file=sys.stderr
+                )
             handle, tmp = open_beside(output.path, "wb" if output.binary else "w")
             _write(handle, output, output.header() if callable(output.header) else output.header)
             self._open.append((output, handle, tmp))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,3 +147,31 @@ def sst2_teacher_ckpt(deep_bert_dir: Path, tmp_path_factory) -> Path:
     )
     assert code == 0
     return run_dir / "checkpoints" / "best.ckpt"
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(directory: Path, size: str = "256m"):
+    """A tmpfs of ``size`` mounted at ``directory`` (another filesystem than $TMPDIR's), unmounted
+    after; the test is skipped, with the reason, when this process may not mount one (not root, or
+    a container without the capability)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """A fresh 256 MB tmpfs, a filesystem other than the temp directory's."""
+    with mounted_tmpfs(tmp_path / "tmpfs") as directory:
+        yield directory

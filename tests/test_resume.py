@@ -73,3 +73,36 @@ def test_the_same_config_and_seed_twice_give_the_same_metrics(uninterrupted, mix
     )
     assert first["best_checkpoint"].pop("path") != second["best_checkpoint"].pop("path")
     assert first == second
+
+
+@pytest.mark.parametrize("fraction", [0.4, 1.0], ids=["mid-write", "before-rename"])
+def test_killed_during_a_checkpoint_save_on_another_filesystem_resumes_to_the_same_result(
+    uninterrupted, mixing_bert_dir, tmp_path, fraction
+):
+    """The run directory on a tmpfs (not $TMPDIR's filesystem, where Lightning's own save would
+    copy over the target): kill -9 inside the save of last.ckpt at step 10 leaves the step-8 one
+    whole, and resuming from it ends where the uninterrupted run ended."""
+    from .conftest import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "tmpfs") as mount:
+        run_dir = mount / "killed"
+        killer = ["--trainer.callbacks+=tests.killer.KillDuringSave", "--trainer.callbacks.step=10"]
+        killed = fit(run_dir, mixing_bert_dir, *killer, f"--trainer.callbacks.fraction={fraction}")
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert (last["epoch"], last["global_step"]) == (1, 8)  # the previous save, whole
+        leftovers = list((run_dir / "checkpoints").glob(".last.ckpt.*.tmp"))
+        assert leftovers, "the killed save's temp file should be there, beside its target"
+
+        resumed = fit(run_dir, mixing_bert_dir, "--ckpt_path", "last")
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert "partial file of a run that was killed" in resumed.stderr
+        assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+        expected, got = weights(uninterrupted), weights(run_dir)
+        assert all(torch.equal(expected[name], got[name]) for name in expected)
+        resumed_metrics, expected_metrics = (
+            json.loads((d / "metrics.json").read_text()) for d in (run_dir, uninterrupted)
+        )
+        for metrics in (resumed_metrics, expected_metrics):
+            metrics["best_checkpoint"].pop("path")
+        assert resumed_metrics == expected_metrics
