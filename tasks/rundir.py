@@ -87,7 +87,7 @@ def lock_run_directory(directory: str | os.PathLike, command: str) -> RunLock | 
             holder = _read_holder(fd)
             os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UserError(f"{path}: cannot be locked ({err.strerror})") from None
+                raise UserError(f"{path}: cannot be locked ({err.strerror.lower()})") from None
             raise UserError(
                 f"{directory} is in use by {_describe(holder)}; wait for it, or choose another run directory"
             ) from None
