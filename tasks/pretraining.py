@@ -30,12 +30,12 @@ from bert_core.model import PreTrainingHeads, init_weights
 from bert_core.sources import resolve_source
 from bert_core.vocab import write_vocab_files
 
-from .checkpoint import is_task_checkpoint
+from .checkpoint import is_task_checkpoint, read_weights
 from .data.corpus import iter_documents
 from .datamodule import Prepared, TaskDataModule, check_at_least
 from .evaluation import Evaluation
 from .features import pretraining as features
-from .io import DataError, UserError
+from .io import DataError, UserError, fsync_directory, fsync_tree
 from .module import TaskModule
 from .sampling import environment_seed
 
@@ -293,7 +293,7 @@ class PreTrainingModule(TaskModule):
 
     def _load_heads(self, source: str) -> None:
         if is_task_checkpoint(source):
-            state = torch.load(source, map_location="cpu", weights_only=True)["state_dict"]
+            state = read_weights(source)["state_dict"]
         else:
             state = read_state_dict(resolve_source(source))
         heads = {k.removeprefix("cls."): v for k, v in state.items() if k.startswith("cls.")}
@@ -387,7 +387,7 @@ class PreTrainingModule(TaskModule):
         # The weights of best.ckpt (lowest val/mlm_loss) when the run validated; else the last ones.
         callback = self.trainer.checkpoint_callback
         best = callback.best_model_path if callback is not None else ""
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"] if best else None
+        state = read_weights(best)["state_dict"] if best else None
         path = self.save_pretrained(self.run_dir / "pretrained", state)
         which = f"the weights of {best}" if best else "the last weights"
         print(f"pre-trained model written to {path} ({which}; use it as --model.pretrained)", flush=True)
@@ -410,7 +410,12 @@ class PreTrainingModule(TaskModule):
             tmp,
             model_max_length=self.encoder.config.max_position_embeddings,
         )
+        fsync_tree(tmp)  # on the disk before the rename publishes it
+        previous = directory.with_name(f".{directory.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
         if directory.exists():
-            shutil.rmtree(directory)
+            directory.rename(previous)  # kept until the new directory is in place
         os.replace(tmp, directory)
+        fsync_directory(directory.parent)
+        shutil.rmtree(previous, ignore_errors=True)
         return directory
