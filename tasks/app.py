@@ -7,12 +7,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import registry
-from .callbacks import RunConfigSaver
+from .callbacks import RunConfigSaver, run_callbacks
 from .checkpoint import is_onnx_export, is_task_checkpoint, read_checkpoint, read_weights
 from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
@@ -73,11 +74,19 @@ class BertTasksCLI(LightningCLI):
         if type(getattr(strategy, "_checkpoint_io", None)) in (type(None), TorchCheckpointIO):
             # Saves written beside their target and renamed; every read weights_only (resume included).
             strategy.checkpoint_io = AtomicCheckpointIO()
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        every = config.get("checkpoint_every_n_steps") or 0
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+        """The trainer, with the run conventions' callbacks (checkpoints, metrics.json, the
+        prediction writer, resumable random states) after the user's."""
+        subcommand = self.config[self.subcommand] if self.subcommand else self.config
+        every = subcommand.get("checkpoint_every_n_steps") or 0
         if every < 0:
             raise UserError(f"--checkpoint_every_n_steps must be at least 0, not {every}")
-        self.model.checkpoint_every_n_steps = every
+        has_validation = self.datamodule is not None and self.datamodule.has_split("validation")
+        run_dir = Path(config.get("default_root_dir") or ".")
+        monitor = self.model.main_metric if has_validation else None
+        extra = run_callbacks(run_dir, monitor, self.model.main_metric_mode, every)
+        return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def _parse_ckpt_path(self) -> None:
         """A task checkpoint's stored settings fill in the model's options, but an option given on

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
 from .io import atomic_open, write_json
@@ -104,6 +105,41 @@ class MetricsJsonWriter(L.Callback):
         if prefix == "test/" and "best_checkpoint" in previous:
             kept["best_checkpoint"] = previous["best_checkpoint"]
         write_json(path, {**kept, **metrics})
+
+
+def run_callbacks(
+    run_dir: Path, main_metric: str | None, mode: str, every_n_steps: int = 0
+) -> list[L.Callback]:
+    """What every run of the app gets: best.ckpt (chosen by ``main_metric``; the last weights when
+    there is none), last.ckpt (every validation, and every ``every_n_steps`` optimizer steps when
+    set: a kill -9 then costs at most that many), metrics.json, the prediction writer and the
+    random states a resumed run needs."""
+    from .writers import PredictionWriter
+
+    def checkpoint(name: str, **options) -> ModelCheckpoint:
+        return ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename=name,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+            **options,
+        )
+
+    # best.ckpt: weights and what rebuilds the model (config, vocab, labels), no optimizer state;
+    # last.ckpt keeps everything a resumed run needs. Not save_last=True: Lightning 2.6 then writes
+    # last.ckpt only at steps where best.ckpt is written too, so it would freeze at the best epoch.
+    # "step" always grows: saved every time.
+    callbacks = [
+        checkpoint("best", save_weights_only=True, monitor=main_metric, mode=mode),
+        checkpoint("last", monitor="step", mode="max"),
+        MetricsJsonWriter(),
+        PredictionWriter(),
+        ResumableRun(),
+    ]
+    if every_n_steps > 0:
+        callbacks.append(checkpoint("last", monitor="step", mode="max", every_n_train_steps=every_n_steps))
+    return callbacks
 
 
 def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float | None]:

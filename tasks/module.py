@@ -7,19 +7,17 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from bert_core.model import Dropout
 
-from .callbacks import PENDING_ARTIFACTS, MetricsJsonWriter, ResumableRun
+from .callbacks import PENDING_ARTIFACTS
 from .checkpoint import PAYLOAD_KEY
 from .evaluation import Collector, Evaluation
 from .inference import check_inference_options, prepare_inference
 from .io import UserError
 from .registry import kind_of_class
 from .source import load_encoder, mismatched_weights
-from .writers import PredictionWriter
 
 
 class TaskModule(L.LightningModule):
@@ -59,8 +57,6 @@ class TaskModule(L.LightningModule):
     # validate/test/predict on the pretrained encoder itself, without a fine-tuned checkpoint
     # (pre-training's baseline, feature extraction); a task head would be untrained.
     runs_without_fine_tuning: bool = False
-    # Set by the CLI (--checkpoint_every_n_steps): also save last.ckpt every N optimizer steps.
-    checkpoint_every_n_steps: int = 0
 
     def __init__(
         self,
@@ -208,49 +204,6 @@ class TaskModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    # -- checkpoints ---------------------------------------------------------------------------
-
-    def configure_callbacks(self):
-        has_validation = self._trainer is not None and self.trainer.datamodule.has_split("validation")
-        # best.ckpt: weights and what rebuilds the model (config, vocab, labels), no optimizer state;
-        # last.ckpt keeps everything a resumed run needs.
-        best = ModelCheckpoint(
-            dirpath=self.run_dir / "checkpoints",
-            filename="best",
-            save_weights_only=True,
-            monitor=self.main_metric if has_validation else None,
-            mode=self.main_metric_mode,
-            save_top_k=1,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
-        # Not save_last=True: Lightning 2.6 then writes last.ckpt only at steps where best.ckpt is
-        # written too, so it would freeze at the best epoch. "step" always grows: saved every time.
-        last = ModelCheckpoint(
-            dirpath=self.run_dir / "checkpoints",
-            filename="last",
-            monitor="step",
-            mode="max",
-            save_top_k=1,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
-        callbacks = [best, last, MetricsJsonWriter(), PredictionWriter(), ResumableRun()]
-        if self.checkpoint_every_n_steps > 0:  # kill -9 then costs at most this many steps
-            callbacks.append(
-                ModelCheckpoint(
-                    dirpath=self.run_dir / "checkpoints",
-                    filename="last",
-                    every_n_train_steps=self.checkpoint_every_n_steps,
-                    save_top_k=1,
-                    monitor="step",
-                    mode="max",
-                    auto_insert_metric_name=False,
-                    enable_version_counter=False,
-                )
-            )
-        return callbacks
 
     # -- inference: int8 and ONNX, applied once the weights are loaded --------------------------------
 

@@ -25,9 +25,11 @@ from .data.glue import GLUE_TASKS
 from .data.squad import read_squad
 from .io import CommandParser, UserError, atomic_open
 from .metrics.squad import evaluate, read_predictions
+from .registry import kind_of_class_path
 from .rundir import lock_run_directory
 
-TASK_OF_MODEL = {"SequenceClassifier": "classification", "TaggingModule": "ner", "QAModule": "qa"}
+# The per-task pictures, by the registry's task kind (a distilled student draws as its task).
+PICTURES_OF_KIND = {"classification": "classification", "tagging": "ner", "qa": "qa"}
 # Gold answer length in words (of the first gold answer): label, shortest, longest.
 LENGTH_BINS = (("1", 1, 1), ("2", 2, 2), ("3", 3, 3), ("4-5", 4, 5), ("6-10", 6, 10), (">10", 11, math.inf))
 NER_SCORES = ("precision", "recall", "f1")
@@ -76,8 +78,9 @@ def load_run(directory: Path) -> Run:
                 run.log.append({k: float(v) if v not in ("", None) else None for k, v in row.items() if k})
             except ValueError as err:
                 raise UserError(f"{log_path}:{number}: {err}") from None
-    run.task = TASK_OF_MODEL.get(str((config.get("model") or {}).get("class_path")).rsplit(".", 1)[-1])
-    if run.task is None:
+    kind = kind_of_class_path((config.get("model") or {}).get("class_path"))
+    run.task = PICTURES_OF_KIND.get(kind.saves_as or kind.key) if kind is not None else None
+    if kind is None:
         run.warn(f"{directory / 'config.yaml'}: unknown model.class_path: no per-task picture")
     path = directory / "metrics.json"
     try:
