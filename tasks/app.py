@@ -14,12 +14,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import registry
 from .callbacks import RunConfigSaver, run_callbacks
-from .checkpoint import is_onnx_export, is_task_checkpoint, read_checkpoint, read_weights
+from .checkpoint import read_weights
 from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
 from .rundir import lock_run_directory
+from .source import Source
 
 
 class BertTasksCLI(LightningCLI):
@@ -97,7 +98,7 @@ class BertTasksCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if not ckpt_path or ckpt_path in SHORTHANDS:
             return
-        checkpoint = read_checkpoint(ckpt_path)  # a clear UserError for a bad file
+        checkpoint = Source(ckpt_path).stored()  # a clear UserError for a bad file
         check_same_task(ckpt_path, checkpoint, config)
         stored = checkpoint["hyper_parameters"]
         settings = {
@@ -123,7 +124,7 @@ class BertTasksCLI(LightningCLI):
             _refuse_inference_options(config)
             _claim_run_directory(config, Path(trainer.default_root_dir))
         elif self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
-            if not is_task_checkpoint(config.model.init_args.pretrained) and not getattr(
+            if not Source(config.model.init_args.pretrained).is_task_model and not getattr(
                 _model_class(config), "runs_without_fine_tuning", False
             ):
                 raise UserError(
@@ -166,13 +167,14 @@ class BertTasksCLI(LightningCLI):
             # come with Lightning's loading), the tokenizer and the labels from what it carries.
             config.model.init_args.pretrained = ckpt_path
             config.data.init_args.tokenizer = ckpt_path
-            stored = read_checkpoint(ckpt_path)
+            source = Source(ckpt_path)
+            stored = source.stored()
             self._pass_down(config, stored["hyper_parameters"], labels=True)
             self._restore_data_settings(config, stored["data_settings"])
-            if is_onnx_export(ckpt_path):
+            if source.kind == Source.ONNX:
                 config.ckpt_path = None  # its weights are in model.onnx, which the module opens itself
-        elif is_task_checkpoint(config.model.init_args.pretrained):
-            self._pass_down(config, read_checkpoint(config.model.init_args.pretrained)["hyper_parameters"])
+        elif Source(config.model.init_args.pretrained).is_task_model:
+            self._pass_down(config, Source(config.model.init_args.pretrained).stored()["hyper_parameters"])
 
     def _restore_data_settings(self, config, settings: dict) -> None:
         """The run's featurisation (max_seq_length, doc_stride, tag scheme, ...) from its checkpoint."""
@@ -237,7 +239,7 @@ def _refuse_inference_options(config) -> None:
         )
     if model.get("runtime", "torch") != "torch":
         raise UserError("--model.runtime onnx applies to validate, test and predict, not to fit")
-    if is_onnx_export(config.get("ckpt_path")):
+    if config.get("ckpt_path") and Source(config.ckpt_path).kind == Source.ONNX:
         raise UserError(f"--ckpt_path {config.ckpt_path}: an ONNX export cannot resume a fit; give the .ckpt")
 
 

@@ -106,10 +106,10 @@ def with_checkpoint_classes(args: list[str]) -> list[str]:
     ckpt_path = _option_value(args, "--ckpt_path")
     if ckpt_path is None or _has_option(args, "--config", "-c", "--model.class_path", "--help", "-h"):
         return args
-    from .checkpoint import is_task_checkpoint, read_checkpoint
-    from .registry import stored_kind
+    from .source import Source
 
-    if not is_task_checkpoint(ckpt_path):
+    source = Source(ckpt_path)
+    if not source.is_task_model:
         if Path(ckpt_path).is_dir():
             raise UserError(
                 f"--ckpt_path {ckpt_path}: a directory, not a checkpoint (nor an ONNX export directory)"
@@ -117,7 +117,7 @@ def with_checkpoint_classes(args: list[str]) -> list[str]:
         if not Path(ckpt_path).exists() and ckpt_path not in ("best", "last", "hpc", "registry"):
             raise UserError(f"--ckpt_path {ckpt_path}: checkpoint not found")
         return args
-    kind = stored_kind(ckpt_path, read_checkpoint(ckpt_path))
+    kind = source.task_kind()
     extra = ["--model.class_path", kind.module]
     if not _has_option(args, "--data.class_path"):
         extra += ["--data.class_path", kind.data_module]

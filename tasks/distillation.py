@@ -28,7 +28,8 @@ from .classification import SequenceClassifier
 from .datamodule import IGNORE_INDEX
 from .io import UserError
 from .module import TaskModule, check_range
-from .registry import kind_of_class, load_task_module
+from .registry import kind_of_class
+from .source import load_task_module
 from .tagging import TaggingModule
 
 # Hyper-parameters of the distillation itself: left out of the student's best.ckpt, which is an

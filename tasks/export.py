@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .io import CommandParser, UserError, fsync_directory, fsync_tree, refuse_overwriting_inputs
-from .registry import load_task_module
+from .source import load_task_module
 
 if TYPE_CHECKING:
     import torch

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import is_onnx_export
 from .io import UserError
+from .source import Source
 
 RUNTIMES = ("torch", "onnx")
 
@@ -32,7 +32,7 @@ def check_inference_options(pretrained: str, quantize: str | None, backend: str,
             raise UserError(f"--model.quantize_backend {backend}: {err}") from None
     if runtime not in RUNTIMES:
         raise UserError(f"--model.runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
-    exported = is_onnx_export(pretrained)
+    exported = Source(pretrained).kind == Source.ONNX
     if runtime == "onnx" and not exported:
         raise UserError(
             f"--model.runtime onnx runs an ONNX export, not {pretrained}: python -m tasks export "

@@ -23,8 +23,9 @@ import torch
 
 from bert_core.pruning import drop_layers, head_gates, kept_heads, prune_heads
 
-from .checkpoint import PAYLOAD_KEY, is_task_checkpoint, read_weights, save_checkpoint_file
+from .checkpoint import PAYLOAD_KEY, read_weights, save_checkpoint_file
 from .io import CommandParser, UserError, check_output_paths
+from .source import Source
 
 PRUNING_KEY = "bert_tasks_pruning"  # what was removed, and the importance it was chosen by
 # Parts of a full checkpoint that describe the training run, not the model: a pruned one has none.
@@ -107,7 +108,7 @@ def main(argv: list[str]) -> int:
 
 def prune(args: argparse.Namespace, rest: list[str]) -> str:
     ckpt, output = Path(args.ckpt_path), Path(args.output)
-    if not ckpt.is_file() or not is_task_checkpoint(ckpt):
+    if not ckpt.is_file() or Source(ckpt).kind != Source.CHECKPOINT:
         raise UserError(f"--ckpt_path {ckpt}: not a task checkpoint (.ckpt) file")
     if not 0.0 <= args.heads < 1.0:
         raise UserError(f"--heads must be in [0, 1), not {args.heads}")
@@ -209,10 +210,7 @@ def _build(ckpt: Path, config: str | None, rest: list[str], need_data: bool) -> 
 def _classes_of(ckpt: Path) -> list[str]:
     """``--model CLASS --data CLASS`` for a checkpoint given alone (no config, no run directory):
     the registry's classes for the task kind the checkpoint names."""
-    from .checkpoint import read_checkpoint
-    from .registry import stored_kind
-
-    kind = stored_kind(ckpt, read_checkpoint(ckpt))
+    kind = Source(ckpt).task_kind()
     if kind.key not in ("classification", "tagging", "qa"):
         raise UserError(
             f"{ckpt}: a checkpoint of a {kind.key} model; prune takes classification, tagging or QA"

@@ -1,4 +1,4 @@
-"""The closed set of task kinds: one frozen row each, and the one rebuild of a task module from a checkpoint.
+"""The closed set of task kinds: one frozen row each, and how a stored key maps to one.
 
 A checkpoint names its task by a registry key (``checkpoint["bert_tasks"]["task_kind"]``); the app
 maps the key to its own classes. Nothing here (or anywhere) imports or calls a dotted path read from a
@@ -115,40 +115,3 @@ def stored_kind(path: str | os.PathLike, stored: dict[str, Any]) -> TaskKind:
             + (f" (it names {str(class_path)[:120]!r}, which is never imported)" if class_path else "")
         )
     return row
-
-
-def load_task_module(path: str | os.PathLike, expected: TaskKind | None = None) -> tuple[Any, dict]:
-    """The task module of a ``.ckpt`` written by ``fit`` (encoder rebuilt from the config stored in
-    it, weights loaded, eval mode) and what the checkpoint stores besides weights: the one rebuild
-    that export, prune, distillation's teacher and the report use."""
-    from .checkpoint import is_onnx_export, read_checkpoint, read_weights
-
-    if is_onnx_export(path):
-        raise UserError(f"{path}: an ONNX export already; give the .ckpt it was made from")
-    stored = read_checkpoint(path)
-    kind = stored_kind(path, stored)
-    if expected is not None and kind.key not in (expected.key, expected.saves_as):
-        raise UserError(
-            f"{path}: a checkpoint of a {kind.key} model (task {stored['hyper_parameters'].get('task')!r}), "
-            f"but a {expected.saves_as or expected.key} model is needed here"
-        )
-    kwargs = {k: v for k, v in stored["hyper_parameters"].items() if not k.startswith("_")}
-    cls = kind.module_class()
-    known = _init_parameters(cls)
-    module = cls(
-        **{k: v for k, v in kwargs.items() if k in known and k != "pretrained"}, pretrained=str(path)
-    )
-    checkpoint = read_weights(path)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.on_load_checkpoint(checkpoint)
-    return module.eval(), stored
-
-
-def _init_parameters(cls: type) -> set[str]:
-    import inspect
-
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            names.update(p for p in inspect.signature(klass.__init__).parameters if p not in ("self",))
-    return names

@@ -28,8 +28,7 @@ from .metrics.squad import evaluate, read_predictions
 from .registry import kind_of_class_path
 from .rundir import lock_run_directory
 
-# The per-task pictures, by the registry's task kind (a distilled student draws as its task).
-PICTURES_OF_KIND = {"classification": "classification", "tagging": "ner", "qa": "qa"}
+PICTURES_OF_KIND = {"classification": "classification", "tagging": "ner", "qa": "qa"}  # by registry kind
 # Gold answer length in words (of the first gold answer): label, shortest, longest.
 LENGTH_BINS = (("1", 1, 1), ("2", 2, 2), ("3", 3, 3), ("4-5", 4, 5), ("6-10", 6, 10), (">10", 11, math.inf))
 NER_SCORES = ("precision", "recall", "f1")
