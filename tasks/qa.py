@@ -8,7 +8,7 @@ official metrics and prediction files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
-from .data.squad import (
-    SquadFile,
-    iter_jsonl_questions,
-    looks_like_jsonl,
-    prediction_line,
-    read_squad,
-    squad_from_records,
-    write_evaluation_files,
-)
+from .data import squad
 from .data.text import LineCursor
 from .datamodule import Prepared, TaskDataModule
-from .decoding.qa import QAContext, QAPrediction, decode_example
+from .decoding.qa import QAContext, QADecoder, QAPrediction
 from .evaluation import Evaluation, OutputFile
-from .features.qa import QAFeaturizer, example_rows, features_from_table
+from .features.qa import QAFeaturizer, example_rows, features_from_table, loader_table, windows_per_example
 from .io import UserError
 from .metrics.squad import evaluate
 from .module import TaskModule
@@ -56,15 +48,6 @@ class QADataModule(TaskDataModule):
 
     feature_functions = (QAFeaturizer,)
     stored_settings = ("max_seq_length", "max_query_length", "doc_stride")
-    loader_columns = (
-        "input_ids",
-        "token_type_ids",
-        "attention_mask",
-        "start_positions",
-        "end_positions",
-        "example_index",
-        "feature_index",
-    )
 
     def __init__(
         self,
@@ -77,7 +60,7 @@ class QADataModule(TaskDataModule):
         super().__init__(max_seq_length=max_seq_length, **kwargs)
         self.max_query_length, self.doc_stride = max_query_length, doc_stride
         QAFeaturizer(self._max_seq_length, max_query_length, doc_stride)  # bad options fail now
-        self._files: dict[str, SquadFile] = {}
+        self._files: dict[str, squad.SquadFile] = {}
         # Decided once, here: v2.0 when asked (or the checkpoint says so, through the CLI), or when
         # a labelled file has unanswerable questions. The CLI links the task to the model.
         if version_2_with_negative is None:
@@ -86,27 +69,24 @@ class QADataModule(TaskDataModule):
         self.version_2_with_negative = version_2_with_negative
         self.task = "squad_v2" if version_2_with_negative else "squad"
 
-    def read(self, split: str) -> SquadFile:
+    def read(self, split: str) -> squad.SquadFile:
         """The questions of a split, from its file (SQuAD JSON or JSONL) or the hub data set."""
         if split not in self._files:
             path = self.split_file(split)
             if path is not None:
-                self._files[split] = read_squad(path)
+                self._files[split] = squad.read_squad(path)
             elif self.dataset is not None and self.hub_split(split) is not None:
-                self._files[split] = squad_from_records(f"{self.dataset}[{split}]", self.hub_split(split))
+                self._files[split] = squad.squad_from_records(
+                    f"{self.dataset}[{split}]", self.hub_split(split)
+                )
             else:
                 raise UserError(f"no {split} data: set --data.{split}_file")
         return self._files[split]
 
     def featurizer(self, split: str) -> QAFeaturizer:
         """How the split's questions become windows; only training windows carry labels."""
-        return QAFeaturizer(
-            self.max_seq_length,
-            self.max_query_length,
-            self.doc_stride,
-            with_labels=split == "train",
-            version_2_with_negative=self.version_2_with_negative,
-        )
+        sizes = (self.max_seq_length, self.max_query_length, self.doc_stride)
+        return QAFeaturizer(*sizes, split == "train", self.version_2_with_negative)
 
     def build(self, split: str) -> datasets.Dataset:
         """The windows of a split as a ``datasets.Dataset`` (model inputs and post-processing columns)."""
@@ -116,7 +96,7 @@ class QADataModule(TaskDataModule):
                 f"{data.path}: some questions have no 'answers'; {split} needs gold answers (use predict)"
             )
         featurizer = self.featurizer(split)
-        rows, step = example_rows(data.examples), self._map_step(featurizer, str(data.path))
+        rows, step = list(example_rows(data.examples)), featurizer.batch_step(self.tokenizer, str(data.path))
         table = self.featurize(f"{split}-{data.path.name}", rows, step, featurizer.cache_key())
         rank_zero_info(
             f"{split}: {len(data.examples)} questions -> {len(table)} windows of up to "
@@ -126,61 +106,49 @@ class QADataModule(TaskDataModule):
 
     def prepare(self, split: str) -> list[Prepared]:
         path = self.split_file(split)
-        if split == "predict" and path is not None and looks_like_jsonl(path):
-            # Streamed: read question by question, windows written to the cache in chunks; decoding
-            # reads each question and its windows back when it needs them (in order).
-            featurizer = self.featurizer(split)
-            rows = lambda: (example_rows([e], i)[0] for i, e in enumerate(iter_jsonl_questions(path)))  # noqa: E731
-            table, count = self.featurize_stream(
-                f"predict-{Path(path).name}",
-                path,
-                rows,
-                self._map_step(featurizer, str(path)),
-                featurizer.cache_key(),
-            )
-            windows = _windows_per_example(table, count)
-            cursor = LineCursor(lambda: iter_jsonl_questions(path))
-            context = QAContext(
-                cursor.get, windows, lambda a, b: features_from_table(table.select(range(a, b)))
-            )
-            evaluation = Evaluation("predict", str(path), windows, context=context, outputs=[self._output()])
-        else:
-            data, table = self.read(split), self.build(split)
-            windows = _windows_per_example(table, len(data.examples))
-            gold = [[a.text for a in e.answers or ()] for e in data.examples] if data.has_answers else None
-            context = None  # training needs no decoding: its windows' offsets are not read back
-            if split != "train":
-                features = features_from_table(table)
-                context = QAContext(data.examples.__getitem__, windows, lambda a, b: features[a:b])
-            evaluation = Evaluation(
-                split,
-                str(data.path),
-                windows,
-                gold=gold,
-                context=context,
-                outputs=[self._output()] if split == "predict" else (),
-                write_artifacts=self._write_evaluation_files if split in ("validation", "test") else None,
-            )
-        loader_table = table.select_columns([c for c in self.loader_columns if c in table.column_names])
-        return [Prepared(loader_table, evaluation)]
+        if split == "predict" and path is not None and squad.looks_like_jsonl(path):
+            return [self._prepare_stream(path)]
+        data, table = self.read(split), self.build(split)
+        windows = windows_per_example(table, len(data.examples))
+        context = None  # training needs no decoding: its windows' offsets are not read back
+        if split != "train":
+            features = features_from_table(table)
+            context = QAContext(data.examples.__getitem__, windows, lambda first, end: features[first:end])
+        evaluation = Evaluation(
+            split,
+            str(data.path),
+            windows,
+            gold=[[a.text for a in e.answers or ()] for e in data.examples] if data.has_answers else None,
+            context=context,
+            outputs=[self._output()] if split == "predict" else (),
+            write_artifacts=self._write_evaluation_files if split in ("validation", "test") else None,
+        )
+        return [Prepared(loader_table(table), evaluation)]
 
-    def _map_step(
-        self, featurizer: QAFeaturizer, source: str
-    ) -> Callable[[dict[str, list]], dict[str, list]]:
-        """The batched ``Dataset.map`` step (the tokenizer bound, not the data module: it is hashed)."""
-        tokenizer = self.tokenizer
-        return lambda batch: featurizer.columns(batch, tokenizer, source)
+    def _prepare_stream(self, path: str) -> Prepared:
+        """A JSONL question file to predict, streamed: read question by question, windows written
+        to the cache in chunks; decoding reads each question and its windows back when it needs them."""
+        featurizer = self.featurizer("predict")
+        table, count = self.featurize_stream(
+            f"predict-{Path(path).name}",
+            path,
+            lambda: example_rows(squad.iter_jsonl_questions(path)),
+            featurizer.batch_step(self.tokenizer, path),
+            featurizer.cache_key(),
+        )
+        windows = windows_per_example(table, count)
+        questions = LineCursor(lambda: squad.iter_jsonl_questions(path))
+        context = QAContext(
+            questions.get, windows, lambda first, end: features_from_table(table.select(range(first, end)))
+        )
+        evaluation = Evaluation("predict", path, windows, context=context, outputs=[self._output()])
+        return Prepared(loader_table(table), evaluation)
 
     def _output(self) -> OutputFile:
-        return OutputFile(self.predictions_path(), lambda _, prediction: [prediction_line(prediction)])
+        return OutputFile(self.predictions_path(), lambda _, prediction: [squad.prediction_line(prediction)])
 
     def _write_evaluation_files(self, predictions: dict[int, QAPrediction], run_dir: Path) -> list[Path]:
-        return write_evaluation_files(predictions.values(), run_dir, self.version_2_with_negative)
-
-
-def _windows_per_example(table: datasets.Dataset, num_examples: int) -> np.ndarray:
-    indices = np.asarray(table["example_index"] if len(table) else [], dtype=np.int64)
-    return np.bincount(indices, minlength=num_examples)
+        return squad.write_evaluation_files(predictions.values(), run_dir, self.version_2_with_negative)
 
 
 class QAModule(TaskModule):
@@ -219,12 +187,13 @@ class QAModule(TaskModule):
         return self.hparams.task == "squad_v2"
 
     def setup(self, stage: str) -> None:
-        # Checked here, not in __init__: jsonargparse rewraps errors raised while instantiating.
-        n_best_size, max_answer_length = self.hparams.n_best_size, self.hparams.max_answer_length
-        if n_best_size < 1 or max_answer_length < 1:
-            raise UserError(
-                f"n_best_size ({n_best_size}) and max_answer_length ({max_answer_length}) must be >= 1"
-            )
+        # Built here, not in __init__: jsonargparse rewraps errors raised while instantiating.
+        self.decoder = QADecoder(
+            self.hparams.n_best_size,
+            self.hparams.max_answer_length,
+            self.version_2_with_negative,
+            self.hparams.null_score_diff_threshold,
+        )
         super().setup(stage)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,9 +207,8 @@ class QAModule(TaskModule):
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
     ) -> torch.Tensor:
         start, end = outputs
-        return (
-            F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])
-        ) / 2
+        loss = F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])
+        return loss / 2
 
     def split_outputs(
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
@@ -257,16 +225,7 @@ class QAModule(TaskModule):
         self, example: int, outputs: Sequence[tuple[np.ndarray, np.ndarray]], evaluation: Evaluation
     ) -> QAPrediction:
         context: QAContext = evaluation.context
-        return decode_example(
-            context.example(example),
-            context.windows_of(example),
-            [start for start, _ in outputs],
-            [end for _, end in outputs],
-            self.hparams.n_best_size,
-            self.hparams.max_answer_length,
-            self.version_2_with_negative,
-            self.hparams.null_score_diff_threshold,
-        )
+        return self.decoder(context.example(example), context.windows_of(example), outputs)
 
     def score(self, predictions: dict[int, QAPrediction], evaluation: Evaluation) -> dict[str, float]:
         question = evaluation.context.example

@@ -124,9 +124,10 @@ def test_the_featurizer_is_its_cache_key():
 
 def test_batch_columns_keep_the_split_wide_example_numbers(tokenizer):
     words = word_context(60)
-    rows = example_rows([example(" ".join(words), None), example("The cat sat.", None)], first_index=7)
+    rows = list(example_rows([example(" ".join(words), None), example("The cat sat.", None)]))
     batch = {key: [row[key] for row in rows] for key in rows[0]}
-    columns = QAFeaturizer(32, 8, 10).columns(batch, tokenizer, "dev.jsonl")
+    batch["example_index"] = [7, 8]  # a later batch of the split
+    columns = QAFeaturizer(32, 8, 10).batch_step(tokenizer, "dev.jsonl")(batch)
     assert columns["example_index"] == [7] * (len(columns["example_index"]) - 1) + [8]
     assert "start_positions" not in columns  # no labels but for training
 

@@ -11,6 +11,7 @@ import numpy as np
 from ..data.squad import SquadExample
 from ..data.words import whole_word_span
 from ..features.qa import OUTSIDE_CONTEXT, QAFeature
+from ..io import UserError
 
 
 @dataclass
@@ -43,6 +44,40 @@ class QAContext:
 
     def windows_of(self, example: int) -> Sequence[QAFeature]:
         return self.read_windows(int(self.starts[example]), int(self.starts[example + 1]))
+
+
+@dataclass(frozen=True)
+class QADecoder:
+    """How a question's answer is chosen from the logits of its windows (see ``postprocess``)."""
+
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_best_size < 1 or self.max_answer_length < 1:
+            raise UserError(
+                f"n_best_size ({self.n_best_size}) and max_answer_length ({self.max_answer_length}) must be >= 1"
+            )
+
+    def __call__(
+        self,
+        example: SquadExample,
+        features: Sequence[QAFeature],
+        outputs: Sequence[tuple[np.ndarray, np.ndarray]],
+    ) -> QAPrediction:
+        """The answer of ``example`` from ``outputs[i]``, the (start, end) logits of ``features[i]``."""
+        return decode_example(
+            example,
+            features,
+            [start for start, _ in outputs],
+            [end for _, end in outputs],
+            self.n_best_size,
+            self.max_answer_length,
+            self.version_2_with_negative,
+            self.null_score_diff_threshold,
+        )
 
 
 def best_indexes(logits: np.ndarray, n_best_size: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -135,10 +135,14 @@ class QAFeaturizer:
     def cache_key(self) -> dict[str, Any]:
         return asdict(self)
 
-    def columns(self, batch: dict[str, list], tokenizer, source: str) -> dict[str, list]:
+    def batch_step(self, tokenizer, source: str) -> Callable[[dict[str, list]], dict[str, list]]:
         """A batched ``Dataset.map`` step: rows of ``example_rows`` -> the columns of their windows."""
-        features, _ = self(rows_to_examples(batch), tokenizer, source)
-        return feature_columns(features, batch["example_index"], self.with_labels)
+
+        def columns(batch: dict[str, list]) -> dict[str, list]:
+            features, _ = self(rows_to_examples(batch), tokenizer, source)
+            return feature_columns(features, batch["example_index"], self.with_labels)
+
+        return columns
 
     def __call__(
         self, examples: Sequence[SquadExample], tokenizer, source: str = "<examples>"
@@ -307,10 +311,10 @@ def feature_columns(
     return columns
 
 
-def example_rows(examples: Sequence[SquadExample], first_index: int = 0) -> list[dict[str, Any]]:
-    """The examples as Arrow-friendly rows, numbered from ``first_index`` (``rows_to_examples`` reverses it)."""
-    return [
-        {
+def example_rows(examples: Iterable[SquadExample]) -> Iterator[dict[str, Any]]:
+    """The examples as Arrow-friendly rows, numbered in order (``rows_to_examples`` reverses it)."""
+    for index, e in enumerate(examples):
+        yield {
             "example_index": index,
             "id": e.id,
             "question": e.question,
@@ -319,8 +323,6 @@ def example_rows(examples: Sequence[SquadExample], first_index: int = 0) -> list
             "answer_texts": [a.text for a in e.answers or ()],
             "answer_starts": [a.start for a in e.answers or ()],
         }
-        for index, e in enumerate(examples, start=first_index)
-    ]
 
 
 def rows_to_examples(batch: dict[str, list]) -> list[SquadExample]:
@@ -341,6 +343,23 @@ def rows_to_examples(batch: dict[str, list]) -> list[SquadExample]:
             strict=True,
         )
     ]
+
+
+# What the loaders hand the model and the collection of its outputs; offsets stay for decoding.
+LOADER_COLUMNS = (
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "start_positions",
+    "end_positions",
+    "example_index",
+    "feature_index",
+)
+
+
+def loader_table(table: datasets.Dataset) -> datasets.Dataset:
+    """The loader's columns of a feature table (labels only where it has them)."""
+    return table.select_columns([c for c in LOADER_COLUMNS if c in table.column_names])
 
 
 def features_from_table(table: datasets.Dataset) -> list[QAFeature]:
@@ -368,3 +387,9 @@ def features_from_table(table: datasets.Dataset) -> list[QAFeature]:
             )
         )
     return features
+
+
+def windows_per_example(table: datasets.Dataset, num_examples: int) -> np.ndarray:
+    """How many windows each of ``num_examples`` examples has in a feature table."""
+    indices = np.asarray(table["example_index"] if len(table) else [], dtype=np.int64)
+    return np.bincount(indices, minlength=num_examples)
