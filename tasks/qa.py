@@ -8,57 +8,25 @@ official metrics and prediction files.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
-from .data.squad import (
-    SquadExample,
-    SquadFile,
-    iter_jsonl_questions,
-    looks_like_jsonl,
-    read_squad,
-    squad_from_records,
-)
+from .data import squad
 from .data.text import LineCursor
 from .datamodule import Prepared, TaskDataModule
-from .decoding.qa import QAPrediction, decode_example, finite_null_odds
+from .decoding.qa import QAContext, QADecoder, QAPrediction
 from .evaluation import Evaluation, OutputFile
-from .features.qa import (
-    QAFeature,
-    build_features,
-    check_window_options,
-    example_rows,
-    feature_columns,
-    features_from_table,
-    rows_to_examples,
-)
-from .io import UserError, write_json
+from .features.qa import QAFeaturizer, example_rows, features_from_table, loader_table, windows_per_example
+from .io import UserError
 from .metrics.squad import evaluate
 from .module import TaskModule
-
-
-@dataclass
-class QAContext:
-    """What decoding a split needs besides the logits: its questions and their windows."""
-
-    examples: list[SquadExample]
-    features: list[QAFeature]  # in feature_index order
-
-    def windows_of(self, example: int) -> list[QAFeature]:
-        return [self.features[i] for i in self.feature_indices[example]]
-
-    def __post_init__(self) -> None:
-        self.feature_indices: list[list[int]] = [[] for _ in self.examples]
-        for index, feature in enumerate(self.features):
-            self.feature_indices[feature.example_index].append(index)
 
 
 class QADataModule(TaskDataModule):
@@ -78,17 +46,8 @@ class QADataModule(TaskDataModule):
         end, score}`` (character offsets into the context, ``context[start:end] == answer``).
     """
 
-    feature_functions = (build_features,)
+    feature_functions = (QAFeaturizer,)
     stored_settings = ("max_seq_length", "max_query_length", "doc_stride")
-    loader_columns = (
-        "input_ids",
-        "token_type_ids",
-        "attention_mask",
-        "start_positions",
-        "end_positions",
-        "example_index",
-        "feature_index",
-    )
 
     def __init__(
         self,
@@ -100,8 +59,8 @@ class QADataModule(TaskDataModule):
     ):
         super().__init__(max_seq_length=max_seq_length, **kwargs)
         self.max_query_length, self.doc_stride = max_query_length, doc_stride
-        check_window_options(self._max_seq_length, self.max_query_length, self.doc_stride)
-        self._files: dict[str, SquadFile] = {}
+        QAFeaturizer(self._max_seq_length, max_query_length, doc_stride)  # bad options fail now
+        self._files: dict[str, squad.SquadFile] = {}
         # Decided once, here: v2.0 when asked (or the checkpoint says so, through the CLI), or when
         # a labelled file has unanswerable questions. The CLI links the task to the model.
         if version_2_with_negative is None:
@@ -110,174 +69,86 @@ class QADataModule(TaskDataModule):
         self.version_2_with_negative = version_2_with_negative
         self.task = "squad_v2" if version_2_with_negative else "squad"
 
-    # -- reading ---------------------------------------------------------------------------------
-
-    def read(self, split: str) -> SquadFile:
+    def read(self, split: str) -> squad.SquadFile:
         """The questions of a split, from its file (SQuAD JSON or JSONL) or the hub data set."""
         if split not in self._files:
             path = self.split_file(split)
             if path is not None:
-                self._files[split] = read_squad(path)
+                self._files[split] = squad.read_squad(path)
             elif self.dataset is not None and self.hub_split(split) is not None:
-                self._files[split] = squad_from_records(f"{self.dataset}[{split}]", self.hub_split(split))
+                self._files[split] = squad.squad_from_records(
+                    f"{self.dataset}[{split}]", self.hub_split(split)
+                )
             else:
                 raise UserError(f"no {split} data: set --data.{split}_file")
         return self._files[split]
 
-    # -- features --------------------------------------------------------------------------------
+    def featurizer(self, split: str) -> QAFeaturizer:
+        """How the split's questions become windows; only training windows carry labels."""
+        sizes = (self.max_seq_length, self.max_query_length, self.doc_stride)
+        return QAFeaturizer(*sizes, split == "train", self.version_2_with_negative)
 
-    def build(self, split: str):
+    def build(self, split: str) -> datasets.Dataset:
         """The windows of a split as a ``datasets.Dataset`` (model inputs and post-processing columns)."""
         data = self.read(split)
-        with_labels = split == "train"
         if split in ("validation", "test") and not data.has_answers:
             raise UserError(
                 f"{data.path}: some questions have no 'answers'; {split} needs gold answers (use predict)"
             )
-        tokenizer, version_2, source = self.tokenizer, self.version_2_with_negative, str(data.path)
-        max_seq_length, max_query_length, doc_stride = (
-            self.max_seq_length,
-            self.max_query_length,
-            self.doc_stride,
-        )
-
-        def featurize_batch(batch: dict[str, list]) -> dict[str, list]:
-            features, _ = build_features(
-                rows_to_examples(batch),
-                tokenizer,
-                max_seq_length,
-                max_query_length,
-                doc_stride,
-                with_labels=with_labels,
-                version_2_with_negative=version_2,
-                source=source,
-            )
-            return feature_columns(features, batch["example_index"][0], with_labels)
-
-        settings = {
-            "max_query_length": max_query_length,
-            "doc_stride": doc_stride,
-            "labels": with_labels,
-            "version_2_with_negative": version_2,
-        }
-        table = self.featurize(
-            f"{split}-{data.path.name}", example_rows(data.examples), featurize_batch, settings
-        )
+        featurizer = self.featurizer(split)
+        rows, step = list(example_rows(data.examples)), featurizer.batch_step(self.tokenizer, str(data.path))
+        table = self.featurize(f"{split}-{data.path.name}", rows, step, featurizer.cache_key())
         rank_zero_info(
-            f"{split}: {len(data.examples)} questions -> {len(table)} windows of up to {max_seq_length} tokens"
+            f"{split}: {len(data.examples)} questions -> {len(table)} windows of up to "
+            f"{featurizer.max_seq_length} tokens"
         )
         return table
 
     def prepare(self, split: str) -> list[Prepared]:
         path = self.split_file(split)
-        if split == "predict" and path is not None and looks_like_jsonl(path):
-            return [self._prepare_jsonl(path)]
+        if split == "predict" and path is not None and squad.looks_like_jsonl(path):
+            return [self._prepare_stream(path)]
         data, table = self.read(split), self.build(split)
-        windows = np.bincount(
-            np.asarray(table["example_index"], dtype=np.int64), minlength=len(data.examples)
-        )
-        # Training needs no decoding: its windows' offsets are not read back.
-        context = QAContext(data.examples, features_from_table(table)) if split != "train" else None
+        windows = windows_per_example(table, len(data.examples))
+        context = None  # training needs no decoding: its windows' offsets are not read back
+        if split != "train":
+            features = features_from_table(table)
+            context = QAContext(data.examples.__getitem__, windows, lambda first, end: features[first:end])
         evaluation = Evaluation(
             split,
             str(data.path),
-            windows=windows.tolist(),
+            windows,
             gold=[[a.text for a in e.answers or ()] for e in data.examples] if data.has_answers else None,
             context=context,
-            outputs=[OutputFile(self.predictions_path(), _prediction_record)] if split == "predict" else (),
+            outputs=[self._output()] if split == "predict" else (),
             write_artifacts=self._write_evaluation_files if split in ("validation", "test") else None,
         )
-        loader_table = table.select_columns([c for c in self.loader_columns if c in table.column_names])
-        return [Prepared(loader_table, evaluation)]
+        return [Prepared(loader_table(table), evaluation)]
 
-    def _prepare_jsonl(self, path: str) -> Prepared:
+    def _prepare_stream(self, path: str) -> Prepared:
         """A JSONL question file to predict, streamed: read question by question, windows written
         to the cache in chunks; decoding reads each question and its windows back when it needs them."""
-        tokenizer, version_2 = self.tokenizer, self.version_2_with_negative
-        max_seq_length, max_query_length, doc_stride = (
-            self.max_seq_length,
-            self.max_query_length,
-            self.doc_stride,
-        )
-
-        def featurize_chunk(batch: dict[str, list]) -> dict[str, list]:
-            features, _ = build_features(
-                rows_to_examples(batch), tokenizer, max_seq_length, max_query_length, doc_stride,
-                version_2_with_negative=version_2, source=str(path),
-            )  # fmt: skip
-            columns = feature_columns(features, 0, with_labels=False)
-            columns["example_index"] = [batch["example"][i] for i in columns["example_index"]]
-            return columns
-
-        def rows():
-            for example in iter_jsonl_questions(path):
-                yield example_rows([example])[0]
-
-        settings = {"max_query_length": max_query_length, "doc_stride": doc_stride, "labels": False}
-        settings["version_2_with_negative"] = version_2
+        featurizer = self.featurizer("predict")
         table, count = self.featurize_stream(
-            f"predict-{Path(path).name}", path, rows, featurize_chunk, settings
+            f"predict-{Path(path).name}",
+            path,
+            lambda: example_rows(squad.iter_jsonl_questions(path)),
+            featurizer.batch_step(self.tokenizer, path),
+            featurizer.cache_key(),
         )
-        windows = np.bincount(
-            np.asarray(table["example_index"] if len(table) else [], dtype=np.int64), minlength=count
+        windows = windows_per_example(table, count)
+        questions = LineCursor(lambda: squad.iter_jsonl_questions(path))
+        context = QAContext(
+            questions.get, windows, lambda first, end: features_from_table(table.select(range(first, end)))
         )
-        context = StreamedQAContext(LineCursor(lambda: iter_jsonl_questions(path)), table, windows)
-        evaluation = Evaluation(
-            "predict",
-            str(path),
-            windows=windows,
-            context=context,
-            outputs=[OutputFile(self.predictions_path(), _prediction_record)],
-        )
-        loader_table = table.select_columns([c for c in self.loader_columns if c in table.column_names])
-        return Prepared(loader_table, evaluation)
+        evaluation = Evaluation("predict", path, windows, context=context, outputs=[self._output()])
+        return Prepared(loader_table(table), evaluation)
+
+    def _output(self) -> OutputFile:
+        return OutputFile(self.predictions_path(), lambda _, prediction: [squad.prediction_line(prediction)])
 
     def _write_evaluation_files(self, predictions: dict[int, QAPrediction], run_dir: Path) -> list[Path]:
-        """``predictions.json`` ({id: answer}, the official format), ``nbest_predictions.json`` and,
-        for v2.0, ``null_odds.json``: the latest evaluation's."""
-        answers = list(predictions.values())
-        paths = [
-            write_json(run_dir / "predictions.json", {p.id: p.text for p in answers}),
-            write_json(run_dir / "nbest_predictions.json", {p.id: p.nbest for p in answers}),
-        ]
-        if self.version_2_with_negative:
-            paths.append(
-                write_json(run_dir / "null_odds.json", {p.id: finite_null_odds(p.null_odds) for p in answers})
-            )
-        return paths
-
-
-class StreamedQAContext:
-    """``QAContext`` for a streamed question file: each question, and its windows from the
-    memory-mapped feature table, read when decoding reaches it (in order)."""
-
-    def __init__(self, examples: LineCursor, table, windows: np.ndarray):
-        self.examples = _Indexed(examples)
-        self.table, self.starts = table, np.concatenate([[0], np.cumsum(windows)])
-
-    def windows_of(self, example: int) -> list[QAFeature]:
-        start, end = int(self.starts[example]), int(self.starts[example + 1])
-        return features_from_table(self.table.select(range(start, end)))
-
-
-class _Indexed:
-    def __init__(self, cursor: LineCursor):
-        self.cursor = cursor
-
-    def __getitem__(self, index: int):
-        return self.cursor.get(index)
-
-
-def _prediction_record(example: int, prediction: QAPrediction) -> list[str]:
-    """JSONL ``{id, answer, start, end, score}``, one line per question in input order."""
-    score = None if prediction.score is None else round(prediction.score, 6)
-    record = {
-        "id": prediction.id,
-        "answer": prediction.text,
-        "start": prediction.start,
-        "end": prediction.end,
-    }
-    return [json.dumps({**record, "score": score}, ensure_ascii=False)]
+        return squad.write_evaluation_files(predictions.values(), run_dir, self.version_2_with_negative)
 
 
 class QAModule(TaskModule):
@@ -316,12 +187,13 @@ class QAModule(TaskModule):
         return self.hparams.task == "squad_v2"
 
     def setup(self, stage: str) -> None:
-        # Checked here, not in __init__: jsonargparse rewraps errors raised while instantiating.
-        n_best_size, max_answer_length = self.hparams.n_best_size, self.hparams.max_answer_length
-        if n_best_size < 1 or max_answer_length < 1:
-            raise UserError(
-                f"n_best_size ({n_best_size}) and max_answer_length ({max_answer_length}) must be >= 1"
-            )
+        # Built here, not in __init__: jsonargparse rewraps errors raised while instantiating.
+        self.decoder = QADecoder(
+            self.hparams.n_best_size,
+            self.hparams.max_answer_length,
+            self.version_2_with_negative,
+            self.hparams.null_score_diff_threshold,
+        )
         super().setup(stage)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,9 +207,8 @@ class QAModule(TaskModule):
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
     ) -> torch.Tensor:
         start, end = outputs
-        return (
-            F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])
-        ) / 2
+        loss = F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])
+        return loss / 2
 
     def split_outputs(
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
@@ -354,20 +225,11 @@ class QAModule(TaskModule):
         self, example: int, outputs: Sequence[tuple[np.ndarray, np.ndarray]], evaluation: Evaluation
     ) -> QAPrediction:
         context: QAContext = evaluation.context
-        return decode_example(
-            context.examples[example],
-            context.windows_of(example),
-            [start for start, _ in outputs],
-            [end for _, end in outputs],
-            self.hparams.n_best_size,
-            self.hparams.max_answer_length,
-            self.version_2_with_negative,
-            self.hparams.null_score_diff_threshold,
-        )
+        return self.decoder(context.example(example), context.windows_of(example), outputs)
 
     def score(self, predictions: dict[int, QAPrediction], evaluation: Evaluation) -> dict[str, float]:
-        examples = evaluation.context.examples
-        gold = {e.id: answers for e, answers in zip(examples, evaluation.gold, strict=True)}
+        question = evaluation.context.example
+        gold = {question(index).id: answers for index, answers in enumerate(evaluation.gold)}
         answers = {p.id: p.text for p in predictions.values()}
         odds = {p.id: p.null_odds for p in predictions.values()} if self.version_2_with_negative else None
         # The predictions already say "" where the odds exceed the threshold; scoring with the same

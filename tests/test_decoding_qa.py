@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tasks.data.squad import SquadExample
-from tasks.decoding.qa import postprocess
+from tasks.decoding.qa import QAContext, QADecoder, postprocess
 from tasks.features.qa import OUTSIDE_CONTEXT, QAFeature
+from tasks.io import UserError
 
 CONTEXT = "Zero one two three four five six seven eight nine"
 WORD_SPANS = [m.span() for m in re.finditer(r"\S+", CONTEXT)]
@@ -198,3 +199,39 @@ def test_an_answer_starting_or_ending_inside_a_word_is_widened_to_whole_words():
     assert prediction.text == "Paris"
     (prediction,) = postprocess([example], [feature], [logits(n, {P + 1: 5.0})], [logits(n, {P + 1: 5.0})])
     assert prediction.text == "Eiffel"
+
+
+# ----------------------------------------------------------------------------------------------
+# What the module holds: the decoder and the split's context
+
+
+def test_decoder_options_are_checked_when_built():
+    with pytest.raises(UserError, match=r"n_best_size \(0\) and max_answer_length \(30\) must be >= 1"):
+        QADecoder(n_best_size=0)
+    with pytest.raises(UserError, match="must be >= 1"):
+        QADecoder(max_answer_length=0)
+
+
+def test_decoder_takes_each_window_as_start_and_end_logits():
+    first, second = window(range(0, 6)), window(range(5, 10), example_index=0)
+    starts = [logits(len(first), {P + 1: 2.0}), logits(len(second), {P + 2: 3.0})]
+    ends = [logits(len(first), {P + 2: 2.0}), logits(len(second), {P + 3: 3.0})]
+    example = SquadExample("q", "which?", CONTEXT, None)
+    prediction = QADecoder(n_best_size=5)(example, [first, second], list(zip(starts, ends, strict=True)))
+    assert prediction == postprocess([example], [first, second], starts, ends, n_best_size=5)[0]
+    assert prediction.text == "seven eight"
+
+
+def test_context_hands_out_each_questions_consecutive_windows():
+    features = [window(range(3), example_index=e) for e in (0, 0, 2, 2, 2)]
+    questions = [SquadExample(str(i), "which?", CONTEXT, None) for i in range(3)]
+    reads = []
+
+    def read_windows(first: int, end: int):
+        reads.append((first, end))
+        return features[first:end]
+
+    context = QAContext(questions.__getitem__, [2, 0, 3], read_windows)
+    assert context.example(2).id == "2"
+    assert [len(context.windows_of(e)) for e in range(3)] == [2, 0, 3]
+    assert reads == [(0, 2), (2, 2), (2, 5)]

@@ -12,8 +12,8 @@ from tasks.data.squad import SquadAnswer, SquadExample
 from tasks.decoding.qa import postprocess
 from tasks.features.qa import (
     OUTSIDE_CONTEXT,
-    build_features,
-    check_window_options,
+    QAFeaturizer,
+    example_rows,
     max_context_masks,
     window_spans,
 )
@@ -37,6 +37,10 @@ def example(
     for _ in range(occurrence + 1):
         start = context.index(answer, start + 1)
     return SquadExample(qid, question, context, (SquadAnswer(answer, start),))
+
+
+def build_features(examples, tokenizer, source: str = "<examples>", **options):
+    return QAFeaturizer(**options)(examples, tokenizer, source)
 
 
 def word_context(num_words: int, seed: int = 0) -> list[str]:
@@ -97,9 +101,35 @@ def test_max_context_by_hand():
 
 def test_bad_window_options():
     with pytest.raises(UserError, match="max_seq_length=40 leaves no room for the context"):
-        check_window_options(max_seq_length=40, max_query_length=64, doc_stride=128)
+        QAFeaturizer(max_seq_length=40, max_query_length=64, doc_stride=128)
     with pytest.raises(UserError, match="doc_stride"):
-        check_window_options(384, 64, 0)
+        QAFeaturizer(384, 64, 0)
+    with pytest.raises(UserError, match="max_query_length must be at least 1"):
+        QAFeaturizer(384, 0)
+
+
+def test_the_featurizer_is_its_cache_key():
+    featurizer = QAFeaturizer(128, 16, 32, with_labels=True)
+    assert featurizer.cache_key() == {
+        "max_seq_length": 128,
+        "max_query_length": 16,
+        "doc_stride": 32,
+        "with_labels": True,
+        "version_2_with_negative": False,
+    }
+    assert featurizer == QAFeaturizer(128, 16, 32, True) != QAFeaturizer(128, 16, 32)
+    with pytest.raises(AttributeError):
+        featurizer.doc_stride = 64  # frozen: a cached table always matches its featurizer
+
+
+def test_batch_columns_keep_the_split_wide_example_numbers(tokenizer):
+    words = word_context(60)
+    rows = list(example_rows([example(" ".join(words), None), example("The cat sat.", None)]))
+    batch = {key: [row[key] for row in rows] for key in rows[0]}
+    batch["example_index"] = [7, 8]  # a later batch of the split
+    columns = QAFeaturizer(32, 8, 10).batch_step(tokenizer, "dev.jsonl")(batch)
+    assert columns["example_index"] == [7] * (len(columns["example_index"]) - 1) + [8]
+    assert "start_positions" not in columns  # no labels but for training
 
 
 # ----------------------------------------------------------------------------------------------

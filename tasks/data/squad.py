@@ -1,4 +1,5 @@
-"""SQuAD files (v1.1 and v2.0 JSON) and JSONL question files, read into plain examples.
+"""SQuAD files (v1.1 and v2.0 JSON) and JSONL question files, read into plain examples; the
+prediction files written back.
 
 Two input shapes are accepted:
 
@@ -24,14 +25,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..io import DataError, iter_text_lines, read_text_lines
+from ..io import DataError, iter_text_lines, read_text_lines, write_json
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +324,57 @@ def _answer_pairs(raw: Any) -> list[tuple[Any, Any]] | None:
             return None
         return list(zip(raw["text"], raw["answer_start"], strict=True))
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction files
+
+# null_odds.json stays strict JSON: a question without any valid span gets this instead of infinity.
+NO_SPAN_NULL_ODDS = 1e9
+
+
+class SquadPrediction(Protocol):
+    """What the prediction files show of a decoded answer (``tasks.decoding.qa.QAPrediction``)."""
+
+    id: str
+    text: str  # "" for no answer
+    start: int | None  # character offsets of ``text`` in the context
+    end: int | None
+    score: float | None
+    null_odds: float | None  # v2.0: null score minus the best span score
+    nbest: list[dict]
+
+
+def prediction_line(prediction: SquadPrediction) -> str:
+    """``predict``'s JSONL ``{id, answer, start, end, score}``: ``context[start:end] == answer``."""
+    score = None if prediction.score is None else round(prediction.score, 6)
+    record = {
+        "id": prediction.id,
+        "answer": prediction.text,
+        "start": prediction.start,
+        "end": prediction.end,
+    }
+    return json.dumps({**record, "score": score}, ensure_ascii=False)
+
+
+def write_evaluation_files(
+    predictions: Iterable[SquadPrediction], directory: Path, version_2_with_negative: bool
+) -> list[Path]:
+    """``predictions.json`` ({id: answer}, the official format), ``nbest_predictions.json`` and,
+    for v2.0, ``null_odds.json`` (what the official v2.0 script reads with ``--na-prob-file``)."""
+    answers = list(predictions)
+    paths = [
+        write_json(directory / "predictions.json", {p.id: p.text for p in answers}),
+        write_json(directory / "nbest_predictions.json", {p.id: p.nbest for p in answers}),
+    ]
+    if version_2_with_negative:
+        odds = {p.id: _finite(p.null_odds) for p in answers}
+        paths.append(write_json(directory / "null_odds.json", odds))
+    return paths
+
+
+def _finite(odds: float | None) -> float | None:
+    return NO_SPAN_NULL_ODDS if odds is not None and math.isinf(odds) else odds
 
 
 # ----------------------------------------------------------------------------------------------

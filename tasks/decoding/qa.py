@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +11,7 @@ import numpy as np
 from ..data.squad import SquadExample
 from ..data.words import whole_word_span
 from ..features.qa import OUTSIDE_CONTEXT, QAFeature
+from ..io import UserError
 
 
 @dataclass
@@ -22,6 +23,61 @@ class QAPrediction:
     score: float | None  # start + end logit of the answer; the null score for a null answer (v2.0)
     null_odds: float | None = None  # v2.0: null score minus the best span score
     nbest: list[dict] = field(default_factory=list)
+
+
+class QAContext:
+    """What decoding a split needs besides the logits: each question, and its windows.
+
+    ``example(i)`` gives question ``i`` (from a list, or read from a streamed file in order);
+    ``read_windows(first, end)`` the windows with feature indices ``first..end-1``: the windows of
+    one question are consecutive, ``windows[i]`` of them for question ``i``.
+    """
+
+    def __init__(
+        self,
+        example: Callable[[int], SquadExample],
+        windows: Sequence[int],
+        read_windows: Callable[[int, int], Sequence[QAFeature]],
+    ):
+        self.example, self.read_windows = example, read_windows
+        self.starts = np.concatenate([[0], np.cumsum(windows, dtype=np.int64)])
+
+    def windows_of(self, example: int) -> Sequence[QAFeature]:
+        return self.read_windows(int(self.starts[example]), int(self.starts[example + 1]))
+
+
+@dataclass(frozen=True)
+class QADecoder:
+    """How a question's answer is chosen from the logits of its windows (see ``postprocess``)."""
+
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_best_size < 1 or self.max_answer_length < 1:
+            raise UserError(
+                f"n_best_size ({self.n_best_size}) and max_answer_length ({self.max_answer_length}) must be >= 1"
+            )
+
+    def __call__(
+        self,
+        example: SquadExample,
+        features: Sequence[QAFeature],
+        outputs: Sequence[tuple[np.ndarray, np.ndarray]],
+    ) -> QAPrediction:
+        """The answer of ``example`` from ``outputs[i]``, the (start, end) logits of ``features[i]``."""
+        return decode_example(
+            example,
+            features,
+            [start for start, _ in outputs],
+            [end for _, end in outputs],
+            self.n_best_size,
+            self.max_answer_length,
+            self.version_2_with_negative,
+            self.null_score_diff_threshold,
+        )
 
 
 def best_indexes(logits: np.ndarray, n_best_size: int) -> np.ndarray:
@@ -171,11 +227,3 @@ def _add_probabilities(nbest: list[dict]) -> None:
     weights = np.exp(totals - totals.max())
     for entry, probability in zip(nbest, weights / weights.sum(), strict=True):
         entry["probability"] = float(probability)
-
-
-# null_odds.json stays strict JSON: a question without any valid span gets this instead of infinity.
-NO_SPAN_NULL_ODDS = 1e9
-
-
-def finite_null_odds(odds: float | None) -> float | None:
-    return NO_SPAN_NULL_ODDS if odds is not None and math.isinf(odds) else odds

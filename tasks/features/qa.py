@@ -1,9 +1,10 @@
 """SQuAD features: question + context windows, max-context masks, answer spans; pure, no Lightning.
 
-The flow, one way: examples (``tasks.data.squad``) -> ``build_features`` (question + one window of
+The flow, one way: examples (``tasks.data.squad``) -> ``QAFeaturizer`` (question + one window of
 the context per feature, with each context token's character span in the original context) ->
-``QAModule`` (start and end logits per token) -> ``postprocess`` (best valid span per question,
-across all of its windows, sliced from the original context) -> metrics and prediction files.
+``QAModule`` (start and end logits per token) -> ``tasks.decoding.qa`` (best valid span per
+question, across all of its windows, sliced from the original context) -> metrics and prediction
+files.
 
 Windows follow google-research/bert's ``run_squad.py``: a context longer than the room left after
 ``[CLS] question [SEP] ... [SEP]`` is cut into windows whose starts are ``doc_stride`` tokens
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import datasets
@@ -56,20 +57,6 @@ class FeatureStats:
     truncated_questions: int = 0  # questions cut to max_query_length tokens
     answers_outside_window: int = 0  # training windows labelled [CLS] because the answer is elsewhere
     untokenizable_answers: int = 0  # answers made only of characters the tokenizer drops
-
-
-def check_window_options(max_seq_length: int, max_query_length: int, doc_stride: int) -> None:
-    """A UserError for window options that leave no room for the context."""
-    if max_query_length < 1:
-        raise UserError(f"max_query_length must be at least 1, not {max_query_length}")
-    if doc_stride < 1:
-        raise UserError(f"doc_stride (the step between window starts) must be at least 1, not {doc_stride}")
-    if max_seq_length < max_query_length + 4:
-        raise UserError(
-            f"max_seq_length={max_seq_length} leaves no room for the context after a question of up to "
-            f"max_query_length={max_query_length} tokens and the 3 special tokens; raise max_seq_length "
-            "or lower max_query_length"
-        )
 
 
 def window_spans(num_tokens: int, room: int, doc_stride: int) -> list[tuple[int, int]]:
@@ -114,72 +101,130 @@ def answer_token_span(offsets: np.ndarray, start_char: int, end_char: int) -> tu
     return int(overlapping[0]), int(overlapping[-1])
 
 
-def build_features(
-    examples: Sequence[SquadExample],
-    tokenizer,
-    max_seq_length: int = 384,
-    max_query_length: int = 64,
-    doc_stride: int = 128,
-    with_labels: bool = False,
-    version_2_with_negative: bool = False,
-    source: str = "<examples>",
-) -> tuple[list[QAFeature], FeatureStats]:
-    """Tokenise the examples and cut them into windows (see the module docstring).
+@dataclass(frozen=True)
+class QAFeaturizer:
+    """How examples become windows. Its fields are the feature cache key: two featurizers that
+    compare equal make the same windows from the same examples and tokenizer.
 
-    ``with_labels`` sets start/end positions from each example's first answer (training);
-    an unanswerable example, or a window that does not hold the whole answer, gets [CLS] (0, 0).
-    Errors name ``source`` and the question id.
+    ``with_labels`` sets start/end positions from each example's first answer (training); an
+    unanswerable example, or a window that does not hold the whole answer, gets [CLS] (0, 0).
+    ``version_2_with_negative`` allows unanswerable training questions.
     """
-    check_window_options(max_seq_length, max_query_length, doc_stride)
-    stats = FeatureStats()
-    # Many questions share one paragraph: tokenise each distinct context once.
-    contexts = list(dict.fromkeys(example.context for example in examples))
-    context_encodings = tokenizer(
-        contexts,
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,
-    )
-    context_tokens = {
-        context: (np.asarray(ids, dtype=np.int32), _cover_combining_marks(context, offsets))
-        for context, ids, offsets in zip(
-            contexts, context_encodings["input_ids"], context_encodings["offset_mapping"], strict=True
-        )
-    }
-    questions = tokenizer(
-        [example.question for example in examples],
-        add_special_tokens=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,
-    )["input_ids"]
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
 
-    features: list[QAFeature] = []
-    for example_index, (example, question_ids) in enumerate(zip(examples, questions, strict=True)):
-        if not question_ids:
-            raise DataError(
-                source, "the question has no tokens (only characters the tokenizer drops)", example=example.id
-            )
-        if len(question_ids) > max_query_length:
-            stats.truncated_questions += 1
-            question_ids = question_ids[:max_query_length]
-        doc_ids, doc_offsets = context_tokens[example.context]
-        if len(doc_ids) == 0:
-            raise DataError(
-                source, "the context has no tokens (only characters the tokenizer drops)", example=example.id
-            )
-        answer_tokens = (
-            _label_tokens(example, doc_offsets, version_2_with_negative, stats, source)
-            if with_labels
-            else None
-        )
+    max_seq_length: int = 384
+    max_query_length: int = 64
+    doc_stride: int = 128
+    with_labels: bool = False
+    version_2_with_negative: bool = False
 
-        room = max_seq_length - len(question_ids) - 3
-        spans = window_spans(len(doc_ids), room, doc_stride)
-        prefix = [cls_id, *question_ids, sep_id]
+    def __post_init__(self) -> None:
+        # Checked when the options are given, before any file is read.
+        if self.max_query_length < 1:
+            raise UserError(f"max_query_length must be at least 1, not {self.max_query_length}")
+        if self.doc_stride < 1:
+            raise UserError(
+                f"doc_stride (the step between window starts) must be at least 1, not {self.doc_stride}"
+            )
+        if self.max_seq_length < self.max_query_length + 4:
+            raise UserError(
+                f"max_seq_length={self.max_seq_length} leaves no room for the context after a question of "
+                f"up to max_query_length={self.max_query_length} tokens and the 3 special tokens; raise "
+                "max_seq_length or lower max_query_length"
+            )
+
+    def cache_key(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def batch_step(self, tokenizer, source: str) -> Callable[[dict[str, list]], dict[str, list]]:
+        """A batched ``Dataset.map`` step: rows of ``example_rows`` -> the columns of their windows."""
+
+        def columns(batch: dict[str, list]) -> dict[str, list]:
+            features, _ = self(rows_to_examples(batch), tokenizer, source)
+            return feature_columns(features, batch["example_index"], self.with_labels)
+
+        return columns
+
+    def __call__(
+        self, examples: Sequence[SquadExample], tokenizer, source: str = "<examples>"
+    ) -> tuple[list[QAFeature], FeatureStats]:
+        """Tokenise the examples and cut them into windows (see the module docstring); errors name
+        ``source`` and the question id."""
+        stats = FeatureStats()
+        # Many questions share one paragraph: tokenise each distinct context once.
+        contexts = list(dict.fromkeys(example.context for example in examples))
+        context_encodings = tokenizer(
+            contexts,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        context_tokens = {
+            context: (np.asarray(ids, dtype=np.int32), _cover_combining_marks(context, offsets))
+            for context, ids, offsets in zip(
+                contexts, context_encodings["input_ids"], context_encodings["offset_mapping"], strict=True
+            )
+        }
+        questions = tokenizer(
+            [example.question for example in examples],
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )["input_ids"]
+        features: list[QAFeature] = []
+        for example_index, (example, question_ids) in enumerate(zip(examples, questions, strict=True)):
+            if not question_ids:
+                raise DataError(
+                    source,
+                    "the question has no tokens (only characters the tokenizer drops)",
+                    example=example.id,
+                )
+            if len(question_ids) > self.max_query_length:
+                stats.truncated_questions += 1
+                question_ids = question_ids[: self.max_query_length]
+            doc_ids, doc_offsets = context_tokens[example.context]
+            if len(doc_ids) == 0:
+                raise DataError(
+                    source,
+                    "the context has no tokens (only characters the tokenizer drops)",
+                    example=example.id,
+                )
+            answer_tokens = (
+                _label_tokens(example, doc_offsets, self.version_2_with_negative, stats, source)
+                if self.with_labels
+                else None
+            )
+            prefix = [tokenizer.cls_token_id, *question_ids, tokenizer.sep_token_id]
+            features += self._windows(example_index, prefix, doc_ids, doc_offsets, answer_tokens, stats)
+        if stats.truncated_questions:
+            log.info(
+                "%s: %d question(s) cut to max_query_length=%d tokens",
+                source,
+                stats.truncated_questions,
+                self.max_query_length,
+            )
+        if stats.untokenizable_answers:
+            log.warning(
+                "%s: %d answer(s) hold no token; trained as no-answer", source, stats.untokenizable_answers
+            )
+        return features, stats
+
+    def _windows(
+        self,
+        example_index: int,
+        prefix: list[int],
+        doc_ids: np.ndarray,
+        doc_offsets: np.ndarray,
+        answer_tokens: tuple[int, int] | None,
+        stats: FeatureStats,
+    ) -> list[QAFeature]:
+        """The windows ``prefix + context window + [SEP]`` of one example, labelled when
+        ``answer_tokens`` (the answer's first and last context token) is given."""
+        sep_id = prefix[-1]
+        spans = window_spans(len(doc_ids), self.max_seq_length - len(prefix) - 1, self.doc_stride)
+        features = []
         for window_index, ((start, length), max_context) in enumerate(
             zip(spans, max_context_masks(spans), strict=True)
         ):
@@ -199,18 +244,7 @@ def build_features(
                 else:
                     stats.answers_outside_window += 1
             features.append(feature)
-    if stats.truncated_questions:
-        log.info(
-            "%s: %d question(s) cut to max_query_length=%d tokens",
-            source,
-            stats.truncated_questions,
-            max_query_length,
-        )
-    if stats.untokenizable_answers:
-        log.warning(
-            "%s: %d answer(s) hold no token; trained as no-answer", source, stats.untokenizable_answers
-        )
-    return features, stats
+        return features
 
 
 def _cover_combining_marks(context: str, offsets: list[tuple[int, int]]) -> np.ndarray:
@@ -256,13 +290,16 @@ def _label_tokens(
     return span
 
 
-def feature_columns(features: Sequence[QAFeature], example_offset: int, with_labels: bool) -> dict[str, list]:
-    """Arrow-friendly columns of features: model inputs, labels and what post-processing needs."""
+def feature_columns(
+    features: Sequence[QAFeature], example_indices: Sequence[int], with_labels: bool
+) -> dict[str, list]:
+    """Arrow-friendly columns of features: model inputs, labels and what post-processing needs.
+    ``example_indices[i]`` is the split-wide number of the batch's example ``i``."""
     columns: dict[str, list] = {
         "input_ids": [f.input_ids.tolist() for f in features],
         "token_type_ids": [f.token_type_ids.tolist() for f in features],
         "attention_mask": [[1] * len(f) for f in features],
-        "example_index": [example_offset + f.example_index for f in features],
+        "example_index": [example_indices[f.example_index] for f in features],
         "window_index": [f.window_index for f in features],
         "offset_starts": [f.offsets[:, 0].tolist() for f in features],
         "offset_ends": [f.offsets[:, 1].tolist() for f in features],
@@ -274,9 +311,10 @@ def feature_columns(features: Sequence[QAFeature], example_offset: int, with_lab
     return columns
 
 
-def example_rows(examples: Sequence[SquadExample]) -> list[dict[str, Any]]:
-    return [
-        {
+def example_rows(examples: Iterable[SquadExample]) -> Iterator[dict[str, Any]]:
+    """The examples as Arrow-friendly rows, numbered in order (``rows_to_examples`` reverses it)."""
+    for index, e in enumerate(examples):
+        yield {
             "example_index": index,
             "id": e.id,
             "question": e.question,
@@ -285,8 +323,6 @@ def example_rows(examples: Sequence[SquadExample]) -> list[dict[str, Any]]:
             "answer_texts": [a.text for a in e.answers or ()],
             "answer_starts": [a.start for a in e.answers or ()],
         }
-        for index, e in enumerate(examples)
-    ]
 
 
 def rows_to_examples(batch: dict[str, list]) -> list[SquadExample]:
@@ -307,6 +343,23 @@ def rows_to_examples(batch: dict[str, list]) -> list[SquadExample]:
             strict=True,
         )
     ]
+
+
+# What the loaders hand the model and the collection of its outputs; offsets stay for decoding.
+LOADER_COLUMNS = (
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "start_positions",
+    "end_positions",
+    "example_index",
+    "feature_index",
+)
+
+
+def loader_table(table: datasets.Dataset) -> datasets.Dataset:
+    """The loader's columns of a feature table (labels only where it has them)."""
+    return table.select_columns([c for c in LOADER_COLUMNS if c in table.column_names])
 
 
 def features_from_table(table: datasets.Dataset) -> list[QAFeature]:
@@ -334,3 +387,9 @@ def features_from_table(table: datasets.Dataset) -> list[QAFeature]:
             )
         )
     return features
+
+
+def windows_per_example(table: datasets.Dataset, num_examples: int) -> np.ndarray:
+    """How many windows each of ``num_examples`` examples has in a feature table."""
+    indices = np.asarray(table["example_index"] if len(table) else [], dtype=np.int64)
+    return np.bincount(indices, minlength=num_examples)
