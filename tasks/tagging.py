@@ -1,12 +1,10 @@
-"""NER as token classification: the Lightning data module and module.
+"""NER as token classification: the Lightning data module and module (wiring only).
 
-Data flow: CoNLL sentences (or raw text lines split into words, ``data.words``) -> windows of
-sub-tokens in which each word is labelled on its first sub-token by exactly one window
-(``features.tagging``) -> encoder + linear head -> per-word label scores of all windows of a
-sentence -> constrained Viterbi over the transitions the tag scheme allows (``decoding.tagging``;
-``--model.decoding argmax``: each word's best label instead) -> one tag per word -> entity spans,
-scored with seqeval, or written back into the CoNLL file (``data.conll``) or with character
-offsets (``data.words``).
+Data flow: CoNLL sentences or raw text lines (``data.conll``, ``data.words``) -> windows of
+sub-tokens, each word labelled on its first sub-token by exactly one window (``features.tagging``)
+-> encoder + linear head -> per-word label scores of all windows of a sentence -> constrained
+Viterbi over the transitions the tag scheme allows, or argmax (``decoding.tagging``) -> one tag
+per word -> entity spans, scored with seqeval or written beside the input (``data``).
 """
 
 from __future__ import annotations
@@ -26,8 +24,6 @@ from .features.tagging import IGNORE_INDEX, TaggingFeaturizer, lines_as_rows, wi
 from .io import DataError, UserError
 from .metrics.ner import ner_scores
 from .module import TaskModule
-
-CHECKPOINT_KEY = "tagging"
 
 
 class TaggingDataModule(TaskDataModule):
@@ -50,8 +46,7 @@ class TaggingDataModule(TaskDataModule):
         labels: the label set in id order (default: from the train file; filled in from a checkpoint).
     """
 
-    # The featurisation code: its modules' source is part of the feature cache key.
-    feature_functions = (TaggingFeaturizer.batch_function, split_words)
+    feature_functions = (TaggingFeaturizer.batch_function, split_words)  # their code: in the cache key
     stored_settings = (
         "max_seq_length",
         "do_lower_case",
@@ -144,8 +139,7 @@ class TaggingDataModule(TaskDataModule):
         return [Prepared(features, evaluation)]
 
     def _prepare_text(self, path: str) -> Prepared:
-        """Raw text to predict, streamed: featurised into the cache as it is read; each line is read
-        again for its word count (decoding) and its JSONL record (the writer)."""
+        """Raw text, streamed into the feature cache; decoding and the writer read each line again."""
         featurizer = self.featurizer("text")
         function = featurizer.batch_function(self.tokenizer, self.max_seq_length)
         name, rows = f"predict-{Path(path).name}", lambda: lines_as_rows(line_words(path))
@@ -180,6 +174,7 @@ class TaggingModule(TaskModule):
     main_metric = "val/f1"
     main_metric_mode = "max"
     uses_pooler = False
+    checkpoint_key = "tagging"  # where a checkpoint keeps the tag scheme
 
     def __init__(
         self,
@@ -197,8 +192,7 @@ class TaggingModule(TaskModule):
             )
         self.dropout = self.head_dropout(classifier_dropout)
         self.classifier = self.linear_head(len(self.label_names))
-        self.strict_metrics = strict_metrics
-        self.decoding = decoding
+        self.strict_metrics, self.decoding = strict_metrics, decoding
         self.tag_scheme: str | None = None  # the data's, once set up; a checkpoint's when restored
 
     @property
@@ -215,10 +209,10 @@ class TaggingModule(TaskModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_KEY] = {"tag_scheme": self.scheme}
+        checkpoint[self.checkpoint_key] = {"tag_scheme": self.scheme}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = checkpoint.get(CHECKPOINT_KEY, {}).get("tag_scheme")
+        stored = checkpoint.get(self.checkpoint_key, {}).get("tag_scheme")
         if stored and self.tag_scheme and stored != self.tag_scheme:
             raise UserError(
                 f"the checkpoint was trained with --data.tag_scheme {stored}, not {self.tag_scheme}: "

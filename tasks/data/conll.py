@@ -254,10 +254,8 @@ def hub_sentences(rows: Any) -> list[Sentence]:
     (conll2003, wnut_17, ...): one document; a row's number (from 1) stands for its line."""
     names = rows.features["ner_tags"].feature.names
     return [
-        Sentence(
-            list(row["tokens"]), [names[t] for t in row["ner_tags"]], 0, [index + 1] * len(row["tokens"])
-        )
-        for index, row in enumerate(rows)
+        Sentence(list(row["tokens"]), [names[t] for t in row["ner_tags"]], 0, [i + 1] * len(row["tokens"]))
+        for i, row in enumerate(rows)
         if row["tokens"]
     ]
 
