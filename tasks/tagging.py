@@ -46,7 +46,7 @@ class TaggingDataModule(TaskDataModule):
         labels: the label set in id order (default: from the train file; filled in from a checkpoint).
     """
 
-    feature_functions = (TaggingFeaturizer.batch_function, split_words)  # their code: in the cache key
+    feature_functions = (TaggingFeaturizer.batch_function, split_words)  # their source keys the cache
     stored_settings = (
         "max_seq_length",
         "do_lower_case",
@@ -133,8 +133,8 @@ class TaggingDataModule(TaskDataModule):
         outputs = []
         if split == "predict":  # the file again, with a predicted-tag column (a Hub data set: JSONL)
             render, footer = data.prediction_lines(self.tag_scheme)
-            path = self.predictions_path("predictions.conll")
-            outputs = [OutputFile(path, lambda s, p: render(s, p.tags), footer=footer)]
+            written = self.predictions_path("predictions.conll")
+            outputs = [OutputFile(written, lambda s, p: render(s, p.tags), footer=footer)]
         evaluation = Evaluation(split, data.path, windows, data.gold, context, outputs=outputs)
         return [Prepared(features, evaluation)]
 

@@ -1,4 +1,5 @@
-"""Raw text <-> words with character offsets, tokenised the way CoNLL files are."""
+"""Raw text <-> words with character offsets, tokenised the way CoNLL files are; and raw text as a
+format to tag: its words line by line, and a JSONL record of each line's entities."""
 
 from __future__ import annotations
 
