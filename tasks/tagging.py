@@ -1,83 +1,29 @@
-"""NER as token classification: the Lightning data module and module.
+"""NER as token classification: the Lightning data module and module (wiring only).
 
-Data flow: CoNLL sentences (or raw text lines split into words, ``data.words``) -> windows of
-sub-tokens in which each word is labelled on its first sub-token by exactly one window
-(``features.tagging``) -> encoder + linear head -> per-word label scores of all windows of a
-sentence -> constrained Viterbi over the transitions the tag scheme allows (``decoding.tagging``;
-``--model.decoding argmax``: each word's best label instead) -> one tag per word -> entity spans,
-scored with seqeval or written with character offsets.
+Data flow: CoNLL sentences or raw text lines (``data.conll``, ``data.words``) -> windows of
+sub-tokens, each word labelled on its first sub-token by exactly one window (``features.tagging``)
+-> encoder + linear head -> per-word label scores of all windows of a sentence -> constrained
+Viterbi over the transitions the tag scheme allows, or argmax (``decoding.tagging``) -> one tag
+per word -> entity spans, scored with seqeval or written beside the input (``data``).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.conll import (
-    OUTSIDE,
-    ConllFile,
-    ConllPredictions,
-    Sentence,
-    convert_tags,
-    detect_scheme,
-    entity_types,
-    is_valid_tag,
-    label_names_for,
-    looks_like_conll,
-    normalize_scheme,
-    read_conll,
-    split_tag,
-)
-from .data.text import LineCursor
-from .data.words import entity_record, split_words
+from .data import conll
+from .data.words import LineWordCounts, entity_lines, line_words, reads_as_text, split_words
 from .datamodule import Prepared, TaskDataModule
-from .decoding.tagging import DECODINGS, WordScores, decode_sentence, transition_constraints
+from .decoding.tagging import DECODINGS, TaggedSentence, TaggingContext, WindowOutput
 from .evaluation import Evaluation, OutputFile
-from .features.tagging import FEATURE_COLUMNS, IGNORE_INDEX, document_features, documents_as_rows
-from .io import DataError, UserError, iter_text_lines, read_text_lines
+from .features.tagging import IGNORE_INDEX, TaggingFeaturizer, lines_as_rows, windows_per_sentence
+from .io import DataError, UserError
 from .metrics.ner import ner_scores
 from .module import TaskModule
-
-log = logging.getLogger(__name__)
-
-CHECKPOINT_KEY = "tagging"
-
-
-@dataclass
-class TaggingSplit:
-    """One split as read: sentences, gold tags in the training scheme, and what writing needs."""
-
-    path: str
-    format: str  # "conll" or "text"
-    sentences: list[Sentence]
-    gold: list[list[str]] | None  # None when the file has no tags
-    conll: ConllFile | None = None  # conll format: the file, to write it back with predictions
-
-
-class WordCounts:
-    """The number of words of each line of a text file, read on demand in order (``split_words``)."""
-
-    def __init__(self, lines: LineCursor):
-        self.lines = lines
-
-    def __getitem__(self, index: int) -> int:
-        return len(split_words(self.lines.get(index)))
-
-
-@dataclass
-class TaggingContext:
-    """What decoding a split needs besides the model's scores."""
-
-    sentence_lengths: Sequence[int]  # words per sentence
-    tag_scheme: str  # the scheme of the labels (and of the gold tags)
 
 
 class TaggingDataModule(TaskDataModule):
@@ -100,7 +46,7 @@ class TaggingDataModule(TaskDataModule):
         labels: the label set in id order (default: from the train file; filled in from a checkpoint).
     """
 
-    feature_functions = (document_features,)
+    feature_functions = (TaggingFeaturizer.batch_function, split_words)  # their source keys the cache
     stored_settings = (
         "max_seq_length",
         "do_lower_case",
@@ -123,240 +69,88 @@ class TaggingDataModule(TaskDataModule):
     ):
         super().__init__(**kwargs)
         try:
-            self.tag_scheme = normalize_scheme(tag_scheme)
+            self.tag_scheme = conll.scheme_for_labels(labels, tag_scheme)
         except ValueError as err:
             raise UserError(str(err)) from None
-        self.tag_column = tag_column
-        self.label_all_tokens = label_all_tokens
-        self.document_context = document_context
-        self.unseen_tags = unseen_tags
+        self.tag_column, self.label_all_tokens = tag_column, label_all_tokens
+        self.document_context, self.unseen_tags = document_context, unseen_tags
         self.predict_format = predict_format
-        self.labels = list(labels) if labels is not None else None
-        if self.labels is not None:
-            self.tag_scheme = self._scheme_of_labels(self.labels)
-        self.splits: dict[str, TaggingSplit] = {}
+        self.splits: dict[str, conll.TaggedSplit] = {}
         # Decided once, here: the CLI links task and labels to the model right after instantiation.
         self.task = "ner"
-        self.label_names = self._decide_label_names()
+        self.label_names = list(labels) if labels is not None else self._train_label_names()
 
-    def _decide_label_names(self) -> list[str] | None:
-        """ "O" and each entity type's tags in the training scheme: given, or from the train file."""
-        if self.labels is not None:
-            return list(self.labels)
-        if self.train_file is not None or (self.dataset is not None and self.hub_split("train") is not None):
-            train = self.read("train")
-            types = {split_tag(tag)[1] for tags in train.gold for tag in tags if tag != OUTSIDE}
-            return label_names_for(types, self.tag_scheme)
-        return None
+    def _train_label_names(self) -> list[str] | None:
+        """ "O" and each entity type's tags in the training scheme, from the train split."""
+        if not self.has_split("train"):
+            return None
+        types = conll.entity_types(tag for tags in self.read("train").gold for tag in tags)
+        return conll.label_names_for(types, self.tag_scheme)
 
-    def _scheme_of_labels(self, labels: list[str]) -> str:
-        """A given label set decides between IOBES and the others (a checkpoint's labels)."""
-        bad = [label for label in labels if not is_valid_tag(label)]
-        if bad or OUTSIDE not in labels:
-            raise UserError(f"labels must be O and B-/I-/E-/S- tags, got {labels}")
-        uses_iobes = any(split_tag(label)[0] in ("E", "S") for label in labels)
-        if uses_iobes:
-            return "IOBES"
-        return "BIO" if self.tag_scheme == "IOBES" else self.tag_scheme
-
-    # -- reading -----------------------------------------------------------------------------------
-
-    def read(self, split: str) -> TaggingSplit:
+    def read(self, split: str) -> conll.TaggedSplit:
+        """The split (a file, or the Hub data set's) and its tags in the training scheme, read once;
+        a dev or test tag of a type the train file lacks is an error or O (``unseen_tags``)."""
         if split not in self.splits:
-            self.splits[split] = self._read(split)
+            path = self.split_file(split)
+            if path is None and (rows := self.hub_split(split)) is None:
+                raise UserError(f"no {split} file: set --data.{split}_file")
+            file = conll.read_conll(path, self.tag_column) if path is not None else None
+            if file is not None and split != "predict" and not file.has_tags:
+                problem = f"no tag column: a {split} file needs a token and a tag per line"
+                raise DataError(path, problem, line=file.sentences[0].line)
+            origin = file.path if file else f"{self.dataset}[{split}]"
+            sentences = file.sentences if file else conll.hub_sentences(rows)
+            gold = None
+            if split != "predict":
+                known = None if split == "train" else conll.entity_types(self.label_names or [])
+                gold = conll.gold_in_scheme(origin, sentences, self.tag_scheme, known, self.unseen_tags)
+            self.splits[split] = conll.TaggedSplit(str(path or origin), sentences, gold, file)
         return self.splits[split]
 
-    def _read(self, split: str) -> TaggingSplit:
-        path = self.split_file(split)
-        if path is None:
-            rows = self.hub_split(split)
-            if rows is None:
-                raise UserError(f"no {split} file: set --data.{split}_file")
-            return self._read_hub(split, rows)
-        conll = read_conll(path, self.tag_column)
-        if split == "predict":
-            return TaggingSplit(str(path), "conll", conll.sentences, None, conll=conll)
-        if not conll.has_tags:
-            first = conll.sentences[0].line
-            raise DataError(
-                path, f"no tag column: a {split} file needs a token and a tag per line", line=first
-            )
-        gold = self._gold_tags(split, conll.path, conll.sentences)
-        return TaggingSplit(str(path), "conll", conll.sentences, gold, conll=conll)
-
-    def _read_hub(self, split: str, rows) -> TaggingSplit:
-        """A Hub data set with ``tokens`` and ``ner_tags`` columns (conll2003, wnut_17, ...)."""
-        names = rows.features["ner_tags"].feature.names
-        sentences = [
-            Sentence(
-                list(row["tokens"]), [names[t] for t in row["ner_tags"]], 0, [index + 1] * len(row["tokens"])
-            )
-            for index, row in enumerate(rows)
-            if row["tokens"]
-        ]
-        origin = f"{self.dataset}[{split}]"
-        gold = self._gold_tags(split, origin, sentences) if split != "predict" else None
-        return TaggingSplit(origin, "conll", sentences, gold)
-
-    def _predict_is_text(self, path: str) -> bool:
-        """``--data.predict_format``; ``auto``: CoNLL when the file's first lines look like CoNLL
-        columns (whatever the extension: CoNLL-2003 comes as ``test.txt``), else text for
-        ``.txt``/``.text`` files and CoNLL for the others."""
-        if self.predict_format != "auto":
-            return self.predict_format == "text"
-        if Path(path).is_file() and looks_like_conll(path):
-            return False
-        return Path(path).suffix.lower() in (".txt", ".text")
-
-    def _gold_tags(self, split: str, path, sentences: list[Sentence]) -> list[list[str]]:
-        """The file's tags converted to the training scheme; an unseen type is an error or O."""
-        known = None if split == "train" else set(entity_types(self.label_names or []))
-        unseen = 0
-        gold = []
-        for sentence in sentences:
-            tags = list(sentence.tags or [])
-            for index, tag in enumerate(tags):
-                entity_type = split_tag(tag)[1]
-                if known is not None and tag != OUTSIDE and entity_type not in known:
-                    if self.unseen_tags == "error":
-                        raise DataError(
-                            path,
-                            f"tag {tag!r}: type {entity_type!r} is not in the train file's label set "
-                            f"({', '.join(sorted(known)) or 'none'}); pass --data.unseen_tags map_to_o to read it as O",
-                            line=sentence.lines[index],
-                        )
-                    tags[index] = OUTSIDE
-                    unseen += 1
-            gold.append(convert_tags(tags, self.tag_scheme))
-        if unseen:
-            log.warning("%s: %d tag(s) of types unseen in training read as O", path, unseen)
-        return gold
-
-    # -- features ----------------------------------------------------------------------------------
-
-    def build(self, split: str) -> tuple[TaggingSplit, Any]:
-        """The split as read and its windows (a ``datasets.Dataset`` of ``FEATURE_COLUMNS``)."""
-        data = self.read(split)
-        label_names = self.label_names
-        if label_names is None:
+    def featurizer(self, data_format: Literal["conll", "text"] = "conll") -> TaggingFeaturizer:
+        """How this data module's sentences become windows (its fields: the feature cache key)."""
+        if self.label_names is None:
             raise UserError(
                 "the label set is unknown: give --data.train_file, --data.labels, or a checkpoint (--ckpt_path)"
             )
-        label_ids = {name: index for index, name in enumerate(label_names)}
-        featurize, settings = self._featurizer(data.format)
-        rows = documents_as_rows(data.sentences, data.gold, label_ids, by_line=data.format == "text")
-        return data, self.featurize(f"{split}-{Path(data.path).name}", rows, featurize, settings)
+        settings = (self.document_context, self.label_all_tokens, self.tag_column, data_format)
+        return TaggingFeaturizer(tuple(self.label_names), self.tag_scheme, *settings)
 
-    def _featurizer(self, data_format: str):
-        """The batched featurisation function over document rows, and the settings it depends on."""
-        label_names = self.label_names
-        tokenizer, budget = self.tokenizer, self.max_seq_length - 2
-        document_context, label_all_tokens = self.document_context, self.label_all_tokens
-
-        def featurize(batch: dict[str, list]) -> dict[str, list]:
-            features: dict[str, list] = {key: [] for key in FEATURE_COLUMNS}
-            for sentence_ids, words, labels in zip(
-                batch["sentence_ids"], batch["words"], batch["labels"], strict=True
-            ):
-                for feature in document_features(
-                    tokenizer,
-                    sentence_ids,
-                    words,
-                    labels,
-                    budget,
-                    document_context,
-                    label_all_tokens,
-                    label_names,
-                ):
-                    for key, value in feature.items():
-                        features[key].append(value)
-            return features
-
-        settings = {
-            "labels": label_names,
-            "scheme": self.tag_scheme,
-            "document_context": document_context,
-            "label_all_tokens": label_all_tokens,
-            "tag_column": self.tag_column,
-            "format": data_format,
-        }
-        return featurize, settings
-
-    def _prepare_text(self, path: str) -> Prepared:
-        """Raw text to predict, streamed: read line by line, featurised in chunks into the cache,
-        each line read again when its record is written; nothing per line stays in memory but a
-        window count."""
-        if self.label_names is None:
-            raise UserError("the label set is unknown: give --data.labels or a checkpoint (--ckpt_path)")
-        featurize, settings = self._featurizer("text")
-
-        def rows():
-            for number, line in enumerate(iter_text_lines(path)):
-                words = [line[a:b] for a, b in split_words(line)]
-                yield {"sentence_ids": [number], "words": [words], "labels": [[]]} if words else None
-
-        features, count = self.featurize_stream(f"predict-{Path(path).name}", path, rows, featurize, settings)
-        if not len(features):
-            raise DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
-        windows = np.bincount(np.asarray(features["sentence"], dtype=np.int64), minlength=count)
-        lines = LineCursor(lambda: iter_text_lines(path))  # decoding reads lines in order
-        record_lines = LineCursor(lambda: iter_text_lines(path))  # and so does the writer
-
-        def record(sentence: int, prediction: TaggedSentence) -> list[str]:
-            line = record_lines.get(sentence)
-            return [json.dumps(entity_record(line, split_words(line), prediction.tags), ensure_ascii=False)]
-
-        evaluation = Evaluation(
-            "predict",
-            str(path),
-            windows=windows,
-            context=TaggingContext(WordCounts(lines), self.tag_scheme),
-            outputs=[OutputFile(self.predictions_path(), record)],
-        )
-        return Prepared(features, evaluation)
+    def build(self, split: str) -> tuple[conll.TaggedSplit, Any]:
+        """The split as read and its windows (a ``datasets.Dataset`` of ``FEATURE_COLUMNS``)."""
+        data, featurizer = self.read(split), self.featurizer()
+        function = featurizer.batch_function(self.tokenizer, self.max_seq_length)
+        rows = featurizer.rows(data.sentences, data.gold)
+        return data, self.featurize(f"{split}-{Path(data.path).name}", rows, function, featurizer.cache_key())
 
     def prepare(self, split: str) -> list[Prepared]:
         path = self.split_file(split)
-        if split == "predict" and path is not None and self._predict_is_text(path):
+        if split == "predict" and path is not None and reads_as_text(path, self.predict_format):
             return [self._prepare_text(path)]
         data, features = self.build(split)
-        sentence_of = np.asarray(features["sentence"] if len(features) else [], dtype=np.int64)
-        windows = np.bincount(sentence_of, minlength=len(data.sentences))
-        evaluation = Evaluation(
-            split,
-            data.path,
-            windows=windows.tolist(),
-            gold=data.gold,
-            context=TaggingContext([len(s.words) for s in data.sentences], self.tag_scheme),
-            outputs=self._outputs(data) if split == "predict" else (),
-        )
+        windows = windows_per_sentence(features, len(data.sentences)).tolist()
+        context = TaggingContext([len(s.words) for s in data.sentences], self.tag_scheme)
+        outputs = []
+        if split == "predict":  # the file again, with a predicted-tag column (a Hub data set: JSONL)
+            render, footer = data.prediction_lines(self.tag_scheme)
+            written = self.predictions_path("predictions.conll")
+            outputs = [OutputFile(written, lambda s, p: render(s, p.tags), footer=footer)]
+        evaluation = Evaluation(split, data.path, windows, data.gold, context, outputs=outputs)
         return [Prepared(features, evaluation)]
 
-    # -- predictions -------------------------------------------------------------------------------
-
-    def _outputs(self, data: TaggingSplit) -> list[OutputFile]:
-        """Raw text: JSONL ``{text, entities}`` per line. CoNLL: the file again with a predicted-tag
-        column (conlleval's layout), in the scheme of the file's own gold column if it has one
-        (tags already in that scheme are written as decoded: argmax's ``O I-X`` stays as it is)."""
-        path = (
-            self.predictions_path() if self.predictions_file else self.predictions_path("predictions.conll")
-        )
-        if data.conll is None:  # a hub data set: no file to write back
-            return [
-                OutputFile(
-                    path, lambda s, p: [json.dumps({"words": data.sentences[s].words, "tags": p.tags})]
-                )
-            ]
-        file_scheme = detect_scheme(s.tags for s in data.sentences) if data.conll.has_tags else None
-        if file_scheme == self.tag_scheme:
-            file_scheme = None
-        writer = ConllPredictions(read_text_lines(data.path), data.conll)
-
-        def lines_of(sentence: int, prediction: TaggedSentence) -> list[str]:
-            tags = convert_tags(prediction.tags, file_scheme) if file_scheme else prediction.tags
-            return list(writer.sentence(sentence, tags))
-
-        return [OutputFile(path, lines_of, footer=lambda: list(writer.rest()))]
+    def _prepare_text(self, path: str) -> Prepared:
+        """Raw text, streamed into the feature cache; decoding and the writer read each line again."""
+        featurizer = self.featurizer("text")
+        function = featurizer.batch_function(self.tokenizer, self.max_seq_length)
+        name, rows = f"predict-{Path(path).name}", lambda: lines_as_rows(line_words(path))
+        features, count = self.featurize_stream(name, path, rows, function, featurizer.cache_key())
+        if not len(features):
+            raise DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
+        render = entity_lines(path)
+        outputs = [OutputFile(self.predictions_path(), lambda s, p: render(s, p.tags))]
+        context = TaggingContext(LineWordCounts(path), self.tag_scheme)
+        windows = windows_per_sentence(features, count)
+        return Prepared(features, Evaluation("predict", str(path), windows, context=context, outputs=outputs))
 
 
 class TaggingModule(TaskModule):
@@ -380,6 +174,7 @@ class TaggingModule(TaskModule):
     main_metric = "val/f1"
     main_metric_mode = "max"
     uses_pooler = False
+    checkpoint_key = "tagging"  # where a checkpoint keeps the tag scheme
 
     def __init__(
         self,
@@ -397,20 +192,14 @@ class TaggingModule(TaskModule):
             )
         self.dropout = self.head_dropout(classifier_dropout)
         self.classifier = self.linear_head(len(self.label_names))
-        self.strict_metrics = strict_metrics
-        self.decoding = decoding
+        self.strict_metrics, self.decoding = strict_metrics, decoding
         self.tag_scheme: str | None = None  # the data's, once set up; a checkpoint's when restored
-        self._constraints: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    # -- the scheme the labels are written in ------------------------------------------------------
 
     @property
     def scheme(self) -> str:
         """The tag scheme of the labels: the data's (or the checkpoint's); without either, IOBES
         when the labels hold E-/S- tags, else BIO."""
-        if self.tag_scheme is not None:
-            return self.tag_scheme
-        return "IOBES" if any(label[:2] in ("E-", "S-") for label in self.label_names) else "BIO"
+        return self.tag_scheme or conll.scheme_for_labels(self.label_names, "BIO")
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -420,18 +209,16 @@ class TaggingModule(TaskModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_KEY] = {"tag_scheme": self.scheme}
+        checkpoint[self.checkpoint_key] = {"tag_scheme": self.scheme}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = checkpoint.get(CHECKPOINT_KEY, {}).get("tag_scheme")
+        stored = checkpoint.get(self.checkpoint_key, {}).get("tag_scheme")
         if stored and self.tag_scheme and stored != self.tag_scheme:
             raise UserError(
                 f"the checkpoint was trained with --data.tag_scheme {stored}, not {self.tag_scheme}: "
                 "pass the same scheme"
             )
         self.tag_scheme = stored or self.tag_scheme
-
-    # -- steps -------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.token_states(batch)  # [B, T, H], or the head_layers combined
@@ -445,56 +232,19 @@ class TaggingModule(TaskModule):
     ) -> list[tuple[int, int, WindowOutput]]:
         """Each window's labelled words, their label log-probabilities, and its loss (summed over
         its labelled tokens, so that the split's loss is the mean over all of them)."""
-        log_probs = outputs.detach().float().log_softmax(-1)
-        labels = batch["labels"]
+        log_probs, labels = outputs.detach().float().log_softmax(-1), batch["labels"]
         losses = F.nll_loss(log_probs.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-        loss_sums, counts = losses.sum(-1).tolist(), (labels != IGNORE_INDEX).sum(-1).tolist()
-        log_probs = log_probs.cpu().numpy()
-        positions = batch["word_positions"].cpu().numpy()
-        indices = batch["word_indices"].cpu().numpy()
-        items = []
-        rows = zip(
-            batch["sentence"].tolist(), batch["feature_index"].tolist(), loss_sums, counts, strict=True
-        )
-        for row, (sentence, feature, loss_sum, count) in enumerate(rows):
-            keep = positions[row] != IGNORE_INDEX  # the collate pads these lists with -100
-            scores = WordScores(indices[row][keep], log_probs[row, positions[row][keep]])
-            items.append((sentence, feature, WindowOutput(scores, loss_sum, count)))
-        return items
+        arrays = {key: batch[key].cpu().numpy() for key in WindowOutput.COLUMNS}
+        return WindowOutput.from_batch(log_probs.cpu().numpy(), losses.sum(-1).tolist(), arrays)
 
     def decode(self, example: int, outputs: list[WindowOutput], evaluation: Evaluation) -> TaggedSentence:
-        constraints = None
-        if self.decoding == "viterbi":
-            scheme = self.scheme
-            if scheme not in self._constraints:
-                self._constraints[scheme] = transition_constraints(self.label_names, scheme)
-            constraints = self._constraints[scheme]
         length = evaluation.context.sentence_lengths[example]
-        tags = decode_sentence(
-            length, [o.scores for o in outputs], self.label_names, constraints, self.decoding
-        )
-        return TaggedSentence(tags, sum(o.loss_sum for o in outputs), sum(o.labelled for o in outputs))
+        return TaggedSentence.from_windows(length, outputs, self.label_names, self.scheme, self.decoding)
 
     def score(self, predictions: dict[int, TaggedSentence], evaluation: Evaluation) -> dict[str, float]:
         if evaluation.gold is None:
             return {}
-        gold = [evaluation.gold[i] for i in predictions]
-        tags = [p.tags for p in predictions.values()]
-        scores = ner_scores(gold, tags, self.scheme, self.strict_metrics)
-        labelled = sum(p.labelled for p in predictions.values())
-        scores["loss"] = sum(p.loss_sum for p in predictions.values()) / max(labelled, 1)
+        gold, done = [evaluation.gold[i] for i in predictions], predictions.values()
+        scores = ner_scores(gold, [p.tags for p in done], self.scheme, self.strict_metrics)
+        scores["loss"] = sum(p.loss_sum for p in done) / max(sum(p.labelled for p in done), 1)
         return scores
-
-
-@dataclass
-class WindowOutput:
-    scores: WordScores  # the words this window labels
-    loss_sum: float  # cross-entropy summed over its labelled tokens
-    labelled: int  # how many
-
-
-@dataclass
-class TaggedSentence:
-    tags: list[str]
-    loss_sum: float
-    labelled: int

@@ -8,6 +8,8 @@ import pytest
 
 from tasks.data.conll import is_valid_sequence, label_names_for
 from tasks.decoding.tagging import (
+    TaggedSentence,
+    WindowOutput,
     WordScores,
     argmax_path,
     decode_sentence,
@@ -139,3 +141,40 @@ def test_unknown_decoding_is_an_error():
         decode_sentence(1, [window], LABELS, None, "greedy")
     with pytest.raises(ValueError, match="viterbi decoding needs"):
         decode_sentence(1, [window], LABELS, None, "viterbi")
+
+
+def test_window_outputs_of_a_batch_keep_only_labelled_words():
+    # two windows padded to 4 tokens: the first labels words 0 and 1 at positions 1 and 2, the
+    # second word 2 at position 1; padding (-100) in word_positions is dropped
+    log_probs = np.log(np.random.default_rng(3).dirichlet(np.ones(len(LABELS)), size=(2, 4)))
+    batch = {
+        "labels": np.array([[-100, 1, 2, -100], [-100, 0, -100, -100]]),
+        "word_positions": np.array([[1, 2], [1, -100]]),
+        "word_indices": np.array([[0, 1], [2, -100]]),
+        "sentence": np.array([7, 7]),
+        "feature_index": np.array([10, 11]),
+    }
+    assert set(WindowOutput.COLUMNS) == set(batch)
+    items = WindowOutput.from_batch(log_probs, [1.5, 0.25], batch)
+    assert [(sentence, feature) for sentence, feature, _ in items] == [(7, 10), (7, 11)]
+    assert all(type(value) is int for sentence, feature, _ in items for value in (sentence, feature))
+    first, second = (output for _, _, output in items)
+    assert first.scores.word_indices.tolist() == [0, 1]
+    np.testing.assert_array_equal(first.scores.scores, log_probs[0, [1, 2]])
+    assert (first.loss_sum, first.labelled) == (1.5, 2)
+    assert second.scores.word_indices.tolist() == [2] and (second.loss_sum, second.labelled) == (0.25, 1)
+
+
+def test_a_sentence_is_merged_from_all_its_windows_with_their_losses():
+    rng = np.random.default_rng(4)
+    scores = np.log(rng.dirichlet(np.ones(len(LABELS)), size=5))
+    windows = [  # words 0-2 in one window, 3-4 in the next (word order of windows does not matter)
+        WindowOutput(WordScores(np.array([3, 4]), scores[[3, 4]]), loss_sum=2.0, labelled=2),
+        WindowOutput(WordScores(np.array([0, 1, 2]), scores[[0, 1, 2]]), loss_sum=1.0, labelled=3),
+    ]
+    masks = transition_constraints(LABELS, "BIO")
+    for decoding in ("viterbi", "argmax"):
+        merged = TaggedSentence.from_windows(5, windows, LABELS, "BIO", decoding)
+        expected = decode_sentence(5, [w.scores for w in windows], LABELS, masks, decoding)
+        assert merged == TaggedSentence(expected, 3.0, 5)
+    assert is_valid_sequence(TaggedSentence.from_windows(5, windows, LABELS, "BIO", "viterbi").tags, "BIO")

@@ -1,5 +1,6 @@
 """Alignment of word labels to sub-tokens, windows over long sentences, and document context."""
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -8,7 +9,14 @@ import pytest
 
 from tasks.data.conll import is_valid_sequence
 from tasks.decoding.tagging import WordScores, decode_sentence, transition_constraints
-from tasks.features.tagging import IGNORE_INDEX, build_windows, sentence_spans
+from tasks.features.tagging import (
+    IGNORE_INDEX,
+    TaggingFeaturizer,
+    build_windows,
+    lines_as_rows,
+    sentence_spans,
+    windows_per_sentence,
+)
 from tasks.tagging import TaggingDataModule
 
 
@@ -173,3 +181,74 @@ def test_max_seq_length_must_leave_room_for_a_word(max_seq_length):
 
     with pytest.raises(UserError, match="max_seq_length"):
         TaggingDataModule(max_seq_length=max_seq_length)
+
+
+BIO_LABELS = ("O", "B-PER", "I-PER")
+
+
+def test_featurizer_checks_its_settings_when_made():
+    TaggingFeaturizer(BIO_LABELS, "BIO")  # fine
+    TaggingFeaturizer(("O", "B-X", "I-X", "E-X", "S-X"), "IOBES", format="text")  # fine
+    with pytest.raises(ValueError, match="labels must be O and"):
+        TaggingFeaturizer(("B-PER", "I-PER"), "BIO")  # no O
+    with pytest.raises(ValueError, match="labels must be O and"):
+        TaggingFeaturizer(("O", "B_PER"), "BIO")
+    with pytest.raises(ValueError, match="canonical name 'BIO'"):
+        TaggingFeaturizer(BIO_LABELS, "iob2")
+    with pytest.raises(ValueError, match="unknown tag scheme"):
+        TaggingFeaturizer(BIO_LABELS, "BILOU")
+    with pytest.raises(ValueError, match="E-/S- tags are IOBES"):
+        TaggingFeaturizer(("O", "S-X"), "BIO")
+    with pytest.raises(ValueError, match="format must be conll or text"):
+        TaggingFeaturizer(BIO_LABELS, "BIO", format="json")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TaggingFeaturizer(BIO_LABELS, "BIO").scheme = "IOB1"
+
+
+def test_featurizer_cache_key_is_its_fields_and_each_one_counts():
+    featurizer = TaggingFeaturizer(BIO_LABELS, "BIO", document_context=True, tag_column=2)
+    key = featurizer.cache_key()
+    # the settings the data module's cache key has always held, under the same names
+    assert key == {
+        "labels": ["O", "B-PER", "I-PER"],
+        "scheme": "BIO",
+        "document_context": True,
+        "label_all_tokens": False,
+        "tag_column": 2,
+        "format": "conll",
+    }
+    assert TaggingFeaturizer(BIO_LABELS, "BIO", document_context=True, tag_column=2).cache_key() == key
+    changes = {
+        "labels": ("O", "B-LOC", "I-LOC"),
+        "scheme": "IOB1",
+        "document_context": False,
+        "label_all_tokens": True,
+        "tag_column": 1,
+        "format": "text",
+    }
+    assert set(changes) == {field.name for field in dataclasses.fields(TaggingFeaturizer)}
+    for name, value in changes.items():
+        assert dataclasses.replace(featurizer, **{name: value}).cache_key() != key, name
+
+
+def test_raw_text_rows_and_window_counts():
+    rows = list(lines_as_rows([["Anna", "smiled"], [], ["Bob"]]))
+    assert rows == [
+        {"sentence_ids": [0], "words": [["Anna", "smiled"]], "labels": [[]]},
+        None,  # a line without words: no row, but it keeps its number
+        {"sentence_ids": [2], "words": [["Bob"]], "labels": [[]]},
+    ]
+    assert windows_per_sentence({"sentence": [0, 0, 2]}, 4).tolist() == [2, 0, 1, 0]
+    assert windows_per_sentence([], 2).tolist() == [0, 0]  # no features at all
+
+
+def test_featurizer_batch_function_labels_words_as_the_data_module_does(tmp_path, tiny_bert_dir):
+    datamodule = make_datamodule(tmp_path, tiny_bert_dir, "Anna B-PER\nsmiled O\n\nBob B-PER\n")
+    featurizer = datamodule.featurizer()
+    data = datamodule.read("train")
+    function = featurizer.batch_function(datamodule.tokenizer, datamodule.max_seq_length)
+    rows = featurizer.rows(data.sentences, data.gold)
+    batch = {key: [row[key] for row in rows] for key in rows[0]}
+    built = features_of(datamodule)
+    assert [f["sentence"] for f in built] == function(batch)["sentence"] == [0, 1]
+    assert [f["labels"] for f in built] == function(batch)["labels"]

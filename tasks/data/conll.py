@@ -8,13 +8,18 @@ a file into ``Sentence`` objects, and the scheme helpers turn tags into entity s
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from ..io import DataError, iter_text_lines, read_text_lines
+
+log = logging.getLogger(__name__)
 
 DOCSTART = "-DOCSTART-"
 OUTSIDE = "O"
@@ -48,6 +53,24 @@ def split_tag(tag: str) -> tuple[str, str]:
     return tag[0], tag[2:]
 
 
+def check_label_set(labels: Sequence[str]) -> None:
+    """ValueError unless ``labels`` holds O and only valid tags."""
+    if OUTSIDE not in labels or not all(is_valid_tag(label) for label in labels):
+        raise ValueError(f"labels must be O and B-/I-/E-/S- tags, got {list(labels)}")
+
+
+def scheme_for_labels(labels: Sequence[str] | None, requested: str) -> str:
+    """The scheme a model trains and predicts in: ``requested``, unless a given label set (a
+    checkpoint's) decides between IOBES (it holds E-/S- tags) and the others (it does not)."""
+    scheme = normalize_scheme(requested)
+    if labels is None:
+        return scheme
+    check_label_set(labels)
+    if any(split_tag(label)[0] in ("E", "S") for label in labels):
+        return "IOBES"
+    return "BIO" if scheme == "IOBES" else scheme
+
+
 # ----------------------------------------------------------------------------------------------
 # Reading
 
@@ -78,6 +101,26 @@ class ConllFile:
     @property
     def has_tags(self) -> bool:
         return self.tag_column is not None
+
+
+@dataclass
+class TaggedSplit:
+    """A split as a task reads it: the sentences, their tags in the training scheme, the file."""
+
+    path: str
+    sentences: list[Sentence]
+    gold: list[list[str]] | None  # None when unlabelled (a file to predict on)
+    file: ConllFile | None = None  # None for a Hub data set: there is no file to write back
+
+    def prediction_lines(self, model_scheme: str) -> tuple[Callable, Callable | None]:
+        """How predictions are written, ``render(sentence, tags)`` and ``footer()`` giving lines:
+        the file again with a predicted-tag column (``ConllPredictions``); a Hub data set as
+        JSONL ``{words, tags}``."""
+        if self.file is None:
+            words = [sentence.words for sentence in self.sentences]
+            return (lambda s, tags: [json.dumps({"words": words[s], "tags": list(tags)})]), None
+        writer = ConllPredictions(read_text_lines(self.path), self.file, model_scheme)
+        return writer.sentence, writer.rest
 
 
 def split_columns(line: str) -> list[str]:
@@ -204,6 +247,50 @@ def documents(sentences: Sequence[Sentence]) -> list[list[int]]:
     for index, sentence in enumerate(sentences):
         grouped.setdefault(sentence.document, []).append(index)
     return list(grouped.values())
+
+
+def hub_sentences(rows: Any) -> list[Sentence]:
+    """The non-empty sentences of a Hub data set with ``tokens`` and ``ner_tags`` columns
+    (conll2003, wnut_17, ...): one document; a row's number (from 1) stands for its line."""
+    names = rows.features["ner_tags"].feature.names
+    return [
+        Sentence(list(row["tokens"]), [names[t] for t in row["ner_tags"]], 0, [i + 1] * len(row["tokens"]))
+        for i, row in enumerate(rows)
+        if row["tokens"]
+    ]
+
+
+def gold_in_scheme(
+    path: str | os.PathLike,
+    sentences: Sequence[Sentence],
+    scheme: str,
+    known_types: Collection[str] | None = None,
+    unseen_tags: Literal["error", "map_to_o"] = "error",
+) -> list[list[str]]:
+    """The sentences' tags converted to ``scheme``. With ``known_types`` (a dev or test file: the
+    train file's entity types), a tag of another type is a DataError naming the line, or with
+    ``unseen_tags="map_to_o"`` read as O (with a warning)."""
+    unseen = 0
+    gold = []
+    for sentence in sentences:
+        tags = list(sentence.tags or [])
+        for index, tag in enumerate(tags):
+            entity_type = split_tag(tag)[1]
+            if known_types is None or tag == OUTSIDE or entity_type in known_types:
+                continue
+            if unseen_tags == "error":
+                raise DataError(
+                    path,
+                    f"tag {tag!r}: type {entity_type!r} is not in the train file's label set "
+                    f"({', '.join(sorted(known_types)) or 'none'}); pass --data.unseen_tags map_to_o to read it as O",
+                    line=sentence.lines[index],
+                )
+            tags[index] = OUTSIDE
+            unseen += 1
+        gold.append(convert_tags(tags, scheme))
+    if unseen:
+        log.warning("%s: %d tag(s) of types unseen in training read as O", path, unseen)
+    return gold
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,23 +441,29 @@ class ConllPredictions:
     This is conlleval's layout when the gold tag is the last column; a gold column elsewhere
     moves to the second-to-last place. -DOCSTART- lines get an O, separators stay empty lines.
     Sentences must be rendered in file order (``sentence``), then ``rest`` gives the trailing lines.
+    With ``model_scheme`` (the scheme the tags come in), they are written in the scheme of the
+    file's own gold column if it has one; tags already in that scheme are written as they come
+    (argmax decoding's ``O I-X`` stays as it is).
     """
 
-    def __init__(self, lines: Sequence[str], conll: ConllFile):
+    def __init__(self, lines: Sequence[str], conll: ConllFile, model_scheme: str | None = None):
         self.lines, self.conll, self.next_line = lines, conll, 0  # 0-based index of the next line to write
+        file_scheme = detect_scheme(s.tags for s in conll.sentences) if conll.has_tags else None
+        self.convert_to = file_scheme if model_scheme and file_scheme != model_scheme else None
 
-    def sentence(self, index: int, tags: Sequence[str]) -> Iterator[str]:
+    def sentence(self, index: int, tags: Sequence[str]) -> list[str]:
         """The lines up to and including the last word of sentence ``index``."""
         last = self.conll.sentences[index].lines[-1] if self.conll.sentences[index].words else self.next_line
-        predicted = iter(tags)
-        while self.next_line < last:
-            yield self._render(self.lines[self.next_line], predicted)
-            self.next_line += 1
+        return self._render_to(last, iter(convert_tags(tags, self.convert_to) if self.convert_to else tags))
 
-    def rest(self) -> Iterator[str]:
-        while self.next_line < len(self.lines):
-            yield self._render(self.lines[self.next_line], iter(()))
-            self.next_line += 1
+    def rest(self) -> list[str]:
+        """The lines after the last sentence."""
+        return self._render_to(len(self.lines), iter(()))
+
+    def _render_to(self, end: int, predicted: Iterator[str]) -> list[str]:
+        rendered = [self._render(line, predicted) for line in self.lines[self.next_line : end]]
+        self.next_line = max(self.next_line, end)
+        return rendered
 
     def _render(self, line: str, predicted: Iterator[str]) -> str:
         if not line.strip():

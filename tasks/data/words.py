@@ -1,13 +1,19 @@
-"""Raw text <-> words with character offsets, tokenised the way CoNLL files are."""
+"""Raw text <-> words with character offsets, tokenised the way CoNLL files are; and raw text as a
+format to tag: its words line by line, and a JSONL record of each line's entities."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import unicodedata
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
-from .conll import tags_to_spans
+from ..io import iter_text_lines
+from .conll import looks_like_conll, tags_to_spans
+from .text import LineCursor
 
 _CLITIC = re.compile(r"(?i)(?<=\w)(['’](?:s|re|ve|ll|d|m)|n['’]t)$")
 _INITIALISM = re.compile(r"^(?:\w\.){2,}$")  # U.S., e.g. : the final period belongs to the word
@@ -102,3 +108,44 @@ def text_records(
 ) -> list[dict[str, Any]]:
     """``entity_record`` of every line."""
     return [entity_record(*item) for item in zip(lines, spans, tags, strict=True)]
+
+
+def line_words(path: str | os.PathLike) -> Iterator[list[str]]:
+    """The words of each line of a raw text file (``split_words``), read lazily."""
+    for line in iter_text_lines(path):
+        yield [line[a:b] for a, b in split_words(line)]
+
+
+class LineWordCounts:
+    """The number of words of each line of a text file, read on demand in increasing order (a file
+    of millions of lines is never held in memory)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.lines = LineCursor(lambda: iter_text_lines(path))
+
+    def __getitem__(self, index: int) -> int:
+        return len(split_words(self.lines.get(index)))
+
+
+def entity_lines(path: str | os.PathLike) -> Callable[[int, Sequence[str]], list[str]]:
+    """The writer of raw-text predictions: ``render(i, tags)`` gives the JSONL line of line ``i``
+    of ``path`` (``entity_record``), reading the file again in step with the predictions."""
+    lines = LineCursor(lambda: iter_text_lines(path))
+
+    def render(index: int, tags: Sequence[str]) -> list[str]:
+        line = lines.get(index)
+        return [json.dumps(entity_record(line, split_words(line), tags), ensure_ascii=False)]
+
+    return render
+
+
+def reads_as_text(path: str | os.PathLike, predict_format: Literal["auto", "conll", "text"]) -> bool:
+    """Whether a file to predict on is raw text (one text per line) rather than CoNLL columns:
+    as ``predict_format`` says; ``auto``: CoNLL when the first lines look like CoNLL columns
+    (whatever the extension: CoNLL-2003 comes as ``test.txt``), else text for ``.txt``/``.text``
+    files and CoNLL for the others."""
+    if predict_format != "auto":
+        return predict_format == "text"
+    if Path(path).is_file() and looks_like_conll(path):
+        return False
+    return Path(path).suffix.lower() in (".txt", ".text")

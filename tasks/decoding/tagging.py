@@ -6,12 +6,15 @@ word's best label on its own (Hugging Face's run_ner), which may give sequences 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from ..data.conll import OUTSIDE, allowed_end, allowed_transition, normalize_scheme, split_tag
+from ..features.tagging import IGNORE_INDEX
 
 # How a sentence's per-word scores become tags (``--model.decoding``).
 DECODINGS = ("viterbi", "argmax")
@@ -130,3 +133,73 @@ def decode_sentence(
     for word, label in zip(order, path, strict=True):
         tags[word] = label_names[label]
     return fill_untokenized(tags)
+
+
+@dataclass
+class TaggingContext:
+    """What decoding a split needs besides the model's scores."""
+
+    sentence_lengths: Sequence[int]  # words per sentence
+    tag_scheme: str  # the scheme of the labels (and of the gold tags)
+
+
+@dataclass
+class TaggedSentence:
+    tags: list[str]
+    loss_sum: float  # of all its windows
+    labelled: int
+
+    @classmethod
+    def from_windows(
+        cls,
+        length: int,
+        windows: Sequence[WindowOutput],
+        label_names: Sequence[str],
+        scheme: str,
+        decoding: str,
+    ) -> TaggedSentence:
+        """A sentence of ``length`` words from the outputs of all its windows (``decode_sentence``)."""
+        constraints = _constraints(tuple(label_names), scheme) if decoding == "viterbi" else None
+        tags = decode_sentence(length, [w.scores for w in windows], label_names, constraints, decoding)
+        return cls(tags, sum(w.loss_sum for w in windows), sum(w.labelled for w in windows))
+
+
+@dataclass
+class WindowOutput:
+    """What one window contributes to its sentence."""
+
+    # The feature columns ``from_batch`` reads.
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "labels",
+        "word_positions",
+        "word_indices",
+        "sentence",
+        "feature_index",
+    )
+
+    scores: WordScores  # the words this window labels
+    loss_sum: float  # cross-entropy summed over its labelled tokens
+    labelled: int  # how many
+
+    @classmethod
+    def from_batch(
+        cls, log_probs: np.ndarray, loss_sums: Sequence[float], batch: dict[str, np.ndarray]
+    ) -> list[tuple[int, int, WindowOutput]]:
+        """(sentence, feature index, output) of each window of a batch: the label log-probabilities
+        (``log_probs``: [B, T, labels]) at the positions of the words it labels, and its loss.
+        ``batch`` holds the ``COLUMNS`` (word positions and indices padded with IGNORE_INDEX)."""
+        labelled = (batch["labels"] != IGNORE_INDEX).sum(-1)
+        outputs = []
+        for row, loss_sum in enumerate(loss_sums):
+            positions = batch["word_positions"][row]
+            keep = positions != IGNORE_INDEX
+            scores = WordScores(batch["word_indices"][row][keep], log_probs[row, positions[keep]])
+            output = cls(scores, loss_sum, int(labelled[row]))
+            outputs.append((int(batch["sentence"][row]), int(batch["feature_index"][row]), output))
+        return outputs
+
+
+@functools.lru_cache(maxsize=8)
+def _constraints(label_names: tuple[str, ...], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``transition_constraints``, built once per label set and scheme (not once per sentence)."""
+    return transition_constraints(label_names, scheme)

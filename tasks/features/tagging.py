@@ -3,17 +3,18 @@
 Every word is labelled (on its first sub-token) by exactly one window: long sentences are cut into
 overlapping windows, and each word is predicted from the window where it has the most context.
 With document context, a sentence that fits shares its spare room with its neighbours.
+``TaggingFeaturizer`` holds the settings and runs it all over batches of document rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from ..data.conll import OUTSIDE, Sentence, split_tag
+from ..data.conll import OUTSIDE, Sentence, check_label_set, normalize_scheme, split_tag
 
 IGNORE_INDEX = -100  # label of a position the loss skips (special tokens, later sub-tokens, context)
 
@@ -250,3 +251,75 @@ def window_labels(
             )
             token_labels[start + 2 : end + 1] = [inside] * (end - start - 1)
     return token_labels
+
+
+@dataclass(frozen=True)
+class TaggingFeaturizer:
+    """How sentences become windows. Its fields are the feature cache key (the data module adds
+    the tokenizer and max_seq_length), so a change to any of them is a cache miss."""
+
+    labels: tuple[str, ...]  # the label set in id order
+    scheme: str  # the tag scheme the labels are written in
+    document_context: bool = False  # fill windows with the neighbouring sentences of the document
+    label_all_tokens: bool = False  # also label a word's later sub-tokens
+    tag_column: int = -1  # the column the tags were read from (the gold labels depend on it)
+    format: Literal["conll", "text"] = "conll"  # text: every line is a document of its own
+
+    def __post_init__(self) -> None:
+        check_label_set(self.labels)
+        if normalize_scheme(self.scheme) != self.scheme:
+            raise ValueError(
+                f"scheme {self.scheme!r}: give the canonical name {normalize_scheme(self.scheme)!r}"
+            )
+        if self.scheme != "IOBES" and any(split_tag(label)[0] in ("E", "S") for label in self.labels):
+            raise ValueError(f"labels with E-/S- tags are IOBES, not {self.scheme}")
+        if self.format not in ("conll", "text"):
+            raise ValueError(f"format must be conll or text, not {self.format!r}")
+
+    def cache_key(self) -> dict[str, Any]:
+        return {**asdict(self), "labels": list(self.labels)}
+
+    def rows(
+        self, sentences: Sequence[Sentence], gold: Sequence[Sequence[str]] | None
+    ) -> list[dict[str, list]]:
+        """The document rows ``batch_function`` reads (``documents_as_rows``)."""
+        label_ids = {name: index for index, name in enumerate(self.labels)}
+        return documents_as_rows(sentences, gold, label_ids, by_line=self.format == "text")
+
+    def batch_function(self, tokenizer, max_seq_length: int) -> Callable[[dict[str, list]], dict[str, list]]:
+        """The batched ``Dataset.map`` function: document rows -> windows (``FEATURE_COLUMNS``)."""
+        budget = max_seq_length - 2  # room for [CLS] and [SEP]
+        labels = list(self.labels)
+
+        def featurize(batch: dict[str, list]) -> dict[str, list]:
+            features: dict[str, list] = {key: [] for key in FEATURE_COLUMNS}
+            rows = zip(batch["sentence_ids"], batch["words"], batch["labels"], strict=True)
+            for sentence_ids, words, word_labels in rows:
+                for feature in document_features(
+                    tokenizer,
+                    sentence_ids,
+                    words,
+                    word_labels,
+                    budget,
+                    self.document_context,
+                    self.label_all_tokens,
+                    labels,
+                ):
+                    for key, value in feature.items():
+                        features[key].append(value)
+            return features
+
+        return featurize
+
+
+def lines_as_rows(lines: Iterable[Sequence[str]]) -> Iterator[dict[str, list] | None]:
+    """Raw text, the words of each line: one document row per line, None for a line without
+    words (the rows of a streamed ``format="text"`` featurisation)."""
+    for number, words in enumerate(lines):
+        yield {"sentence_ids": [number], "words": [list(words)], "labels": [[]]} if words else None
+
+
+def windows_per_sentence(features: Any, count: int) -> np.ndarray:
+    """How many windows each of ``count`` sentences has (from the features' ``sentence`` column)."""
+    sentence_of = np.asarray(features["sentence"] if len(features) else [], dtype=np.int64)
+    return np.bincount(sentence_of, minlength=count)
