@@ -6,8 +6,9 @@ Layers, lowest first (a module imports only modules above it in this list):
   vocab         vocab.txt and casing rules (pure Python)
   tf_checkpoint the TensorFlow tensor-bundle reader and the one TF-prefix resolver (numpy, no TensorFlow)
   sources       where weights come from: directory, TF prefix, packaged model, hub id
-  checkpoint    the name-map table; load and save (torch, safetensors)
-  model         the encoder (torch); loads and saves through checkpoint
+  checkpoint    the name-map table (q/k/v <-> the fused qkv); load and save (torch, safetensors)
+  kernels       what attention and the layers call: dropout masks, the varlen import, activations (torch)
+  model         the encoder and its one attention dispatch (torch); loads and saves through checkpoint
   tokenizer     the one place a tokenizer is built (transformers, imported when one is built)
 
 The names below are imported on first use (PEP 562), so ``import bert_core.config`` or

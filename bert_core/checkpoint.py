@@ -44,6 +44,35 @@ _HF_RENAMES = [(r"\.gamma$", ".weight"), (r"\.beta$", ".bias")]
 _HF_SKIP = re.compile(r"(position_ids$|^cls\.predictions\.decoder\.(weight|bias)$)")
 # Fine-tuned HF checkpoints carry a task head; an encoder load ignores it (and says so).
 _HF_TASK_HEADS = ("classifier.", "qa_outputs.")
+# Checkpoints name an attention's projections apart; our SelfAttention holds them as one Linear
+# "qkv", rows [query; key; value] (each heads * head_size rows, fewer in a pruned layer).
+_QKV = ("query", "key", "value")
+_QUERY = re.compile(r"(?P<at>(?:.*\.)?)query\.(?P<kind>weight|bias)")
+
+
+def fuse_qkv(state: dict[str, torch.Tensor], prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """Checkpoint names -> ours, in place: each ``query/key/value`` tensor triple (under ``prefix``
+    only, when given) joined into one ``qkv`` tensor. Returns ``state``."""
+    for name in [n for n in state if _QUERY.fullmatch(n)]:
+        at, kind = _QUERY.fullmatch(name).group("at", "kind")
+        parts = [f"{at}{part}.{kind}" for part in _QKV]
+        if (prefix is None or at == prefix) and all(part in state for part in parts):
+            state[f"{at}qkv.{kind}"] = torch.cat([state.pop(part) for part in parts])
+    return state
+
+
+def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Ours -> checkpoint names: each ``qkv`` tensor as its ``query``, ``key`` and ``value`` thirds."""
+    split = {}
+    for name, tensor in state.items():
+        at, qkv, kind = name.rpartition("qkv.")
+        if qkv and kind in ("weight", "bias") and (not at or at.endswith(".")):
+            split.update(
+                {f"{at}{part}.{kind}": third for part, third in zip(_QKV, tensor.chunk(3), strict=True)}
+            )
+        else:
+            split[name] = tensor
+    return split
 
 
 def tf_name_to_hf(name: str) -> tuple[str, bool]:
@@ -114,7 +143,7 @@ def load_pretrained(
         config = BertConfig.from_dict({**config.to_dict(), **overrides}, source=str(resolved.config_path))
     _check_vocab(resolved, config, smaller_too=False)
     model = cls.uninitialised(config)
-    state, new_heads = _tensors_for(model, read_state_dict(resolved), resolved.name)
+    state, new_heads = _tensors_for(model, fuse_qkv(read_state_dict(resolved)), resolved.name)
     expected = model.state_dict()
     _check_tensors(state, expected, resolved, new_heads)
     _check_vocab(resolved, config, smaller_too=True)  # once the tensors agree with the config
@@ -206,7 +235,7 @@ def save_pretrained(
     (directory / "config.json").write_text(
         json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in split_qkv(model.state_dict()).items()}
     if head is not None:
         if not all(name.startswith(_HF_TASK_HEADS) for name in head):
             raise ValueError(
@@ -226,6 +255,8 @@ __all__ = [
     "ResolvedSource",
     "resolve_source",
     "read_state_dict",
+    "fuse_qkv",
+    "split_qkv",
     "load_pretrained",
     "save_pretrained",
     "tf_name_to_hf",

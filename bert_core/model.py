@@ -1,42 +1,38 @@
 """BERT in one file: embeddings, post-LN Transformer encoder, pooler, and the pre-training heads.
 
-Module and parameter names follow Hugging Face's (which follow Google's TF variable scopes), so a
-transformers state dict loads as it is and a Google checkpoint maps with the short table in
-``checkpoint.py``.
+Module and parameter names follow Hugging Face's (which follow Google's TF variable scopes) but
+for the fused ``qkv``; the short table in ``checkpoint.py`` maps transformers' and Google's names.
 
-Two choices make this encoder faster than the reference on CPU while computing the same function:
+Three choices make this encoder faster than the reference on CPU while computing the same function:
 
 * Padding is not computed. The encoder runs on the real tokens only, packed into a [N, H] matrix
   (N = number of real tokens); embeddings, projections, feed-forward and LayerNorms never see a
   padded position. Attention re-pads them in groups of rows of similar length (``TokenLayout``),
   so a short row is not padded to the longest row of the batch either.
-* Dropout draws 16 random bits per element from 64-bit words instead of calling ``bernoulli_``
-  (several times cheaper on CPU, where dropout RNG dominates a training step), and attention with
-  dropout is written out (the fused SDPA kernels have no CPU dropout; its fallback is slower).
+* Dropout and attention with dropout take a cheaper random mask (``kernels.py``).
+* q, k and v are one Linear (``qkv``): one matmul per layer, with no concatenation of weights.
 
 On CUDA in half precision, attention without dropout runs flash attention's variable-length kernel
-(``varlen_attn``) on the packed tokens themselves, with no re-padding at all. That kernel has no
-dropout: training with attention dropout keeps SDPA (``dropout_p``) on the length-grouped grids,
-so its numerics are the reference's; evaluation, prediction and fits with
-``attention_probs_dropout_prob`` 0 take the variable-length kernel.
+on the packed tokens themselves, with no re-padding at all: ``SelfAttention.attend`` is the one
+place that chooses a kernel. Callers change a mode only for a block: ``static_layout``, ``head_gates``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .config import BertConfig
-from .layout import AttentionGroup, TokenLayout
-
-# Flash attention's variable-length kernel (torch >= 2.10, CUDA only), imported on first use by
-# varlen_supported: its module imports torch._dynamo, about 2 s of every start-up otherwise.
-varlen_attn = None
-_varlen_imported = False
+from .kernels import Dropout, activation
+from .layout import TokenLayout
 
 
 @dataclass
@@ -51,73 +47,6 @@ class BertOutput:
 class BertPreTrainingOutput(BertOutput):
     prediction_logits: torch.Tensor | None = None  # [B, T, V]
     seq_relationship_logits: torch.Tensor | None = None  # [B, 2]
-
-
-def activation(name: str):
-    """``act(x, inplace=False)`` for a config's ``hidden_act``."""
-    if name == "relu":
-        return F.relu
-    if name == "gelu":
-        approximate = "none"  # exact erf form: what transformers computes for "gelu"
-    elif name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh"):
-        approximate = "tanh"  # what Google's TF code computed for "gelu"
-    else:
-        raise ValueError(f"unknown hidden_act {name!r}")
-
-    def gelu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        if inplace:
-            return torch.ops.aten.gelu_(x, approximate=approximate)
-        return F.gelu(x, approximate=approximate)
-
-    return gelu
-
-
-# ---------------------------------------------------------------------------------------------
-# Dropout
-
-_BITS = 16  # random bits per element: the drop rate is p rounded to a multiple of 2**-16
-
-
-def keep_mask(like: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
-    """A {0., 1.} mask shaped like ``like`` keeping each element with probability ~1-p, and that rate.
-
-    torch's CPU dropout draws one 32-bit number per element through ``bernoulli_`` (about 15 ns
-    per element here); cutting four 16-bit draws out of each 64-bit word costs about 2 ns.
-    """
-    numel = like.numel()
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=like.device).random_(-(2**63), None)
-    draws = words.view(torch.int16)[:numel].view(like.shape)  # uniform integers in [-2**15, 2**15)
-    dropped = round(p * 2**_BITS)  # the `dropped` smallest of the 2**16 values are dropped
-    mask = torch.ge(draws, dropped - 2 ** (_BITS - 1), out=torch.empty_like(like))
-    return mask, 1.0 - dropped / 2**_BITS
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` (zero with probability p, scale the rest by 1/(1-p)) with the cheaper mask."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        mask, keep = keep_mask(x, self.p)
-        return x * mask.mul_(1.0 / keep)
-
-
-def varlen_supported(x: torch.Tensor) -> bool:
-    """Whether flash attention's variable-length kernel takes ``x``'s device and dtype."""
-    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and varlen_kernel() is not None
-
-
-def varlen_kernel():
-    """``torch.nn.attention.varlen.varlen_attn``, imported once (None where torch lacks it)."""
-    global varlen_attn, _varlen_imported
-    if not _varlen_imported:
-        _varlen_imported = True
-        try:
-            from torch.nn.attention.varlen import varlen_attn as kernel
-        except ImportError:  # pragma: no cover - torch < 2.10
-            kernel = None
-        varlen_attn = varlen_attn or kernel  # a stand-in set before the first use stays
-    return varlen_attn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,97 +73,82 @@ class Embeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-def attention_with_dropout(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, p: float
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d), masked) with dropout on the probabilities, times v.
-
-    q, k, v: [b, heads, T, d]; key_mask: [b, 1, 1, T] (True = attend) or None. Returns [b, heads, T, d].
-    """
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # [b, heads, T, T]
-    if key_mask is not None:  # in place: the matmul's backward does not need its output
-        scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
-    mask, keep = keep_mask(scores, p)
-    probs = scores.softmax(-1) * mask
-    return (probs @ v).mul_(1.0 / keep)  # the 1/(1-p) rescale on [T, d] rather than on [T, T]
-
-
 class SelfAttention(nn.Module):
     def __init__(self, config: BertConfig, layer: int = 0):
         super().__init__()
-        # A pruned layer (config.pruned_heads) keeps fewer heads of the same size: q, k, v are
-        # [heads * d, H], as in HF's pruned models.
+        # A pruned layer (config.pruned_heads) keeps fewer heads of the same size, as HF's pruned models.
         self.num_heads = config.heads_in_layer(layer)
         self.head_size = config.head_size
-        all_heads = self.num_heads * self.head_size
-        self.query = nn.Linear(config.hidden_size, all_heads)
-        self.key = nn.Linear(config.hidden_size, all_heads)
-        self.value = nn.Linear(config.hidden_size, all_heads)
+        # q, k and v as one Linear, rows [q; k; v]: one matmul. Checkpoints name the three apart:
+        # checkpoint.py maps the names, on every load of a state dict too (old task checkpoints).
+        self.qkv = nn.Linear(config.hidden_size, 3 * self.num_heads * self.head_size)
+        self.register_load_state_dict_pre_hook(_fuse_qkv_names)
         self.dropout_p = config.attention_probs_dropout_prob
-        # [heads] multiplying each head's output when set (Michel et al.'s head mask: its gradient
-        # is a head's importance); None in normal use.
+        # [heads] multiplying each head's output (Michel et al.'s head mask: its gradient is a
+        # head's importance); set only within `with head_gates(model)`.
         self.head_gate: torch.Tensor | None = None
-        self.fuse_qkv = True
 
     def forward(
         self, x: torch.Tensor, layout: TokenLayout, queries: torch.Tensor | None = None
     ) -> torch.Tensor:
         """[N, H] -> [N, H]. With ``queries`` ([B, H]: the states of each layout row's first token)
         only those tokens attend, each to its whole row: -> [B, H] in layout row order."""
-        all_heads = self.num_heads * self.head_size
+        width = self.num_heads * self.head_size
         if queries is None:
-            qkv = self.project(x, "query", "key", "value")  # [N, 3H]
-            q, kv = qkv[:, :all_heads], qkv[:, all_heads:]
+            qkv = self.qkv(x)  # [N, 3 * width]
+            q, kv = qkv[:, :width], qkv[:, width:]
+        else:  # [B, width], [N, 2 * width]
+            q, kv = self.qkv(queries)[:, :width], self.qkv(x)[:, width:]
+        y = self.attend(q, kv, layout, one_query_per_row=queries is not None)  # [N or B, width]
+        if self.head_gate is not None:
+            gated = y.view(len(y), self.num_heads, self.head_size) * self.head_gate.to(y.dtype)[:, None]
+            y = gated.view(len(y), width)
+        return y
+
+    def attend(
+        self, q: torch.Tensor, kv: torch.Tensor, layout: TokenLayout, one_query_per_row: bool
+    ) -> torch.Tensor:
+        """The one attention dispatch: q [N_q, width], kv [N, 2 * width] (packed tokens) -> [N_q, width].
+
+        The first that fits computes it:
+        1. flash attention's variable-length kernel on the packed tokens, no re-padding: CUDA, half
+           precision, no attention dropout (the kernel has none), rows without padding, and head
+           sizes the kernel is built for;
+        2. training with attention dropout on CUDA: SDPA, whose fused kernels take dropout_p;
+        3. training with attention dropout on CPU: ``kernels.attention_with_dropout`` (SDPA has no
+           fused kernel with dropout there, and its fallback is slower);
+        4. SDPA.
+        2 to 4 run on grids: the rows re-padded in groups of similar length (``layout.groups``).
+        """
+        dropout = self.dropout_p if self.training else 0.0
+        if not dropout and self.head_size % 8 == 0 and self.head_size <= 256 and layout.rows_are_exact:
+            if kernels.varlen_supported(q):
+                return self.attend_varlen(q, kv, layout, one_query_per_row)
+        if dropout and q.is_cuda:
+            kernel = partial(F.scaled_dot_product_attention, dropout_p=dropout)
+        elif dropout:
+            kernel = partial(kernels.attention_with_dropout, p=dropout)
         else:
-            q, kv = self.project(queries, "query"), self.project(x, "key", "value")  # [B, H], [N, 2H]
-        if self.takes_varlen(q, layout):
-            return self.attend_varlen(q, kv, layout, one_query_per_row=queries is not None)
-        if queries is None:
-            grids = layout.to_grids(qkv)  # [G, 3H]
-            q, kv = grids[:, :all_heads], grids[:, all_heads:]
-        else:
-            kv = layout.to_grids(kv)  # [G, 2H]
+            kernel = F.scaled_dot_product_attention
+        heads, d = self.num_heads, self.head_size
+        kv = layout.to_grids(kv)  # [G, 2 * width]
+        q = q if one_query_per_row else layout.to_grids(q)  # [B or G, width]
         outputs = []
         for g in layout.groups:
-            q_rows = (
-                slice(g.first_row, g.first_row + g.rows)
-                if queries is not None
-                else slice(g.offset, g.offset + g.rows * g.length)
-            )
-            outputs.append(self.attend(q[q_rows], kv[g.offset : g.offset + g.rows * g.length], g))
+            T_q = 1 if one_query_per_row else g.length
+            first = g.first_row if one_query_per_row else g.offset
+            group_q = q[first : first + g.rows * T_q].view(g.rows, T_q, heads, d).transpose(1, 2)
+            group_kv = kv[g.offset : g.offset + g.rows * g.length].view(g.rows, g.length, 2, heads, d)
+            k, v = group_kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [rows, heads, T, d]
+            y = kernel(group_q, k, v, g.key_mask)  # [rows, heads, T_q, d]
+            outputs.append(y.transpose(1, 2).reshape(g.rows * T_q, heads * d))
         y = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        return y if queries is not None else layout.from_grids(y)  # [B, H] or [N, H]
-
-    def project(self, x: torch.Tensor, *names: str) -> torch.Tensor:
-        """x through the named projections, side by side: [N, len(names) * H].
-
-        One matmul for q, k, v: the three Linear layers keep Google's/HF's weight names. Quantized
-        layers (bert_core.quantize sets fuse_qkv False) hold no float weight to concatenate: each
-        runs as its own int8 matmul."""
-        layers = [getattr(self, name) for name in names]
-        if len(layers) == 1:
-            return layers[0](x)
-        if self.fuse_qkv:
-            weight = torch.cat([layer.weight for layer in layers])
-            bias = torch.cat([layer.bias for layer in layers])
-            return F.linear(x, weight, bias)
-        return torch.cat([layer(x) for layer in layers], dim=-1)
-
-    def takes_varlen(self, q: torch.Tensor, layout: TokenLayout) -> bool:
-        """Flash attention's variable-length kernel: CUDA, half precision, no attention dropout (the
-        kernel has none), rows without padding, and head sizes the kernel is built for."""
-        return (
-            varlen_supported(q)
-            and layout.rows_are_exact
-            and not (self.training and self.dropout_p > 0)
-            and self.head_size % 8 == 0
-            and self.head_size <= 256
-        )
+        return y if one_query_per_row else layout.from_grids(y)  # [B, width] or [N, width]
 
     def attend_varlen(
         self, q: torch.Tensor, kv: torch.Tensor, layout: TokenLayout, one_query_per_row: bool
     ) -> torch.Tensor:
-        """q [N_q, H], kv [N, 2H] (the packed tokens) -> [N_q, H], each row attending within itself."""
+        """q [N_q, width], kv [N, 2 * width] (the packed tokens) -> [N_q, width], each row within itself."""
         heads, d = self.num_heads, self.head_size
         k, v = (t.contiguous() for t in kv.view(-1, 2, heads, d).unbind(1))  # each [N, heads, d]
         q = q.reshape(-1, heads, d).contiguous()  # [N_q, heads, d]
@@ -243,29 +157,8 @@ class SelfAttention(nn.Module):
             queries, longest_query = torch.arange(len(keys), device=q.device, dtype=torch.int32), 1
         else:
             queries, longest_query = keys, layout.longest
-        y = varlen_attn(q, k, v, queries, keys, longest_query, layout.longest)  # [N_q, heads, d]
-        if self.head_gate is not None:
-            y = y * self.head_gate.to(y.dtype)[:, None]
+        y = kernels.varlen_attn(q, k, v, queries, keys, longest_query, layout.longest)  # [N_q, heads, d]
         return y.reshape(len(q), heads * d)
-
-    def attend(self, q: torch.Tensor, kv: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
-        """One group: q [rows * T_q, H] (T_q = T, or 1 for a query per row), its grid kv
-        [rows * T, 2H] -> [rows * T_q, H]."""
-        rows, T = group.rows, group.length
-        q = q.view(rows, -1, self.num_heads, self.head_size).transpose(1, 2)  # [rows, heads, T_q, d]
-        kv = kv.view(rows, T, 2, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
-        k, v = kv.unbind(0)  # each [rows, heads, T, d]
-        if self.training and self.dropout_p > 0 and not q.is_cuda:
-            # CPU: SDPA has no fused kernel with dropout there, and its fallback is slower than this.
-            y = attention_with_dropout(q, k, v, group.key_mask, self.dropout_p)
-        elif self.training and self.dropout_p > 0:
-            # CUDA: the fused kernels take dropout on the probabilities themselves.
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask, dropout_p=self.dropout_p)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask)
-        if self.head_gate is not None:
-            y = y * self.head_gate.to(y.dtype)[:, None, None]  # [rows, heads, T_q, d]
-        return y.transpose(1, 2).reshape(rows * q.shape[2], -1)
 
 
 class SelfOutput(nn.Module):
@@ -411,9 +304,7 @@ class BertModel(PretrainedMixin, nn.Module):
         self.encoder = Encoder(config)
         self.pooler = Pooler(config)
         self.apply(lambda module: init_weights(module, config.initializer_range))
-        # True: every position is computed, padded keys masked, and the layout never looks at the
-        # mask's values (no data-dependent shapes or branches): the graph torch.export and ONNX take.
-        self.static_layout = False
+        self.static_layout = False  # set only within `with static_layout(model)`
 
     def forward(
         self,
@@ -435,32 +326,15 @@ class BertModel(PretrainedMixin, nn.Module):
         ``cls_only=True`` (a sentence classifier's path): the last layer is computed at each row's
         first token ([CLS]) only, which is all the pooler reads; its keys and values still come from
         the whole row. ``last_hidden_state`` is then [B, 1, H]; ``pooler_output`` is unchanged. At
-        every other token that skips 10 of the last layer's 12 H x H matmuls (the key and value
-        projections remain): 14% of a 6-layer encoder's work, 7% of a 12-layer one's.
+        every other token that skips 9 of the last layer's 12 H x H matmuls (the fused q, k, v
+        projection remains): 12% of a 6-layer encoder's work, 6% of a 12-layer one's.
         """
         if cls_only and output_hidden_states:
             raise ValueError(
                 "cls_only computes the last layer at [CLS] only: it has no hidden states to return"
             )
-        return self._encode(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            output_hidden_states,
-            skip_padding=not output_hidden_states if skip_padding is None else skip_padding,
-            # The static layout (the graph torch.export and ONNX take) computes every position.
-            cls_only=cls_only and not self.static_layout,
-        )
-
-    def _encode(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        token_type_ids: torch.Tensor | None,
-        output_hidden_states: bool,
-        skip_padding: bool,
-        cls_only: bool = False,
-    ) -> BertOutput:
+        skip_padding = not output_hidden_states if skip_padding is None else skip_padding
+        cls_only = cls_only and not self.static_layout  # the static layout computes every position
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
             raise ValueError(
@@ -556,16 +430,55 @@ class BertForPreTraining(PretrainedMixin, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
     ) -> BertPreTrainingOutput:
-        out = self.bert._encode(
-            input_ids, attention_mask, token_type_ids, output_hidden_states, skip_padding=False
-        )
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, skip_padding=False)
         return BertPreTrainingOutput(
-            last_hidden_state=out.last_hidden_state,
-            pooler_output=out.pooler_output,
-            hidden_states=out.hidden_states,
+            **vars(out),
             prediction_logits=self.cls.predictions(out.last_hidden_state),
             seq_relationship_logits=self.cls.seq_relationship(out.pooler_output),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes a caller switches on for a block, never set on the model from outside.
+
+
+@contextmanager
+def static_layout(model: nn.Module) -> Iterator[None]:
+    """Within the block every BertModel in ``model`` computes every position, padded keys masked,
+    and its layout never looks at the mask's values (no data-dependent shapes or branches): the
+    graph torch.export and ONNX take."""
+    encoders = [m for m in model.modules() if isinstance(m, BertModel)]
+    with _set_each(encoders, "static_layout", [True] * len(encoders), default=False):
+        yield
+
+
+@contextmanager
+def head_gates(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Within the block every head's output is multiplied by a gate (one [heads] tensor of ones per
+    layer, requiring grad): after a backward pass ``gate.grad`` is d loss / d head mask."""
+    attentions = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    param = next(model.parameters())
+    gates = [torch.ones(a.num_heads, device=param.device, requires_grad=True) for a in attentions]
+    with _set_each(attentions, "head_gate", gates, default=None):
+        yield gates
+
+
+@contextmanager
+def _set_each(modules: list[nn.Module], name: str, values: list, default) -> Iterator[None]:
+    for module, value in zip(modules, values, strict=True):
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module in modules:
+            setattr(module, name, default)
+
+
+def _fuse_qkv_names(module: nn.Module, state: dict, prefix: str, *_) -> None:
+    """A state dict's query/key/value tensors joined into ``qkv`` as a SelfAttention loads them."""
+    from .checkpoint import fuse_qkv  # the name table (imported on the first load)
+
+    fuse_qkv(state, prefix)
 
 
 def init_weights(module: nn.Module, std: float) -> None:

@@ -1,6 +1,6 @@
 """Structural surgery on a BertModel: remove attention heads (Michel et al. 2019), keep a subset of
 layers (Sajjad et al.'s dropped top layers, DistilBERT-style students), and the head gates whose
-gradients measure a head's importance.
+gradients measure a head's importance (``model.head_gates``, the model's own mode).
 
 Heads are named by their original index in the layer (Hugging Face's ``pruned_heads`` meaning), so
 pruning twice composes and ``config.pruned_heads`` always says which heads are gone.
@@ -9,14 +9,24 @@ pruning twice composes and ``config.pruned_heads`` always says which heads are g
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
+from .checkpoint import split_qkv
 from .config import BertConfig
-from .model import BertModel, SelfAttention
+from .model import BertModel, head_gates
+
+__all__ = [
+    "kept_heads",
+    "prune_heads",
+    "select_layers",
+    "drop_layers",
+    "spread_layers",
+    "head_gates",
+    "unpruned_copy",
+]
 
 
 def kept_heads(config: BertConfig, layer: int) -> list[int]:
@@ -60,10 +70,12 @@ def prune_heads(model: BertModel, heads: dict[int, Iterable[int]]) -> BertModel:
             raise ValueError(f"pruning heads {sorted(remove)} would leave layer {layer} without a head")
         keep = torch.tensor(
             [p * d + i for p, h in enumerate(current) if h not in remove for i in range(d)], dtype=torch.long
-        )  # rows of q, k, v (columns of the output projection) that stay
+        )  # rows of each of q, k, v (columns of the output projection) that stay
         attention = model.encoder.layer[layer].attention
-        for name in ("query", "key", "value"):
-            setattr(attention.self, name, _select(getattr(attention.self, name), keep, dim=0))
+        width = len(current) * d  # rows of each of q, k, v in the fused projection
+        attention.self.qkv = _select(
+            attention.self.qkv, torch.cat([keep, keep + width, keep + 2 * width]), dim=0
+        )
         attention.output.dense = _select(attention.output.dense, keep, dim=1)
         attention.self.num_heads = len(current) - len(remove)
         pruned.setdefault(layer, set()).update(remove)
@@ -102,29 +114,13 @@ def spread_layers(teacher_layers: int, student_layers: int) -> list[int]:
     return [i * teacher_layers // student_layers for i in range(student_layers)]
 
 
-@contextmanager
-def head_gates(model: BertModel) -> Iterator[list[torch.Tensor]]:
-    """Within the block every head's output is multiplied by a gate (one [heads] tensor of ones per
-    layer, requiring grad): after a backward pass ``gate.grad`` is d loss / d head mask."""
-    attentions = [m for m in model.modules() if isinstance(m, SelfAttention)]
-    param = next(model.parameters())
-    gates = [torch.ones(a.num_heads, device=param.device, requires_grad=True) for a in attentions]
-    for attention, gate in zip(attentions, gates, strict=True):
-        attention.head_gate = gate
-    try:
-        yield gates
-    finally:
-        for attention in attentions:
-            attention.head_gate = None
-
-
 def unpruned_copy(model: BertModel) -> BertModel:
     """An equivalent model with every head back, the pruned ones zero (their outputs are zero):
     for libraries that no longer read ``pruned_heads`` (transformers 5 removed head pruning)."""
     config = model.config
     full = BertModel(dataclasses.replace(config, pruned_heads={}))
-    state = model.state_dict()
-    target = full.state_dict()
+    state = split_qkv(model.state_dict())  # per projection: q, k and v each get their heads back
+    target = split_qkv(full.state_dict())
     d = config.head_size
     for name, tensor in state.items():
         if tensor.shape == target[name].shape:
@@ -138,5 +134,5 @@ def unpruned_copy(model: BertModel) -> BertModel:
         else:  # query/key/value weight or bias
             padded[rows] = tensor
         target[name] = padded
-    full.load_state_dict(target)
+    full.load_state_dict(target)  # the names are joined into qkv again as it loads
     return full

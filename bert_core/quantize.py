@@ -11,9 +11,9 @@ Weights are stored as int8 and activations quantized on the fly, per batch. Two 
   outputs whose outliers a per-tensor activation scale crushes (with them in int8 and per-tensor
   weights, WNUT-17 NER lost 3.6 F1; like this, 0.3).
 
-``auto`` takes torchao when it is installed, else torch.ao. Both replace each ``nn.Linear``'s
-float weight, so the encoder's fused q/k/v matmul (which concatenates the three float weights) is
-switched off: each projection then runs as its own int8 matmul.
+``auto`` takes torchao when it is installed, else torch.ao. The encoder's q, k and v are one
+Linear (``qkv``), quantized as one: its weight scales are per output row and its activation scale
+per tensor or per token of the same input, so that equals quantizing the three apart.
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ def quantize_int8(model: nn.Module, backend: str = "auto") -> str:
     """
     backend = available_backend(backend)
     model.eval()
-    for module in model.modules():
-        if hasattr(module, "fuse_qkv"):  # SelfAttention: run q, k, v as three quantized Linears
-            module.fuse_qkv = False
     if backend == "torchao":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 

@@ -179,6 +179,8 @@ def export_onnx(
 ) -> None:
     import torch
 
+    from bert_core.model import static_layout
+
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401  (torch's exporter needs it)
@@ -186,8 +188,7 @@ def export_onnx(
         raise UserError(f"--format onnx needs the [onnx] extra: pip install -e '.[onnx]' ({err})") from None
     kind = task_kind(module)
     config = module.encoder.config
-    module.encoder.static_layout = True  # every position computed, no data-dependent shapes
-    try:
+    with static_layout(module.encoder):  # every position computed, no data-dependent shapes
         batch = torch.export.Dim("batch", min=1, max=4096)
         sequence = torch.export.Dim("sequence", min=2, max=config.max_position_embeddings)
         axes = {name: {0: batch, 1: sequence} for name in INPUT_NAMES}
@@ -205,8 +206,6 @@ def export_onnx(
         program.save(str(directory / "model.onnx"))
         if quantize == "int8":
             quantize_onnx_int8(directory / "model.onnx")
-    finally:
-        module.encoder.static_layout = False
     # The same config.json and tokenizer files as the hf format (no weights: they are in model.onnx).
     fields = {"architectures": [HF_ARCHITECTURES[kind]], **hf_config_fields(module, kind)}
     config_json = {**config.to_hf_dict(), **fields}

@@ -25,7 +25,7 @@ from bert_core import (
     load_tokenizer,
     tf_checkpoint,
 )
-from bert_core.checkpoint import tf_name_to_hf
+from bert_core.checkpoint import fuse_qkv, split_qkv, tf_name_to_hf
 from bert_core.sources import resolve_source
 
 from .conftest import shared_path
@@ -125,6 +125,26 @@ def test_tf_name_table():
     )
     assert tf_name_to_hf("cls/predictions/output_bias") == ("cls.predictions.bias", False)
     assert tf_name_to_hf("cls/seq_relationship/output_weights") == ("cls.seq_relationship.weight", False)
+
+
+def test_qkv_is_joined_by_name_on_load_and_split_on_save():
+    """Checkpoints name q, k and v apart; ours is one Linear, rows [q; k; v]. Every state dict load
+    joins the names (a task checkpoint written before the fused projection too); saving splits them."""
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=8
+    )
+    model = BertModel(config)
+    ours = model.state_dict()
+    theirs = split_qkv(ours)
+    assert not any("qkv" in name for name in theirs) and len(theirs) == len(ours) + 2 * 2 * 2
+    fused = ours["encoder.layer.1.attention.self.qkv.weight"]
+    assert torch.equal(theirs["encoder.layer.1.attention.self.key.weight"], fused[16:32])
+    assert torch.equal(theirs["encoder.layer.1.attention.self.value.weight"], fused[32:])
+    assert fuse_qkv(dict(theirs)).keys() == ours.keys()
+    holder = torch.nn.ModuleDict({"encoder": BertModel(config)})  # a task module's prefix
+    holder.load_state_dict({f"encoder.{name}": tensor for name, tensor in theirs.items()})  # strict
+    for name, tensor in holder["encoder"].state_dict().items():
+        assert torch.equal(tensor, ours[name]), name
 
 
 def test_encoder_from_pretraining_checkpoint_drops_heads_and_pretraining_from_encoder_says_so(

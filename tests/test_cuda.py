@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import bert_core.model as model_lib
+import bert_core.kernels as kernels
 from bert_core import BertConfig, BertModel
 from tasks.module import fused_adamw_supported
 
@@ -41,17 +41,17 @@ def test_varlen_kernel_matches_the_sdpa_grids_in_bf16(cls_only: bool, monkeypatc
     model = small_bert().eval()
     ids, mask = mixed_batch()
     calls = []
-    kernel = model_lib.varlen_kernel()
+    kernel = kernels.varlen_kernel()
 
     def counted(*args, **kwargs):
         calls.append(1)
         return kernel(*args, **kwargs)
 
-    monkeypatch.setattr(model_lib, "varlen_attn", counted)
+    monkeypatch.setattr(kernels, "varlen_attn", counted)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         varlen = model(ids, mask, cls_only=cls_only)
         assert len(calls) == model.config.num_hidden_layers
-        monkeypatch.setattr(model_lib, "varlen_supported", lambda x: False)
+        monkeypatch.setattr(kernels, "varlen_supported", lambda x: False)
         grids = model(ids, mask, cls_only=cls_only)
         monkeypatch.undo()
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Our BERT against transformers' on random tiny configs: outputs, gradients, save/load round trips.
 
-Both models hold the same random weights (our parameter names are transformers' names, so a state
-dict copies 1:1) and run in fp32 with dropout off. Every comparison is max-abs within 1e-5.
+Both models hold the same random weights (our parameter names are transformers' names but for the
+fused ``qkv``, which ``split_qkv`` names as its three parts) and run in fp32 with dropout off. Every comparison is max-abs within 1e-5.
 
 Padded positions: our BertModel does not compute them (their rows are zeros) unless the caller
 asks for ``hidden_states``, in which case every position is computed and matches transformers too;
@@ -17,8 +17,10 @@ import pytest
 import torch
 import transformers
 
+import bert_core.kernels as kernels
 import bert_core.model as model_lib
 from bert_core import BertConfig, BertForPreTraining, BertModel
+from bert_core.checkpoint import split_qkv
 
 TOL = 1e-5
 
@@ -69,7 +71,7 @@ def build_pair(cls_name: str, config_name: str, seed: int = 0):
     randomize_(ours, seed)
     hf_config = transformers.BertConfig(**config.to_hf_dict())
     ref = getattr(transformers, cls_name)._from_config(hf_config, attn_implementation=attn)
-    result = ref.load_state_dict(ours.state_dict(), strict=False)
+    result = ref.load_state_dict(split_qkv(ours.state_dict()), strict=False)
     assert not result.unexpected_keys
     # The MLM decoder is tied to the word embeddings and to cls.predictions.bias in both models.
     assert set(result.missing_keys) <= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
@@ -79,6 +81,13 @@ def build_pair(cls_name: str, config_name: str, seed: int = 0):
 # Rows out of order, one of a single token, lengths that make several attention groups, some of
 # them padded, some full.
 LENGTHS = (9, 13, 1, 5, 12, 7, 4, 10, 2, 13)
+
+
+def named_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Our gradients under transformers' names (the fused qkv's as query, key and value); zeros where none."""
+    return split_qkv(
+        {n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in model.named_parameters()}
+    )
 
 
 def make_batch(config: BertConfig, seed: int, lengths=LENGTHS):
@@ -185,11 +194,12 @@ def test_gradients_match_transformers(cls_name: str, config_name: str) -> None:
     real_position_loss(ours(input_ids, attention_mask, token_type_ids), real, seed=7).backward()
     real_position_loss(run_reference(ref, input_ids, attention_mask, token_type_ids), real, seed=7).backward()
     ref_params = dict(ref.named_parameters(remove_duplicate=False))
-    for name, param in ours.named_parameters():
+    assert all(param.grad is not None for param in ours.parameters())
+    for name, grad in named_grads(ours).items():
         theirs = ref_params[name].grad
-        assert param.grad is not None and theirs is not None, name
-        assert max_diff(param.grad, theirs) < TOL, f"{name}: {max_diff(param.grad, theirs):.2e}"
-        assert param.grad.abs().max() > 0 or "token_type" in name, f"{name}: no gradient reached it"
+        assert theirs is not None, name
+        assert max_diff(grad, theirs) < TOL, f"{name}: {max_diff(grad, theirs):.2e}"
+        assert grad.abs().max() > 0 or "token_type" in name, f"{name}: no gradient reached it"
 
 
 @pytest.mark.parametrize("cls_name", ["BertModel", "BertForPreTraining"])
@@ -260,21 +270,21 @@ def test_keep_mask_drops_at_rate_p() -> None:
     torch.manual_seed(0)
     like = torch.empty(1000, 1000)
     for p in (0.1, 0.5):
-        mask, keep = model_lib.keep_mask(like, p)
+        mask, keep = kernels.keep_mask(like, p)
         assert mask.shape == like.shape and mask.dtype == like.dtype
         assert set(mask.unique().tolist()) == {0.0, 1.0}
         assert abs(keep - (1 - p)) < 2**-16
         # 1e6 Bernoulli draws: the standard deviation of the kept fraction is <= 5e-4
         assert abs(mask.mean().item() - keep) < 3e-3
     # independent draws: neighbouring elements (same 64-bit word) are uncorrelated
-    mask, _ = model_lib.keep_mask(like, 0.5)
+    mask, _ = kernels.keep_mask(like, 0.5)
     pairs = mask.view(-1, 2)
     assert abs((pairs[:, 0] * pairs[:, 1]).mean().item() - 0.25) < 3e-3
 
 
 def test_dropout_is_unbiased_and_off_in_eval() -> None:
     torch.manual_seed(0)
-    dropout = model_lib.Dropout(0.1)
+    dropout = kernels.Dropout(0.1)
     x = torch.full((500, 1000), 2.0)
     y = dropout(x)
     assert abs(y.mean().item() - 2.0) < 0.01  # kept values are scaled by 1 / (1 - p)
@@ -316,7 +326,7 @@ def test_training_path_with_dropout_masks_of_ones_matches_transformers(config_na
         calls.append(like.dim())
         return torch.ones_like(like), 1.0
 
-    monkeypatch.setattr(model_lib, "keep_mask", keep_everything)
+    monkeypatch.setattr(kernels, "keep_mask", keep_everything)
     ours.train()
     input_ids, attention_mask, token_type_ids = make_batch(ours.config, seed=17)
     real = attention_mask.bool()
@@ -327,8 +337,8 @@ def test_training_path_with_dropout_masks_of_ones_matches_transformers(config_na
     real_position_loss(out, real, seed=18).backward()
     real_position_loss(expected, real, seed=18).backward()
     ref_params = dict(ref.named_parameters())
-    for name, param in ours.named_parameters():
-        assert max_diff(param.grad, ref_params[name].grad) < TOL, name
+    for name, grad in named_grads(ours).items():
+        assert max_diff(grad, ref_params[name].grad) < TOL, name
 
 
 def test_group_lengths_rounded_to_eight_compute_the_same(monkeypatch) -> None:
@@ -368,10 +378,10 @@ def test_cls_only_pools_what_the_reference_pools(config_name: str, lengths) -> N
     (out.pooler_output * weights).sum().backward()
     (expected["pooler_output"] * weights).sum().backward()
     ref_params = dict(ref.named_parameters())
-    for name, param in ours.named_parameters():
-        if param.grad is not None or ref_params[name].grad is not None:
-            theirs = ref_params[name].grad
-            assert max_diff(param.grad, theirs) < TOL * max(1.0, theirs.abs().max().item()), name
+    for name, grad in named_grads(ours).items():
+        theirs = ref_params[name].grad
+        if theirs is not None:
+            assert max_diff(grad, theirs) < TOL * max(1.0, theirs.abs().max().item()), name
 
 
 def test_cls_only_with_attention_dropout_masks_of_ones(monkeypatch) -> None:
@@ -381,7 +391,7 @@ def test_cls_only_with_attention_dropout_masks_of_ones(monkeypatch) -> None:
     ours.config.attention_probs_dropout_prob = 0.1
     ours = BertModel(ours.config)
     randomize_(ours, 34)
-    monkeypatch.setattr(model_lib, "keep_mask", lambda like, p: (torch.ones_like(like), 1.0))
+    monkeypatch.setattr(kernels, "keep_mask", lambda like, p: (torch.ones_like(like), 1.0))
     input_ids, attention_mask, token_type_ids = make_batch(ours.config, seed=35)
     ours.train()
     full = ours(input_ids, attention_mask, token_type_ids).pooler_output
@@ -416,8 +426,8 @@ def test_varlen_attention_path_computes_the_reference(cls_only: bool, lengths, m
         calls.append(args[3].tolist())
         return varlen_by_sdpa(*args)
 
-    monkeypatch.setattr(model_lib, "varlen_attn", recording)
-    monkeypatch.setattr(model_lib, "varlen_supported", lambda x: True)
+    monkeypatch.setattr(kernels, "varlen_attn", recording)
+    monkeypatch.setattr(kernels, "varlen_supported", lambda x: True)
     ours, ref = build_pair("BertModel", "L2-H32-A4-gelu", seed=36)  # head size 8
     input_ids, attention_mask, token_type_ids = make_batch(ours.config, seed=37, lengths=lengths)
     expected = run_reference(ref, input_ids, attention_mask, token_type_ids)
@@ -435,8 +445,8 @@ def test_varlen_attention_path_computes_the_reference(cls_only: bool, lengths, m
 
 def test_varlen_attention_is_not_taken_with_attention_dropout(monkeypatch) -> None:
     """The varlen kernel has no dropout: training with attention dropout keeps the grids."""
-    monkeypatch.setattr(model_lib, "varlen_attn", lambda *args: pytest.fail("varlen taken with dropout"))
-    monkeypatch.setattr(model_lib, "varlen_supported", lambda x: True)
+    monkeypatch.setattr(kernels, "varlen_attn", lambda *args: pytest.fail("varlen taken with dropout"))
+    monkeypatch.setattr(kernels, "varlen_supported", lambda x: True)
     config, _ = make_config("L2-H32-A4-gelu")
     config.attention_probs_dropout_prob = 0.1
     model = BertModel(config).train()
