@@ -264,6 +264,7 @@ def padded_batch(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
 def test_onnx_equals_pytorch_with_padding(checkpoints, onnx_export, task):
     import onnx
 
+    from bert_core.model import static_layout
     from tasks.checkpoint import load_task_tokenizer
     from tasks.inference import OnnxRunner
 
@@ -288,9 +289,8 @@ def test_onnx_equals_pytorch_with_padding(checkpoints, onnx_export, task):
     for batch in batches:
         with torch.no_grad():
             theirs = runner(batch)
-            module.encoder.static_layout = True  # every position, as the graph computes them
-            reference = module(batch)
-            module.encoder.static_layout = False
+            with static_layout(module.encoder):  # every position, as the graph computes them
+                reference = module(batch)
             fast = module(batch)  # the default path: padding skipped
         theirs, reference, fast = (t if isinstance(t, tuple) else (t,) for t in (theirs, reference, fast))
         mask = batch["attention_mask"].bool()

@@ -59,7 +59,7 @@ def test_pruned_heads_equal_masked_heads():
     reference = masked_outputs(model, HEADS)
     pruned = prune_heads(copy.deepcopy(model), HEADS)
     assert pruned.config.pruned_heads == HEADS
-    assert pruned.encoder.layer[2].attention.self.query.weight.shape == (16, 32)
+    assert pruned.encoder.layer[2].attention.self.qkv.weight.shape == (3 * 16, 32)  # q, k, v: 2 heads
     assert pruned.encoder.layer[2].attention.output.dense.weight.shape == (32, 16)
     ids, mask = batch()
     with torch.no_grad():
@@ -141,9 +141,9 @@ def test_drop_layers_keeps_the_bottom_layers():
 def test_head_importance_ranks_a_dead_head_last():
     model = random_model()
     with torch.no_grad():  # layer 1, head 2 outputs zeros: the loss does not depend on its gate
-        rows = slice(2 * 8, 3 * 8)
-        model.encoder.layer[1].attention.self.value.weight[rows] = 0
-        model.encoder.layer[1].attention.self.value.bias[rows] = 0
+        rows = slice(2 * 32 + 2 * 8, 2 * 32 + 3 * 8)  # its value rows: qkv is [q; k; v], 32 rows each
+        model.encoder.layer[1].attention.self.qkv.weight[rows] = 0
+        model.encoder.layer[1].attention.self.qkv.bias[rows] = 0
 
     class Probe(torch.nn.Module):  # what prune asks of a task module: forward, training_loss, device
         def __init__(self):

@@ -1,5 +1,5 @@
 """Dynamic int8 (``bert_core.quantize``, ``--model.quantize int8``): every Linear of the encoder,
-the attention projections included, runs in int8 and the outputs stay close to fp32; refused on fit."""
+the fused q, k, v projection included, runs in int8 and the outputs stay close to fp32; refused on fit."""
 
 from __future__ import annotations
 
@@ -49,36 +49,40 @@ def fixed_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return ids * mask, mask
 
 
-def test_unfused_qkv_equals_fused():
-    model = small_bert()
-    ids, mask = fixed_batch()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_qkv_quantizes_as_the_three_projections_apart(backend):
+    """q, k and v are one Linear: per-row weight scales and an activation scale per input make its
+    int8 outputs those of query, key and value quantized one by one."""
+    fused = small_bert().encoder.layer[0].attention.self.qkv
+    parts = torch.nn.ModuleList(torch.nn.Linear(64, 64) for _ in range(3))
     with torch.no_grad():
-        fused = model(ids, mask).last_hidden_state
-        for layer in model.encoder.layer:
-            layer.attention.self.fuse_qkv = False
-        separate = model(ids, mask).last_hidden_state
-    assert torch.allclose(fused, separate, atol=1e-6)
+        for part, weight, bias in zip(parts, fused.weight.chunk(3), fused.bias.chunk(3), strict=True):
+            part.weight.copy_(weight), part.bias.copy_(bias)
+    fused, parts = torch.nn.Sequential(fused), torch.nn.Sequential(*parts)
+    quantize_int8(fused, backend), quantize_int8(parts, backend)
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(fused(x), torch.cat([part(x) for part in parts], dim=-1))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_int8_quantizes_the_linears_and_stays_close(backend):
     model = small_bert()
     reference = copy.deepcopy(model)
-    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())  # 6 a layer + the pooler
-    assert linears == 13 and count_quantized_linears(model) == (0, 13)
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())  # 4 a layer + the pooler
+    assert linears == 9 and count_quantized_linears(model) == (0, 9)
     assert quantize_int8(model, backend) == backend
     # torch.ao keeps the feed-forward down-projections (one a layer) in float: see quantize_int8
-    assert count_quantized_linears(model) == ((11, 2) if backend == "torch.ao" else (13, 0))
+    assert count_quantized_linears(model) == ((7, 2) if backend == "torch.ao" else (9, 0))
 
-    # The attention projections run as quantized modules (the fused float matmul is off).
+    # The fused q, k, v projection runs as a quantized module.
     calls = []
     for layer in model.encoder.layer:
-        for projection in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
-            projection.register_forward_hook(lambda *_: calls.append(1))
+        layer.attention.self.qkv.register_forward_hook(lambda *_: calls.append(1))
     ids, mask = fixed_batch()
     with torch.no_grad():
         got, want = model(ids, mask), reference(ids, mask)
-    assert len(calls) == 6
+    assert len(calls) == 2
     real = mask.bool()
     hidden, hidden_ref = got.last_hidden_state[real], want.last_hidden_state[real]
     # Post-LN hidden states have unit scale: int8 moves them by a few hundredths, not more.
@@ -136,7 +140,7 @@ def test_validate_and_predict_int8_close_to_fp32(sst2_checkpoint, tmp_path, capf
         backend,
     )
     assert (
-        f"int8: {11 if backend == 'torch.ao' else 13} Linear layers of the encoder quantized to dynamic int8 with {backend}"
+        f"int8: {7 if backend == 'torch.ao' else 9} Linear layers of the encoder quantized to dynamic int8 with {backend}"
         in capfd.readouterr().err
     )
     # On the mixing BERT (weights 25x the usual scale, a loss of about 1.5): close, not equal.

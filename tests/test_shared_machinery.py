@@ -28,8 +28,8 @@ def group_of(groups, param):
 def test_weight_decay_spares_biases_and_layernorms(module):
     groups = module.parameter_groups()
     layer = module.encoder.encoder.layer[0]
-    assert group_of(groups, layer.attention.self.query.weight)["weight_decay"] == 0.01
-    assert group_of(groups, layer.attention.self.query.bias)["weight_decay"] == 0.0
+    assert group_of(groups, layer.attention.self.qkv.weight)["weight_decay"] == 0.01
+    assert group_of(groups, layer.attention.self.qkv.bias)["weight_decay"] == 0.0
     assert group_of(groups, layer.output.LayerNorm.weight)["weight_decay"] == 0.0
     assert group_of(groups, module.encoder.embeddings.LayerNorm.bias)["weight_decay"] == 0.0
     assert group_of(groups, module.encoder.embeddings.word_embeddings.weight)["weight_decay"] == 0.01
