@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +30,12 @@ from .data.tables import Example
 from .data.text import LineCursor, iter_text
 from .datamodule import Prepared, TaskDataModule
 from .evaluation import Evaluation, OutputFile
+from .features.extraction import ExtractionLayout, LineFeaturizer, line_row
 from .io import UserError
 from .module import COMBINE_MODES, TaskModule, combine_layers, hidden_layer_index
 
 POOLING = ("cls", "mean", "max", "none")
 WORD_VECTOR = ("first", "mean")
-FORMATS = ("npy", "google_jsonl")
 
 
 @dataclass
@@ -59,16 +58,13 @@ class FeatureDataModule(TaskDataModule):
 
     def __init__(self, features_format: str = "npy", pooling: str = "mean", **kwargs: Any):
         super().__init__(**kwargs)
-        if features_format not in FORMATS:
-            raise UserError(
-                f"--data.features_format must be one of {', '.join(FORMATS)}, not {features_format!r}"
-            )
+        self.layout = ExtractionLayout(features_format, pooling)
         self.features_format, self.pooling = features_format, pooling
 
     def _token_budget_batches(self, dataset) -> bool:
         # Google's JSONL keeps every token's layers: batches in file order, so that decoding in
         # order holds a batch of them, not a chunk of 4,096 lines.
-        return self.features_format != "google_jsonl" and super()._token_budget_batches(dataset)
+        return not self.layout.per_token_layers and super()._token_budget_batches(dataset)
 
     def prepare(self, split: str) -> list[Prepared]:
         if split != "predict":
@@ -78,59 +74,18 @@ class FeatureDataModule(TaskDataModule):
         path = self.predict_file
         if path is None:
             raise UserError("no input: set --data.predict_file (one text, or a<TAB>b, per line)")
-        tokenizer, max_length = self.tokenizer, self.max_seq_length
-
-        def rows():
-            for item in iter_text(path):
-                words = (item.text if item else "").split()
-                pair = item.text_pair.split() if item and item.text_pair is not None else None
-                yield {"words": words, "pair_words": pair}
-
-        def featurize(batch: dict[str, list]) -> dict[str, list]:
-            firsts, seconds = batch["words"], batch["pair_words"]
-            if any(s is not None for s in seconds):
-                encoding = tokenizer(
-                    firsts,
-                    [s or [] for s in seconds],
-                    is_split_into_words=True,
-                    truncation=True,
-                    max_length=max_length,
-                )
-            else:
-                encoding = tokenizer(firsts, is_split_into_words=True, truncation=True, max_length=max_length)
-            word_ids = []
-            for i, first in enumerate(firsts):
-                sides = encoding.sequence_ids(i)
-                word_ids.append(
-                    [
-                        -100 if w is None else w + (len(first) if side == 1 else 0)
-                        for w, side in zip(encoding.word_ids(i), sides)
-                    ]
-                )
-            return {
-                "input_ids": encoding["input_ids"],
-                "token_type_ids": encoding["token_type_ids"],
-                "attention_mask": encoding["attention_mask"],
-                "word_ids": word_ids,
-                "num_words": [len(a) + len(b or []) for a, b in zip(firsts, seconds)],
-                "example": batch["example"],
-            }
-
-        settings = {"max_seq_length": max_length}
-        dataset, count = self.featurize_stream("predict", path, rows, featurize, settings)
-        context = ExtractionContext(per_token_layers=self.features_format == "google_jsonl")
-        evaluation = Evaluation(
-            split="predict",
-            source=str(path),
-            windows=[1] * count,
-            context=context,
-            outputs=self._outputs(path),
-        )
+        featurizer = LineFeaturizer(self.tokenizer, self.max_seq_length)
+        settings = {"max_seq_length": self.max_seq_length}
+        rows = lambda: map(line_row, iter_text(path))  # noqa: E731 (read only when the cache misses)
+        dataset, count = self.featurize_stream("predict", path, rows, featurizer, settings)
+        context = ExtractionContext(per_token_layers=self.layout.per_token_layers)
+        outputs = self._outputs(path)
+        evaluation = Evaluation("predict", str(path), windows=[1] * count, context=context, outputs=outputs)
         return [Prepared(dataset, evaluation)]
 
     def _outputs(self, path: str) -> list[OutputFile]:
-        if self.features_format == "google_jsonl":
-            target = self.predictions_path("features.jsonl")
+        target = self.predictions_path(self.layout.default_name())
+        if self.layout.per_token_layers:
             tokenizer = self.tokenizer
 
             def google(example: int, value: dict[str, Any]) -> list[str]:
@@ -149,9 +104,7 @@ class FeatureDataModule(TaskDataModule):
 
             vectors = OutputFile(target, google)
         else:  # pooled rows in .npy, or per-word matrices in .safetensors
-            per_word = self.pooling == "none"
-            target = self.predictions_path("features.safetensors" if per_word else "features.npy")
-            array = SafetensorsRagged() if per_word else NpyRows()
+            array = SafetensorsRagged() if self.layout.per_word else NpyRows()
             vectors = OutputFile(
                 target,
                 lambda example, value: [array.encode(value)],
@@ -159,7 +112,7 @@ class FeatureDataModule(TaskDataModule):
                 binary=True,
                 finish=array.finish,
             )
-        _check_suffix(target, self.features_format, self.pooling)
+        self.layout.check_target(target)
         index_path = target.with_name(f"{target.name.rsplit('.', 1)[0]}.index.jsonl")
         cursor = LineCursor(lambda: iter_text(path))
 
@@ -173,20 +126,6 @@ class FeatureDataModule(TaskDataModule):
             return [json.dumps(record, ensure_ascii=False)]
 
         return [vectors, OutputFile(index_path, index)]
-
-
-def _check_suffix(path: Path, features_format: str, pooling: str) -> None:
-    """A file named for another layout (per-word safetensors bytes in ``out.npy``) would be
-    unreadable by the tool its name promises: refused before any work."""
-    wanted = (
-        ".jsonl" if features_format == "google_jsonl" else ".safetensors" if pooling == "none" else ".npy"
-    )
-    if path.suffix.lower() != wanted:
-        why = {".jsonl": "--data.features_format google_jsonl", ".safetensors": "--model.pooling none"}
-        raise UserError(
-            f"--data.predictions_file {path}: {why.get(wanted, 'pooled vectors')} are written as {wanted}; "
-            f"name the file {path.with_suffix(wanted).name}"
-        )
 
 
 class FeatureExtractor(TaskModule):

@@ -9,13 +9,10 @@ positions only and writes ``<run dir>/pretrained/`` (HF format, MLM head include
 
 from __future__ import annotations
 
-import math
 import os
 import random
-import shutil
 import sys
-import warnings
-from bisect import bisect_right
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +21,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bert_core import BertForPreTraining
 from bert_core.checkpoint import read_state_dict
 from bert_core.model import PreTrainingHeads, init_weights
 from bert_core.sources import resolve_source
-from bert_core.vocab import write_vocab_files
 
 from .checkpoint import is_task_checkpoint, read_weights
 from .data.corpus import iter_documents
-from .datamodule import Prepared, TaskDataModule, check_at_least
+from .datamodule import Prepared, TaskDataModule
 from .evaluation import Evaluation
 from .features import pretraining as features
-from .io import DataError, UserError, fsync_directory, fsync_tree
+from .io import DataError, UserError
 from .module import TaskModule
+from .pretraining_heads import load_heads, write_pretrained
+from .pretraining_metrics import pretraining_scores, sequence_stats
 from .sampling import environment_seed
 
 TASK = "pretraining"
@@ -61,15 +58,9 @@ class PreTrainingDataModule(TaskDataModule):
         validation_seed: fixes the validation masks and pairs.
     """
 
+    # the settings of ``features.PreTrainingFeatures``, then how the text files are read
     stored_settings = (
-        "max_seq_length",
-        "masking",
-        "mlm_probability",
-        "max_predictions_per_seq",
-        "chinese_segmenter",
-        "short_seq_prob",
-        "nsp",
-        "validation_seed",
+        *(f.name for f in fields(features.PreTrainingFeatures)),
         "document_per_line",
         "text_field",
     )
@@ -91,33 +82,14 @@ class PreTrainingDataModule(TaskDataModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if not 0.0 < mlm_probability < 1.0:
-            raise UserError(f"--data.mlm_probability must be in (0, 1), not {mlm_probability}")
-        check_at_least("max_predictions_per_seq", max_predictions_per_seq, 1)
-        if masking not in features.MASKING:
-            raise UserError(f"--data.masking must be one of {', '.join(features.MASKING)}, not {masking!r}")
-        if chinese_segmenter not in (None, "jieba"):
-            raise UserError(f"--data.chinese_segmenter must be jieba (or unset), not {chinese_segmenter!r}")
-        if not 0.0 <= short_seq_prob <= 1.0:
-            raise UserError(f"--data.short_seq_prob must be in [0, 1], not {short_seq_prob}")
-        if nsp:
-            check_at_least(
-                "max_seq_length", self._max_seq_length, 5, "[CLS], two [SEP] and a token of each side"
-            )
-        if max_predictions_per_seq < round(self._max_seq_length * mlm_probability):
-            warnings.warn(
-                f"--data.max_predictions_per_seq {max_predictions_per_seq} caps the masks below "
-                f"{mlm_probability:.0%} of {self._max_seq_length}-token sequences (Google used 20 for 128, "
-                "76-80 for 512)",
-                stacklevel=2,
-            )
+        self.features = features.PreTrainingFeatures(
+            self._max_seq_length, masking, mlm_probability, max_predictions_per_seq, chinese_segmenter,
+            short_seq_prob, nsp, validation_seed,
+        )  # fmt: skip
         self.document_per_line, self.text_field = document_per_line, text_field
         self.mlm_probability, self.max_predictions_per_seq = mlm_probability, max_predictions_per_seq
         self.masking, self.chinese_segmenter = masking, chinese_segmenter
         self.short_seq_prob, self.nsp, self.validation_seed = short_seq_prob, nsp, validation_seed
-        self._segment = _segmenter(chinese_segmenter)
-
-    # -- sequences -------------------------------------------------------------------------------
 
     def prepare(self, split: str) -> list[Prepared]:
         if split == "predict":
@@ -129,68 +101,25 @@ class PreTrainingDataModule(TaskDataModule):
         if path is None:
             raise UserError(f"no {split} text: set --data.{split}_file")
         documents = self._tokenized_documents(path)
+        if self.nsp and len(documents) < 2:
+            raise DataError(path, "next-sentence prediction needs at least two documents")
+        rng = random.Random(self.validation_seed if split != "train" else environment_seed())
         tokenizer = self.tokenizer
-        cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-        if self.nsp:
-            if len(documents) < 2:
-                raise DataError(path, "next-sentence prediction needs at least two documents")
-            seed = self.validation_seed if split != "train" else environment_seed()
-            rng = random.Random(seed)
-            sequences = features.nsp_sequences(
-                documents, self.max_seq_length, self.short_seq_prob, rng, cls_id, sep_id
-            )
-        else:
-            sequences = features.packed_sequences(documents, self.max_seq_length, cls_id, sep_id)
+        ids = tokenizer.cls_token_id, tokenizer.sep_token_id
+        sequences = self.features.sequences(documents, self.max_seq_length, rng, *ids)
         if not sequences:
             raise DataError(path, "no sequence could be built from the text")
-        columns: dict[str, list] = {
-            "input_ids": [s.input_ids for s in sequences],
-            "token_type_ids": [s.token_type_ids for s in sequences],
-            "attention_mask": [[1] * len(s.input_ids) for s in sequences],
-            "word_ids": [s.word_ids for s in sequences],
-            "example": list(range(len(sequences))),
-            "feature_index": list(range(len(sequences))),
-        }
-        if self.nsp:
-            columns["next_sentence_label"] = [s.next_sentence_label for s in sequences]
         evaluation = Evaluation(split=split, source=str(path), windows=[1] * len(sequences))
-        return [Prepared(datasets.Dataset.from_dict(columns), evaluation)]
+        return [Prepared(datasets.Dataset.from_dict(self.features.columns(sequences)), evaluation)]
 
     def _tokenized_documents(self, path: str) -> list[list[features.Sentence]]:
         """Every document as a list of sentences of (token id, word number) pairs."""
-        documents = list(iter_documents(path, self.document_per_line, self.text_field))
+        documents = [d.sentences for d in iter_documents(path, self.document_per_line, self.text_field)]
         if not documents:
             raise DataError(path, "no text (an empty file, or only blank lines)")
-        flat = [sentence for document in documents for sentence in document.sentences]
-        tokenized: list[features.Sentence] = []
-        next_word = 0
-        for start in range(0, len(flat), 2000):
-            texts = flat[start : start + 2000]
-            # split_special_tokens: a literal "[MASK]" or "[SEP]" in the text is text (Google's
-            # tokenizer splits it too), never a special token that could be chosen or separate.
-            encoding = self.tokenizer(
-                texts,
-                add_special_tokens=False,
-                return_offsets_mapping=self._segment is not None,
-                split_special_tokens=True,
-            )
-            for i, text in enumerate(texts):
-                ids = encoding["input_ids"][i]
-                if self._segment is not None:
-                    words = _segment_words(self._segment(text), encoding["offset_mapping"][i])
-                else:
-                    words = [w if w is not None else 0 for w in encoding.word_ids(i)]
-                tokenized.append([(t, next_word + w) for t, w in zip(ids, words)])
-                next_word += (max(words) + 1) if words else 0
-        result, k = [], 0
-        for document in documents:
-            sentences = [s for s in tokenized[k : k + len(document.sentences)] if s]
-            k += len(document.sentences)
-            if sentences:
-                result.append(sentences)
-        return result
+        return self.features.tokenize(self.tokenizer, documents)
 
-    # -- masks -----------------------------------------------------------------------------------
+    # -- masks: drawn as batches are made ----------------------------------------------------------
 
     def make_loader(self, dataset, shuffle: bool, batch_size: int | None = None, collate_fn=None):
         collate_fn = collate_fn or (self.collate_training if shuffle else self.collate_fixed)
@@ -214,58 +143,18 @@ class PreTrainingDataModule(TaskDataModule):
         return self._masked_batch(rows, rngs)
 
     def _masked_batch(self, rows: list[dict[str, Any]], rngs: list[np.random.Generator]) -> dict[str, Any]:
-        tokenizer = self.tokenizer
+        mask_id, vocab_size = self.tokenizer.mask_token_id, len(self.tokenizer)
         masked = [
-            features.mask_sequence(
-                row["input_ids"],
-                row["word_ids"],
-                rng,
-                mask_id=tokenizer.mask_token_id,
-                vocab_size=len(tokenizer),
-                probability=self.mlm_probability,
-                max_predictions=self.max_predictions_per_seq,
-                masking=self.masking,
-            )
+            self.features.mask(row["input_ids"], row["word_ids"], rng, mask_id, vocab_size)
             for row, rng in zip(rows, rngs)
         ]
-        batch = self.collate(
-            [
-                {**{k: v for k, v in row.items() if k != "word_ids"}, "input_ids": m.input_ids}
-                for row, m in zip(rows, masked)
-            ]
-        )
+        inputs = [{k: v for k, v in row.items() if k != "word_ids"} for row in rows]
+        batch = self.collate([{**row, "input_ids": m.input_ids} for row, m in zip(inputs, masked)])
         T = batch["input_ids"].shape[1]
-        batch["mlm_positions"] = torch.tensor(
-            [b * T + p for b, m in enumerate(masked) for p in m.positions], dtype=torch.long
-        )
+        positions = [b * T + p for b, m in enumerate(masked) for p in m.positions]  # in the flat [B * T]
+        batch["mlm_positions"] = torch.tensor(positions, dtype=torch.long)
         batch["mlm_labels"] = torch.tensor([label for m in masked for label in m.labels], dtype=torch.long)
         return batch
-
-
-def _under(state: dict, prefix: str) -> dict:
-    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _segmenter(name: str | None):
-    if name is None:
-        return None
-    try:
-        import jieba
-    except ImportError:
-        raise UserError(
-            "--data.chinese_segmenter jieba needs the jieba package: pip install 'bert-tasks[chinese]'"
-        ) from None
-    jieba.setLogLevel(60)  # no "Building prefix dict" chatter on stderr
-    return jieba.lcut
-
-
-def _segment_words(words: list[str], offsets: list[tuple[int, int]]) -> list[int]:
-    """Each token's word number: the segmenter's word its first character falls in."""
-    ends, position = [], 0
-    for word in words:
-        position += len(word)
-        ends.append(position)
-    return [bisect_right(ends, start) for start, _ in offsets]
 
 
 class PreTrainingModule(TaskModule):
@@ -296,21 +185,7 @@ class PreTrainingModule(TaskModule):
             state = read_weights(source)["state_dict"]
         else:
             state = read_state_dict(resolve_source(source))
-        heads = {k.removeprefix("cls."): v for k, v in state.items() if k.startswith("cls.")}
-        heads = {k: v for k, v in heads.items() if not k.startswith("predictions.decoder.")}
-        expected = self.cls.state_dict()
-        new = []
-        for group, name in (("predictions.", "MLM"), ("seq_relationship.", "NSP")):
-            wanted = {k for k in expected if k.startswith(group)}
-            found = {k: v for k, v in heads.items() if k.startswith(group)}
-            if not found:
-                new.append(name)
-                continue
-            if set(found) != wanted or any(found[k].shape != expected[k].shape for k in found):
-                raise UserError(
-                    f"{source}: its {name} head does not match the encoder (tensors {sorted(found)})"
-                )
-            self.cls.load_state_dict(found, strict=False)
+        new = load_heads(self.cls, state, source)
         if new:
             print(f"note: {source} has no {' or '.join(new)} head; it starts new", file=sys.stderr)
 
@@ -334,50 +209,14 @@ class PreTrainingModule(TaskModule):
 
     def split_outputs(self, outputs, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         """Per sequence: (masked-token loss sum, masked tokens, correct ones, NSP loss, NSP correct)."""
-        mlm_logits, nsp_logits = outputs
-        B, T = batch["input_ids"].shape
-        labels = batch["mlm_labels"]
-        losses = F.cross_entropy(mlm_logits.float(), labels, reduction="none").double().cpu()
-        correct = (mlm_logits.argmax(-1) == labels).double().cpu()
-        rows = (batch["mlm_positions"] // T).cpu()
-        loss_sums = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, losses)
-        counts = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, torch.ones_like(losses))
-        corrects = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, correct)
-        if nsp_logits is not None:
-            nsp_labels = batch["next_sentence_label"]
-            nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels, reduction="none").tolist()
-            nsp_correct = (nsp_logits.argmax(-1) == nsp_labels).tolist()
-        else:
-            nsp_loss = nsp_correct = [None] * B
-        return [
-            (
-                example,
-                feature,
-                (loss_sums[b].item(), counts[b].item(), corrects[b].item(), nsp_loss[b], nsp_correct[b]),
-            )
-            for b, (example, feature) in enumerate(
-                zip(batch["example"].tolist(), batch["feature_index"].tolist(), strict=True)
-            )
-        ]
+        ids = zip(batch["example"].tolist(), batch["feature_index"].tolist(), strict=True)
+        return [(e, f, stats) for (e, f), stats in zip(ids, sequence_stats(*outputs, batch), strict=True)]
 
     def decode(self, example: int, outputs: list[Any], evaluation: Evaluation) -> Any:
         return outputs[0]
 
     def score(self, predictions: dict[int, Any], evaluation: Evaluation) -> dict[str, float]:
-        values = list(predictions.values())
-        count = sum(v[1] for v in values)
-        mlm_loss = sum(v[0] for v in values) / max(count, 1.0)
-        scores = {
-            "mlm_loss": mlm_loss,
-            "mlm_accuracy": sum(v[2] for v in values) / max(count, 1.0),
-            "perplexity": math.exp(min(mlm_loss, 700.0)),
-            "loss": mlm_loss,
-        }
-        if self.hparams.nsp:
-            scores["nsp_loss"] = sum(v[3] for v in values) / len(values)
-            scores["nsp_accuracy"] = sum(bool(v[4]) for v in values) / len(values)
-            scores["loss"] += scores["nsp_loss"]
-        return scores
+        return pretraining_scores(list(predictions.values()), self.hparams.nsp)
 
     # -- the adapted encoder, in HF format -------------------------------------------------------
 
@@ -393,29 +232,7 @@ class PreTrainingModule(TaskModule):
         print(f"pre-trained model written to {path} ({which}; use it as --model.pretrained)", flush=True)
 
     def save_pretrained(self, directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
-        """``directory`` in HF format: BertForPreTraining weights (encoder, MLM and NSP heads),
-        config.json, vocab.txt and the casing, from ``state_dict`` (by default this module's).
-        Written beside, then renamed into place."""
-        directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        """``directory`` in HF format (see ``write_pretrained``) from ``state_dict`` (by default
+        this module's)."""
         state = self.state_dict() if state_dict is None else state_dict
-        model = BertForPreTraining(self.encoder.config)
-        model.bert.load_state_dict(_under(state, "encoder."))
-        model.cls.load_state_dict(_under(state, "cls."))
-        model.save_pretrained(tmp)
-        write_vocab_files(
-            self._tokenizer_payload["vocab"],
-            self._tokenizer_payload["do_lower_case"],
-            tmp,
-            model_max_length=self.encoder.config.max_position_embeddings,
-        )
-        fsync_tree(tmp)  # on the disk before the rename publishes it
-        previous = directory.with_name(f".{directory.name}.previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        if directory.exists():
-            directory.rename(previous)  # kept until the new directory is in place
-        os.replace(tmp, directory)
-        fsync_directory(directory.parent)
-        shutil.rmtree(previous, ignore_errors=True)
-        return directory
+        return write_pretrained(directory, self.encoder.config, state, self._tokenizer_payload)

@@ -2,7 +2,8 @@
 
 Pure Python/numpy, no Lightning. A token is an (id, word) pair: ``word`` numbers the word the
 token belongs to (whole-word and span masking keep a word's sub-tokens together); special tokens
-have word -1 and are never masked.
+have word -1 and are never masked. ``PreTrainingFeatures`` holds the settings (checked once) and
+drives the steps: tokenised documents -> sequences -> a mask per sequence.
 
 Next-sentence pairs follow Google's ``create_pretraining_data.py``: segments are runs of whole
 sentences packed up to a target length (a shorter random one with ``short_seq_prob``), B is the
@@ -14,9 +15,15 @@ documents (RoBERTa's FULL-SENTENCES, an extra [SEP] where a document ends).
 from __future__ import annotations
 
 import random
+import warnings
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..io import UserError
+from ..options import check_at_least, check_one_of
 
 Token = tuple[int, int]  # (token id, word number)
 Sentence = list[Token]
@@ -262,3 +269,148 @@ def _spans(words: list[list[int]], budget: int, rng: np.random.Generator) -> lis
         spans.append(positions)
         count += len(positions)
     return spans
+
+
+# ---------------------------------------------------------------------------------------------
+# The settings, checked once, and the steps they drive
+
+
+@dataclass(frozen=True)
+class PreTrainingFeatures:
+    """How text becomes pre-training inputs (the ``--data`` options of pre-training): sequences
+    built once per split, masks drawn per batch. Checked as it is made."""
+
+    max_seq_length: int = 128  # as asked for (the data module caps it at the encoder's positions)
+    masking: str = "token"
+    mlm_probability: float = 0.15
+    max_predictions_per_seq: int = 20
+    chinese_segmenter: str | None = None
+    short_seq_prob: float = 0.1
+    nsp: bool = False
+    validation_seed: int = 12345
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise UserError(f"--data.mlm_probability must be in (0, 1), not {self.mlm_probability}")
+        check_at_least("max_predictions_per_seq", self.max_predictions_per_seq, 1)
+        check_one_of("--data.masking", self.masking, MASKING)
+        if self.chinese_segmenter not in (None, "jieba"):
+            raise UserError(
+                f"--data.chinese_segmenter must be jieba (or unset), not {self.chinese_segmenter!r}"
+            )
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise UserError(f"--data.short_seq_prob must be in [0, 1], not {self.short_seq_prob}")
+        if self.nsp:
+            check_at_least(
+                "max_seq_length", self.max_seq_length, 5, "[CLS], two [SEP] and a token of each side"
+            )
+        if self.max_predictions_per_seq < round(self.max_seq_length * self.mlm_probability):
+            warnings.warn(
+                f"--data.max_predictions_per_seq {self.max_predictions_per_seq} caps the masks below "
+                f"{self.mlm_probability:.0%} of {self.max_seq_length}-token sequences (Google used 20 for "
+                "128, 76-80 for 512)",
+                stacklevel=4,  # the code that made the data module
+            )
+        object.__setattr__(self, "_segment", segmenter(self.chinese_segmenter))
+
+    def tokenize(self, tokenizer, documents: list[list[str]]) -> list[list[Sentence]]:
+        """Every document (a list of sentence texts) as a list of sentences of (token id, word
+        number) pairs; sentences without tokens and documents without sentences are dropped."""
+        flat = [sentence for document in documents for sentence in document]
+        tokenized: list[Sentence] = []
+        next_word = 0
+        for start in range(0, len(flat), 2000):
+            texts = flat[start : start + 2000]
+            # split_special_tokens: a literal "[MASK]" or "[SEP]" in the text is text (Google's
+            # tokenizer splits it too), never a special token that could be chosen or separate.
+            encoding = tokenizer(
+                texts,
+                add_special_tokens=False,
+                return_offsets_mapping=self._segment is not None,
+                split_special_tokens=True,
+            )
+            for i, text in enumerate(texts):
+                ids = encoding["input_ids"][i]
+                if self._segment is not None:
+                    words = segment_words(self._segment(text), encoding["offset_mapping"][i])
+                else:
+                    words = [w if w is not None else 0 for w in encoding.word_ids(i)]
+                tokenized.append([(t, next_word + w) for t, w in zip(ids, words)])
+                next_word += (max(words) + 1) if words else 0
+        result, k = [], 0
+        for document in documents:
+            sentences = [s for s in tokenized[k : k + len(document)] if s]
+            k += len(document)
+            if sentences:
+                result.append(sentences)
+        return result
+
+    def sequences(
+        self,
+        documents: list[list[Sentence]],
+        max_seq_length: int,
+        rng: random.Random,
+        cls_id: int,
+        sep_id: int,
+    ) -> list[Sequence]:
+        """NSP pairs (drawn with ``rng``) or packed text, of at most ``max_seq_length`` tokens."""
+        if self.nsp:
+            return nsp_sequences(documents, max_seq_length, self.short_seq_prob, rng, cls_id, sep_id)
+        return packed_sequences(documents, max_seq_length, cls_id, sep_id)
+
+    def columns(self, sequences: list[Sequence]) -> dict[str, list]:
+        """The loader's columns: one row per sequence, numbered (as example and as feature)."""
+        columns: dict[str, list] = {
+            "input_ids": [s.input_ids for s in sequences],
+            "token_type_ids": [s.token_type_ids for s in sequences],
+            "attention_mask": [[1] * len(s.input_ids) for s in sequences],
+            "word_ids": [s.word_ids for s in sequences],
+            "example": list(range(len(sequences))),
+            "feature_index": list(range(len(sequences))),
+        }
+        if self.nsp:
+            columns["next_sentence_label"] = [s.next_sentence_label for s in sequences]
+        return columns
+
+    def mask(
+        self,
+        input_ids: list[int],
+        word_ids: list[int],
+        rng: np.random.Generator,
+        mask_id: int,
+        vocab_size: int,
+    ) -> Masked:
+        """``mask_sequence`` with these settings."""
+        return mask_sequence(
+            input_ids,
+            word_ids,
+            rng,
+            mask_id=mask_id,
+            vocab_size=vocab_size,
+            probability=self.mlm_probability,
+            max_predictions=self.max_predictions_per_seq,
+            masking=self.masking,
+        )
+
+
+def segmenter(name: str | None) -> Callable[[str], list[str]] | None:
+    """The Chinese word segmenter ``name`` (None: the tokenizer's words)."""
+    if name is None:
+        return None
+    try:
+        import jieba
+    except ImportError:
+        raise UserError(
+            "--data.chinese_segmenter jieba needs the jieba package: pip install 'bert-tasks[chinese]'"
+        ) from None
+    jieba.setLogLevel(60)  # no "Building prefix dict" chatter on stderr
+    return jieba.lcut
+
+
+def segment_words(words: list[str], offsets: list[tuple[int, int]]) -> list[int]:
+    """Each token's word number: the segmenter's word its first character falls in."""
+    ends, position = [], 0
+    for word in words:
+        position += len(word)
+        ends.append(position)
+    return [bisect_right(ends, start) for start, _ in offsets]

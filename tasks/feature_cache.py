@@ -1,0 +1,175 @@
+"""The feature cache: tokenised features written once to an Arrow file, memory-mapped after.
+
+One path for every input: rows (read lazily from a file, or a list already in memory) are
+featurised in chunks and written as they come, so no featurised split is ever held whole. The file's
+name is a digest of everything the features depend on: the data, the tokenizer, the settings,
+the source of the featurising code and the libraries' versions. No Lightning here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets.arrow_writer import ArrowWriter
+from datasets.utils import tqdm
+
+Featurize = Callable[[dict[str, list]], dict[str, list]]  # batched: columns in, columns out
+Rows = Callable[[], Iterable[dict[str, Any] | None]]  # one item per example, in order
+# Their versions join the key: a new tokenizers release may cut words differently.
+LIBRARIES = ("tokenizers", "transformers", "datasets")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def examples_digest(examples: list[dict[str, Any]]) -> str:
+    """SHA-256 of examples held in memory (a hub split, a file read whole)."""
+    return hashlib.sha256(json.dumps(examples, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_digest(functions: Iterable[Callable]) -> str:
+    """A digest of the whole source of the modules that define ``functions``: a change to any
+    helper there must not reuse features cached by the old code."""
+    modules = {inspect.getmodule(f) for f in functions}
+    sources = sorted(inspect.getsource(module) for module in modules if module is not None)
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureCache:
+    """The features of one data module: ``<directory>/<owner>-<split>-<digest>.arrow``.
+
+    ``functions`` are the ``features``-module functions the owner featurises with: their modules'
+    source joins the key, beside the featurising function's own module."""
+
+    directory: str | os.PathLike | None  # None: the ``datasets`` cache
+    owner: str  # the data module's class name
+    tokenizer: Any
+    max_seq_length: int
+    functions: tuple[Callable, ...] = ()
+
+    def examples(
+        self, split: str, examples: list[dict[str, Any]], fn: Featurize, settings: dict[str, Any]
+    ) -> datasets.Dataset:
+        """``fn`` over examples held in memory (a hub split, a file read whole), keyed by their digest."""
+        if not examples:
+            return datasets.Dataset.from_dict({})
+        path = self.path(split, {"examples": examples_digest(examples)}, fn, settings)
+        return write_features(
+            path, lambda: examples, fn, progress=f"tokenising {split}", total=len(examples)
+        )[0]
+
+    def stream(
+        self,
+        split: str,
+        source: str | os.PathLike,
+        rows: Rows,
+        fn: Featurize,
+        settings: dict[str, Any],
+        chunk_size: int = 1000,
+    ) -> tuple[datasets.Dataset, int]:
+        """``fn`` over the rows of the file ``source``, read lazily, keyed by the file's bytes."""
+        path = self.path(split, {"source": file_digest(source)}, fn, settings)
+        return write_features(path, rows, fn, chunk_size)
+
+    def path(self, split: str, data: dict[str, str], fn: Featurize, settings: dict[str, Any]) -> Path:
+        """The cache file: a digest of the data, the tokenizer, the length limit, the settings, the
+        featurising code and the libraries' versions."""
+        key = json.dumps(
+            {
+                "settings": settings,
+                **data,
+                # vocabulary, casing, accent stripping, Chinese-character splitting: all of the tokenizer
+                "tokenizer": hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+                "max_seq_length": self.max_seq_length,
+                "code": code_digest((fn, *self.functions)),
+                "versions": {name: importlib.metadata.version(name) for name in LIBRARIES},
+            },
+            sort_keys=True,
+            default=str,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        root = Path(self.directory or Path(datasets.config.HF_DATASETS_CACHE) / "bert_tasks")
+        root.mkdir(parents=True, exist_ok=True)
+        return root / f"{self.owner}-{split}-{digest}.arrow"
+
+
+def write_features(
+    path: Path,
+    rows: Rows,
+    fn: Featurize,
+    chunk_size: int = 1000,
+    progress: str | None = None,
+    total: int | None = None,
+) -> tuple[datasets.Dataset, int]:
+    """The features in ``path``, written first when they are not there. ``rows()`` yields one
+    item per example, in order: the row ``fn`` sees (its ``example`` field is set to the example's
+    number), or None for an example without features (an empty line). Chunks of ``chunk_size``
+    rows go through ``fn`` (a batched function that may emit several features per row) and are
+    written as they come, each feature numbered by ``feature_index`` (outputs are collected by
+    it). Returns the memory-mapped features and the number of examples."""
+    count_file = path.with_suffix(".json")
+    if count_file.is_file():
+        counts = json.loads(count_file.read_text())
+        if not counts["features"] or path.is_file():
+            return _load_features(path, counts["features"]), counts["examples"]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    writer = ArrowWriter(path=str(tmp))
+    num_examples = num_features = 0
+    chunk: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal num_features
+        batch = {key: [row[key] for row in chunk] for key in chunk[0]}
+        features = fn(batch)
+        size = len(next(iter(features.values()))) if features else 0
+        if size:
+            features["feature_index"] = list(range(num_features, num_features + size))
+            writer.write_batch(features)
+            num_features += size
+        chunk.clear()
+
+    try:
+        for row in tqdm(rows(), total=total, desc=progress, unit=" examples", disable=progress is None):
+            if row is not None:
+                chunk.append({**row, "example": num_examples})
+                if len(chunk) >= chunk_size:
+                    flush()
+            num_examples += 1
+        if chunk:
+            flush()
+        if num_features:
+            writer.finalize()
+            os.replace(tmp, path)
+        else:
+            writer.stream.close()
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    # Written beside, then renamed: another process (a rank of a multi-GPU run) never reads half of it.
+    count_tmp = count_file.with_name(f".{count_file.name}.{os.getpid()}.tmp")
+    count_tmp.write_text(json.dumps({"examples": num_examples, "features": num_features}) + "\n")
+    os.replace(count_tmp, count_file)
+    return _load_features(path, num_features), num_examples
+
+
+def _load_features(path: Path, num_features: int) -> datasets.Dataset:
+    """The memory-mapped features (an empty table when there are none)."""
+    if not num_features:
+        return datasets.Dataset.from_dict({})
+    return datasets.Dataset.from_file(str(path))
