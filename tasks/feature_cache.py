@@ -97,7 +97,8 @@ class FeatureCache:
                 # vocabulary, casing, accent stripping, Chinese-character splitting: all of the tokenizer
                 "tokenizer": hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
                 "max_seq_length": self.max_seq_length,
-                "code": code_digest((fn, *self.functions)),
+                # and this module's: how features are written (a new layout must not read an old file)
+                "code": code_digest((fn, *self.functions, write_features)),
                 "versions": {name: importlib.metadata.version(name) for name in LIBRARIES},
             },
             sort_keys=True,

@@ -25,7 +25,7 @@ from bert_core.checkpoint import read_state_dict
 from bert_core.model import PreTrainingHeads, init_weights
 from bert_core.sources import resolve_source
 
-from .checkpoint import is_task_checkpoint, read_weights
+from .checkpoint import read_weights
 from .data.corpus import iter_documents
 from .datamodule import Prepared, TaskDataModule
 from .evaluation import Evaluation
@@ -35,6 +35,7 @@ from .module import TaskModule
 from .pretraining_heads import load_heads, write_pretrained
 from .pretraining_metrics import pretraining_scores, sequence_stats
 from .sampling import environment_seed
+from .source import Source
 
 TASK = "pretraining"
 
@@ -181,8 +182,9 @@ class PreTrainingModule(TaskModule):
             self.encoder.pooler.requires_grad_(False)
 
     def _load_heads(self, source: str) -> None:
-        if is_task_checkpoint(source):
-            state = read_weights(source)["state_dict"]
+        model = Source(source)
+        if model.kind == Source.CHECKPOINT:
+            state = model.state_dict()
         else:
             state = read_state_dict(resolve_source(source))
         new = load_heads(self.cls, state, source)
