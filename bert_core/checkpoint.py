@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -94,12 +94,28 @@ def _read_tf_state(prefix: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_torch_file(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """A file written by ``torch.save``, read with ``weights_only=True`` always: passed explicitly, it
+    holds even under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, so a file never runs code. The one
+    ``torch.load`` of the code base (tasks' checkpoint reader calls it too). ``mmap``: tensors stay
+    in the file's pages until used; a file in torch's old non-zip format cannot be mapped and is
+    read whole."""
+    if not mmap:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _read_hf_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             raw = load_safetensors(str(path))
         else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            raw = load_torch_file(path)
     except Exception as err:
         raise CheckpointError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from None
     state = {}

@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from bert_core.checkpoint import load_torch_file
 from bert_core.tokenizer import build_tokenizer, load_tokenizer
 
 from .io import UserError, atomic_open
 
 PAYLOAD_KEY = "bert_tasks"
-DATA_SETTINGS_KEY = "bert_tasks_data_settings"  # the data module's state_dict (tasks.datamodule.SETTINGS_KEY)
+DATA_SETTINGS_KEY = "bert_tasks_data_settings"  # the data module's state_dict (TaskDataModule.state_dict)
 
 
 # An ONNX export directory (``python -m tasks export --format onnx``) holds model.onnx and, in
@@ -81,14 +82,8 @@ def _unreadable(path: str | os.PathLike, err: Exception) -> UserError:
 
 def load_mapped(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint memory-mapped: only the tensors that are used get read (a fit's last.ckpt is
-    three times its weights, with the optimizer's moments); a file that cannot be mapped (an old
-    non-zip format) is read whole."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
+    three times its weights, with the optimizer's moments); always ``weights_only``."""
+    return load_torch_file(path, mmap=True)
 
 
 def save_checkpoint_file(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
