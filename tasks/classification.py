@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,43 +11,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.glue import GLUE_TASKS, SUBMISSION_HEADER, get_task, iter_glue, read_glue, submission_line
-from .data.tables import Example, infer_label_names, iter_table, read_table
+from .data.classification_outputs import confusion_matrix_writer, prediction_files
+from .data.glue import GLUE_TASKS, hub_examples, iter_glue
+from .data.tables import Example, infer_label_names, iter_table
 from .data.text import LineCursor, iter_text
-from .datamodule import Prepared, TaskDataModule, check_at_least
+from .datamodule import Prepared, TaskDataModule
 from .evaluation import Evaluation, OutputFile
-from .io import UserError, write_json
+from .features.classification import SentenceFeatures, is_regression, normalise_task
+from .io import UserError
 from .metrics.glue import compute_metrics
 from .module import TaskModule
-
-GENERIC_TASKS = ("classification", "regression")
-# Column names of the GLUE data sets on the Hugging Face Hub (`--data.dataset nyu-mll/glue`).
-HUB_GLUE_COLUMNS = {
-    "cola": ("sentence", None),
-    "sst2": ("sentence", None),
-    "mrpc": ("sentence1", "sentence2"),
-    "stsb": ("sentence1", "sentence2"),
-    "qqp": ("question1", "question2"),
-    "mnli": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"),
-    "rte": ("sentence1", "sentence2"),
-    "wnli": ("sentence1", "sentence2"),
-}
-
-
-def normalise_task(task: str) -> str:
-    """``SST-2`` -> ``sst2``; an unknown name is an error listing the known ones."""
-    name = str(task).lower().replace("-", "").replace("_", "")
-    if name not in GLUE_TASKS and name not in GENERIC_TASKS:
-        raise UserError(
-            f"unknown task {task!r}; choose a GLUE task ({', '.join(GLUE_TASKS)}) "
-            f"or one of {', '.join(GENERIC_TASKS)}"
-        )
-    return name
-
-
-def is_regression(task: str | None) -> bool:
-    return task in ("stsb", "regression")
 
 
 def metric_names(task: str | None, num_labels: int) -> tuple[str, ...]:
@@ -92,11 +64,11 @@ class ClassificationDataModule(TaskDataModule):
         self.examples: dict[str, list[Example]] = {}
         # Decided once, here: the CLI links both to the model right after instantiation.
         self.task = normalise_task(task)
-        if self.is_pair:
-            check_at_least(
-                "max_seq_length", self._max_seq_length, 5, "a token of each text, [CLS] and two [SEP]"
-            )
+        glue = GLUE_TASKS.get(self.task)
+        self.is_pair = glue.is_pair if glue is not None else text_pair_column is not None
         self.label_names = self._decide_label_names()
+        # Checked now, at the requested length (the encoder's is known once its tokenizer is loaded).
+        self._features = SentenceFeatures(self.task, self.label_names, self.is_pair, self._max_seq_length)
 
     def _decide_label_names(self) -> list[str] | None:
         """Label names in id order; None for regression."""
@@ -106,249 +78,105 @@ class ClassificationDataModule(TaskDataModule):
             return list(self.labels)
         if self.task in GLUE_TASKS:
             return list(GLUE_TASKS[self.task].label_names)
-        if self.train_file is not None:
-            return infer_label_names(self.read("train"))
-        if self.dataset is not None:
-            return self._hub_label_names()
+        if self.train_file is not None or self.dataset is not None:  # a hub data set may name its labels
+            hub = None if self.train_file is not None else self.hub_split("train")
+            names = getattr(hub.features.get(self.label_column), "names", None) if hub is not None else None
+            return list(names) if names else infer_label_names(self.read("train"))
         raise UserError(
             "the label set is unknown: give --data.train_file, --data.labels, or a "
             "checkpoint (--ckpt_path) that stores it"
         )
 
     @property
-    def is_pair(self) -> bool:
-        if self.task in GLUE_TASKS:
-            return GLUE_TASKS[self.task].is_pair
-        return self.text_pair_column is not None
+    def features(self) -> SentenceFeatures:
+        """The featurisation of this run, its length capped at the encoder's (fields: the cache key)."""
+        return replace(self._features, max_seq_length=self.max_seq_length)
 
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, split: str, path: str | None = None) -> list[Example]:
-        """Examples of a split, from its local file or the hub data set."""
+        """Examples of a split, from its local file or the hub data set (kept once read)."""
         path = path or self.split_file(split)
         key = f"{split}:{path}"
-        if key not in self.examples:
-            self.examples[key] = self._read(split, path)
-        return self.examples[key]
-
-    def _read(self, split: str, path: str | None) -> list[Example]:
-        labelled = split in ("train", "validation")
-        if path is None:
-            hub = self.hub_split(split)
-            if hub is None:
-                raise UserError(f"no {split} data: set --data.{split}_file")
-            return self._examples_from_hub(hub)
-        if self._streams(split, path):
-            return [example for example in iter_text(path, pairs=self.is_pair) if example is not None]
-        if self.task in GLUE_TASKS:
-            return read_glue(path, self.task, require_labels=labelled)
-        # Generic files: the train file defines the label set unless --data.labels does.
-        inferring = split == "train" and self.labels is None
-        known = None if is_regression(self.task) or inferring else self.label_names
-        return read_table(
-            path,
-            self.text_column,
-            self.text_pair_column,
-            self.label_column if split != "predict" else None,
-            self.index_column,
-            label_names=known,
-            regression=is_regression(self.task),
-            require_labels=labelled,
-            header=self.header,
-        )
-
-    def _examples_from_hub(self, rows) -> list[Example]:
-        text_column, pair_column = HUB_GLUE_COLUMNS.get(self.task, (self.text_column, self.text_pair_column))
-        names = None if is_regression(self.task) else self.label_names
-        examples = []
-        for i, row in enumerate(rows):
-            label = row.get(self.label_column if self.task not in GLUE_TASKS else "label")
-            if label is not None and names is not None and isinstance(label, int):
-                label = names[label] if 0 <= label < len(names) else None  # -1 marks unlabelled test rows
-            examples.append(
-                Example(
-                    index=str(row.get("idx", i)),
-                    text=row[text_column],
-                    text_pair=row[pair_column] if pair_column else None,
-                    label=label,
-                    line=i + 1,
-                )
-            )
+        if key in self.examples:
+            return self.examples[key]
+        if path is not None:
+            examples = [example for example in self._iter_examples(split, path) if example is not None]
+        elif (rows := self.hub_split(split)) is not None:
+            columns = (self.text_column, self.text_pair_column, self.label_column)
+            examples = hub_examples(rows, self.task, *columns, self.label_names)
+        else:
+            raise UserError(f"no {split} data: set --data.{split}_file")
+        self.examples[key] = examples
         return examples
 
-    def _hub_label_names(self) -> list[str]:
-        feature = self.hub_split("train").features.get(self.label_column)
-        return list(feature.names) if hasattr(feature, "names") else infer_label_names(self.read("train"))
-
-    # -- features ------------------------------------------------------------------------------
-
-    def _gold(self, example: Example) -> int | float | None:
-        if example.label is None:
-            return None
-        return (
-            float(example.label) if is_regression(self.task) else self.label_names.index(str(example.label))
-        )
-
-    def _streams(self, split: str, path: str | None) -> bool:
-        """A predict file (text, GLUE TSV or a generic table): read lazily, never held whole."""
-        return split == "predict" and path is not None
-
-    def _iter_predict(self, path: str) -> Iterator[Example | None]:
-        """The predict file's items in order: for a text file one per line (None: a blank line)."""
-        if Path(path).suffix.lower() == ".txt":
+    def _iter_examples(self, split: str, path: str) -> Iterator[Example | None]:
+        """A file's examples in order, read as they are asked for (a predict file may be huge); a
+        predict text file gives one item per line (None: a blank line)."""
+        if split == "predict" and Path(path).suffix.lower() == ".txt":
             return iter_text(path, pairs=self.is_pair)
+        labelled = split in ("train", "validation")
         if self.task in GLUE_TASKS:
-            return iter_glue(path, self.task)
-        return iter_table(
-            path,
-            self.text_column,
-            self.text_pair_column,
-            None,
-            self.index_column,
-            regression=is_regression(self.task),
-            header=self.header,
-        )
+            return iter_glue(path, self.task, require_labels=labelled)
+        # Generic files: the train file defines the label set unless --data.labels does.
+        known = None if split == "train" and self.labels is None else self.label_names
+        label_column = self.label_column if split != "predict" else None
+        columns = (self.text_column, self.text_pair_column, label_column, self.index_column)
+        return iter_table(path, *columns, known, is_regression(self.task), labelled, self.header)
 
-    def _row(self, example: Example) -> dict[str, Any]:
-        return {"text": example.text, "text_pair": example.text_pair or "", "label": self._gold(example)}
+    # The predict file's reading shapes its streamed features: this module is in their cache key.
+    feature_functions = (_iter_examples, SentenceFeatures.tokenizing)
+
+    # -- features and evaluations -------------------------------------------------------------
 
     def build(self, split: str, path: str | None = None):
-        pair, max_length, tokenizer = self.is_pair, self.max_seq_length, self.tokenizer
-
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            encoded = tokenizer(
-                batch["text"],
-                batch["text_pair"] if pair else None,
-                truncation="longest_first",
-                max_length=max_length,
-                return_attention_mask=True,
-            )
-            features = {k: encoded[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
-            features["example"] = batch["example"]  # the example (input line) each row answers
-            if all(label is not None for label in batch["label"]):
-                features["labels"] = batch["label"]
-            return features
-
-        settings = {"task": self.task, "pair": pair, "labels": self.label_names}
-        name = Path(path or self.split_file(split) or "hub").name
-        if self._streams(split, path):
+        """The features of a split and its number of examples (a predict file: read as it goes)."""
+        features, name = self.features, f"{split}-{Path(path or self.split_file(split) or 'hub').name}"
+        tokenize, key = features.tokenizing(self.tokenizer), features.cache_key()
+        if split == "predict" and path is not None:
 
             def rows() -> Iterator[dict[str, Any] | None]:
-                for example in self._iter_predict(path):
-                    yield None if example is None else self._row(example)
+                for example in self._iter_examples(split, path):
+                    yield None if example is None else features.row(example)
 
-            return self.featurize_stream(f"{split}-{name}", path, rows, tokenize, settings)
+            return self.featurize_stream(name, path, rows, tokenize, key)
         examples = self.read(split, path)
-        rows = [{**self._row(e), "example": i} for i, e in enumerate(examples)]
-        return self.featurize(f"{split}-{name}", rows, tokenize, settings), len(examples)
+        return self.featurize(name, features.rows(examples), tokenize, key), len(examples)
 
     def prepare(self, split: str) -> list[Prepared]:
-        paths = [self.split_file(split)]
+        if split == "predict" and self.predict_file is not None:
+            return [self._prepare_stream(self.predict_file)]
+        paths = {"": self.split_file(split)}
         if split == "validation" and self.validation_mismatched_file:
-            paths.append(self.validation_mismatched_file)
+            paths["_mm"] = self.validation_mismatched_file  # MNLI: matched, then mismatched
         prepared = []
-        for path, suffix in zip(paths, ("", "_mm"), strict=False):  # MNLI: matched, then mismatched
-            if self._streams(split, path):
-                prepared.append(self._prepare_stream(path))
-                continue
+        for suffix, path in paths.items():
             examples = self.read(split, path)
-            gold = [self._gold(e) for e in examples]
-            evaluation = Evaluation(
-                split,
-                str(path or f"{self.dataset}[{split}]"),
-                windows=[1] * len(examples),
-                gold=gold if all(g is not None for g in gold) else None,
-                context=examples,
-                metric_suffix=suffix,
-                outputs=self._outputs(lambda examples=examples: examples) if split == "predict" else (),
-                write_artifacts=self._confusion_writer(suffix, gold)
-                if split != "predict" and self.label_names
-                else None,
-            )
-            features, _ = self.build(split, path)
-            prepared.append(Prepared(features, evaluation))
+            gold = [self._features.gold(example) for example in examples]
+            gold = gold if None not in gold else None  # None: an unlabelled (test) file
+            source = str(path or f"{self.dataset}[{split}]")
+            evaluation = Evaluation(split, source, [1] * len(examples), gold, examples, suffix)
+            if split == "predict":
+                evaluation.outputs = self._outputs(lambda examples=examples: examples.__getitem__)
+            elif self.label_names and gold is not None:
+                evaluation.write_artifacts = confusion_matrix_writer(
+                    self.task, gold, self.label_names, suffix
+                )
+            prepared.append(Prepared(self.build(split, path)[0], evaluation))
         return prepared
 
     def _prepare_stream(self, path: str) -> Prepared:
-        """A predict text file, in memory that does not grow with it: the features are memory-
-        mapped from the cache, the evaluation holds one byte per line (1: a text, 0: a blank line),
-        and the records read the file again as the predictions come."""
+        """A predict file in memory that does not grow with it: features memory-mapped from the cache,
+        a byte per line (1: a text, 0: a blank line), records that read the file again as they come."""
         features, num_lines = self.build("predict", path)
         windows = np.zeros(num_lines, dtype=np.int8)
         if len(features):
             windows[features.data.column("example").to_numpy()] = 1
-        evaluation = Evaluation(
-            "predict",
-            str(path),
-            windows=windows,
-            outputs=self._outputs(lambda: LineCursor(lambda: self._iter_predict(path))),
-        )
-        return Prepared(features, evaluation)
+        cursor = lambda: LineCursor(lambda: self._iter_examples("predict", path)).get  # noqa: E731
+        return Prepared(features, Evaluation("predict", str(path), windows, outputs=self._outputs(cursor)))
 
-    # -- predictions ---------------------------------------------------------------------------
-
-    def _confusion_writer(self, suffix: str, gold: list[int | None]):
-        """After an evaluation: ``confusion_matrix<suffix>.json`` ({labels, matrix}: rows gold,
-        columns predicted), the latest evaluation's, for ``report``."""
-        names = self.label_names
-
-        def write(predictions: dict[int, Classified], run_dir: Path) -> list[Path]:
-            if any(g is None for g in gold):  # an unlabelled test file
-                return []
-            matrix = [[0] * len(names) for _ in names]
-            for example, prediction in predictions.items():
-                matrix[gold[example]][names.index(prediction.label)] += 1
-            spec = GLUE_TASKS.get(self.task)
-            labels = [spec.display_name(name) for name in names] if spec is not None else names
-            return [
-                write_json(run_dir / f"confusion_matrix{suffix}.json", {"labels": labels, "matrix": matrix})
-            ]
-
-        return write
-
-    def _outputs(self, source: Callable[[], Any]) -> list[OutputFile]:
-        """``predictions.jsonl`` (``{line, index, text, label, probabilities}`` with the labels' names,
-        or ``{line, index, text, score}``; ``{line, text: ""}`` for a blank line of a text file), and
-        for GLUE tasks the submission file (``index<TAB>prediction``, in GLUE's own label values,
-        without the blank lines) beside it.
-
-        ``source()`` gives what looks the examples up by number (a list, or a ``LineCursor`` that
-        reads the file forward): one per output file, each reads them in order."""
-
-        spec = GLUE_TASKS.get(self.task)
-        display = spec.display_name if spec is not None else str
-        records = source()
-
-        def record(example: int, prediction: Classified | None) -> list[str]:
-            item = records[example] if isinstance(records, list) else records.get(example)
-            if item is None:  # a blank line
-                return [json.dumps({"line": example + 1, "text": ""})]
-            fields: dict[str, Any] = {"line": item.line, "index": item.index, "text": item.text}
-            if item.text_pair is not None:
-                fields["text_pair"] = item.text_pair
-            if prediction.score is not None:
-                fields["score"] = prediction.score
-            else:
-                fields["label"] = display(prediction.label)
-                fields["probabilities"] = {display(name): p for name, p in prediction.probabilities.items()}
-            return [json.dumps(fields, ensure_ascii=False)]
-
-        jsonl = self.predictions_path()
-        outputs = [OutputFile(jsonl, record)]
-        if self.task in GLUE_TASKS:
-            spec = get_task(self.task)
-            indices = source()
-
-            def submission(example: int, prediction: Classified | None) -> list[str]:
-                if prediction is None:  # a blank line: not an example of the submission
-                    return []
-                item = indices[example] if isinstance(indices, list) else indices.get(example)
-                value = prediction.score if spec.is_regression else prediction.label
-                return [submission_line(spec, item.index, value)]
-
-            path = jsonl.parent / spec.submission_name(self.predict_file)
-            outputs.append(OutputFile(path, submission, header=[SUBMISSION_HEADER]))
-        return outputs
+    def _outputs(self, lookup: Callable[[], Callable[[int], Example | None]]) -> list[OutputFile]:
+        return prediction_files(self.predictions_path(), self.task, self.predict_file, lookup)
 
 
 @dataclass

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..io import DataError, UserError, atomic_open, iter_text_lines, read_text_lines
 from .tables import Example, _iter_examples_from_rows, _resolve_columns
@@ -186,3 +187,65 @@ def write_submission(
         for index, prediction in zip(indices, predictions, strict=True):
             handle.write(submission_line(spec, index, prediction) + "\n")
     return Path(path)
+
+
+def submission_rows(
+    task: str | TaskSpec, lookup: Callable[[int], Example]
+) -> Callable[[int, Any], list[str]]:
+    """How the prediction writer renders a GLUE submission file: the row of example ``i`` (its
+    index from ``lookup(i)``, the predicted label or the STS-B score); a prediction of None (a blank
+    line of a text file) is not an example of the submission and has no row."""
+    spec = get_task(task)
+
+    def render(example: int, prediction: Any) -> list[str]:
+        if prediction is None:
+            return []
+        value = prediction.score if spec.is_regression else prediction.label
+        return [submission_line(spec, lookup(example).index, value)]
+
+    return render
+
+
+# Column names of the GLUE data sets on the Hugging Face Hub (`--data.dataset nyu-mll/glue`).
+HUB_GLUE_COLUMNS = {
+    "cola": ("sentence", None),
+    "sst2": ("sentence", None),
+    "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
+}
+
+
+def hub_examples(
+    rows: Iterable[dict[str, Any]],
+    task: str,
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str | None,
+    label_names: Sequence[str] | None,
+) -> list[Example]:
+    """The examples of a Hugging Face Hub split (rows of a ``datasets.Dataset``), from the given
+    columns, or for a GLUE task the hub's GLUE columns. ``idx`` is the index where there is one
+    (else the row number); a class-label id becomes its name, and -1 (GLUE's unlabelled test rows)
+    no label."""
+    if task in HUB_GLUE_COLUMNS:
+        (text_column, text_pair_column), label_column = HUB_GLUE_COLUMNS[task], "label"
+    examples = []
+    for i, row in enumerate(rows):
+        label = row.get(label_column)
+        if label is not None and label_names is not None and isinstance(label, int):
+            label = label_names[label] if 0 <= label < len(label_names) else None
+        examples.append(
+            Example(
+                index=str(row.get("idx", i)),
+                text=row[text_column],
+                text_pair=row[text_pair_column] if text_pair_column else None,
+                label=label,
+                line=i + 1,
+            )
+        )
+    return examples
