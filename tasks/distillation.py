@@ -121,6 +121,28 @@ class Distillation:
 
     task_class: type[TaskModule]
 
+    def __init__(
+        self,
+        teacher: str | None = None,
+        student_layers: int | None = None,
+        student_layer_map: list[int] | None = None,
+        temperature: float = 2.0,
+        alpha: float = 0.5,
+        hidden_loss_weight: float = 0.0,
+        pretrained: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(pretrained=pretrained or teacher or _DEFAULT_ENCODER, **kwargs)
+        self._init_distillation(
+            teacher,
+            student_layers,
+            student_layer_map,
+            temperature,
+            alpha,
+            hidden_loss_weight,
+            from_teacher=teacher is not None and (pretrained is None or pretrained == teacher),
+        )
+
     def _init_distillation(
         self,
         teacher: str | None,
@@ -282,28 +304,6 @@ class DistilledClassifier(Distillation, SequenceClassifier):
 
     task_class = SequenceClassifier
 
-    def __init__(
-        self,
-        teacher: str | None = None,
-        student_layers: int | None = None,
-        student_layer_map: list[int] | None = None,
-        temperature: float = 2.0,
-        alpha: float = 0.5,
-        hidden_loss_weight: float = 0.0,
-        pretrained: str | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(pretrained=pretrained or teacher or _DEFAULT_ENCODER, **kwargs)
-        self._init_distillation(
-            teacher,
-            student_layers,
-            student_layer_map,
-            temperature,
-            alpha,
-            hidden_loss_weight,
-            from_teacher=teacher is not None and (pretrained is None or pretrained == teacher),
-        )
-
     def soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         if self.regression:
             return F.mse_loss(student.float(), teacher.float())
@@ -318,28 +318,6 @@ class DistilledTagger(Distillation, TaggingModule):
     """
 
     task_class = TaggingModule
-
-    def __init__(
-        self,
-        teacher: str | None = None,
-        student_layers: int | None = None,
-        student_layer_map: list[int] | None = None,
-        temperature: float = 2.0,
-        alpha: float = 0.5,
-        hidden_loss_weight: float = 0.0,
-        pretrained: str | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(pretrained=pretrained or teacher or _DEFAULT_ENCODER, **kwargs)
-        self._init_distillation(
-            teacher,
-            student_layers,
-            student_layer_map,
-            temperature,
-            alpha,
-            hidden_loss_weight,
-            from_teacher=teacher is not None and (pretrained is None or pretrained == teacher),
-        )
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
