@@ -27,10 +27,11 @@ import sys
 import time
 from pathlib import Path
 
+from harness import QUIET
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "ner"
 EPOCHS = [3]  # NER fine-tuning epochs (--epochs)
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def run(*args, out: Path) -> tuple[dict, float]:

@@ -34,19 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from harness import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-]
 
 
 @dataclass

@@ -30,7 +30,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+# Trainer options every benchmark run of ``python -m tasks`` takes: no progress bar or model summary
+# in the output (QUIET), and with FAST one CPU process as well.
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+FAST = [*QUIET, "--trainer.accelerator", "cpu", "--trainer.devices", "1"]
 
 
 def minilm_directory() -> Path:

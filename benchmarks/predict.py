@@ -28,9 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+from harness import QUIET
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 PIPELINE_SCRIPT = r"""
 import json, sys

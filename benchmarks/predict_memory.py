@@ -26,21 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import FAST
+
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = (
     "a warm funny moving dull lifeless mess film story great terrible plot acting the of and "
     "surprisingly tender bold clumsy score cast ending slow bright"
 ).split()
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-]
 PEAK_RSS = """
 import resource, subprocess, sys
 code = subprocess.run([sys.executable, "-m", "tasks", *sys.argv[1:]], stdout=subprocess.DEVNULL,

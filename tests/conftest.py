@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,19 @@ from bert_core import BertConfig, BertModel, resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+# The datasets cache (tokenised features, when a test gives no --data.cache_dir) goes to a temp
+# directory of this session, not the user's ~/.cache/huggingface. datasets reads these variables
+# when it is first imported, so this runs before any test module is; subprocesses (python -m
+# tasks) inherit them through the environment. Removed in pytest_unconfigure.
+assert "datasets" not in sys.modules, "conftest must set the cache before datasets is imported"
+HF_HOME = Path(tempfile.mkdtemp(prefix="bert-tasks-tests-hf-"))
+os.environ["HF_HOME"] = str(HF_HOME)
+os.environ["HF_DATASETS_CACHE"] = str(HF_HOME / "datasets")
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(HF_HOME, ignore_errors=True)
 
 
 def shared_path(*parts: str) -> Path:
@@ -70,17 +84,11 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
-# Trainer options that keep end-to-end tests to seconds (no progress bar, no model summary).
-FAST_TRAINER_ARGS = (
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-)
+# Trainer options that keep end-to-end tests to seconds and their output short: no progress bar,
+# no model summary, and (FAST_TRAINER_ARGS) one CPU process. QUIET_TRAINER_ARGS alone is for runs
+# that choose their own devices.
+QUIET_TRAINER_ARGS = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+FAST_TRAINER_ARGS = (*QUIET_TRAINER_ARGS, "--trainer.accelerator", "cpu", "--trainer.devices", "1")
 
 
 @pytest.fixture
@@ -136,14 +144,7 @@ def sst2_teacher_ckpt(deep_bert_dir: Path, tmp_path_factory) -> Path:
         "4",
         "--trainer.default_root_dir",
         run_dir,
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
+        *FAST_TRAINER_ARGS,
     )
     assert code == 0
     return run_dir / "checkpoints" / "best.ckpt"

@@ -25,18 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from .conftest import FAST_TRAINER_ARGS as FAST
 from .conftest import ROOT, run_cli
 
-FAST = (
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-)
 # Run in-process, LightningCLI warns that pytest's own sys.argv is there too.
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter:UserWarning")
 

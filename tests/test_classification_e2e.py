@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import tasks.cli  # noqa: F401  (see below)
+from tests.conftest import FAST_TRAINER_ARGS as FAST
 from tests.conftest import run_cli
 
 # tasks.cli is imported at collection on purpose: Lightning's log handler binds to the sys.stderr of
@@ -28,18 +29,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT / "data" / "glue"
-# The conftest's fast_trainer_args, for the module-scoped run below (fixtures of a narrower scope
-# cannot be used there).
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-]
 # One short epoch: 3 training batches, then a full validation over the (small) dev sample.
 SHORT_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"]
 CLASSIFIER = [

@@ -12,24 +12,27 @@ from pathlib import Path
 import pytest
 import torch
 
+from .conftest import FAST_TRAINER_ARGS as FAST
 from .conftest import ROOT, run_cli
-
-FAST = (
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-)
 
 
 def python_m_tasks(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tasks", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
+
+
+def test_subprocesses_cache_features_in_the_sessions_directory_not_the_users():
+    """conftest points the datasets cache at a temp directory of this test session; subprocesses
+    (``python -m tasks`` among them) inherit it through the environment."""
+    code = "import datasets.config; print(datasets.config.HF_DATASETS_CACHE)"  # the data modules' default
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    cache = Path(result.stdout.strip())
+    assert cache == Path(os.environ["HF_DATASETS_CACHE"]) and cache.is_relative_to(os.environ["HF_HOME"])
+    assert not cache.is_relative_to(Path.home() / ".cache")
 
 
 def test_help_lists_every_command_with_a_line_and_the_shipped_configs():

@@ -312,7 +312,7 @@ def test_jsonl(tmp_path):
     broken = write(tmp_path, '{"q": "a?", "y": 1}\n{"y": 0}\n{"q": 3, "y": 1}\n', "b.jsonl")
     with pytest.raises(DataError, match=r"b.jsonl:2: missing field 'q'"):
         read_table(broken, "q", label_column="y")
-    with pytest.raises(DataError, match=r"c.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"c.jsonl:2: not valid JSON"):
         read_table(write(tmp_path, '{"q": "a"}\n{"q": \n', "c.jsonl"), "q")
     with pytest.raises(UserError, match="field names, not positions"):
         read_table(path, 0)

@@ -17,12 +17,11 @@ import torch
 import tasks.cli  # noqa: F401  (Lightning's log handler binds to the real stderr; see test_classification_e2e)
 from tasks.export import example_inputs, load_task_module
 
+from .conftest import FAST_TRAINER_ARGS as FAST
 from .conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1"]  # fmt: skip
 # One training batch, then validation on the small dev samples: a checkpoint in a few seconds.
 QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--data.batch_size", "8"]
 SQUAD_WINDOWS = ["--data.max_seq_length", "64", "--data.max_query_length", "24", "--data.doc_stride", "24"]

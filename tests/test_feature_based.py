@@ -12,6 +12,7 @@ from tasks.io import UserError
 from tasks.module import combine_layers, hidden_layer_index
 from tasks.tagging import TaggingModule
 
+from .conftest import QUIET_TRAINER_ARGS as QUIET
 from .conftest import ROOT, run_cli
 
 LABELS = ["O", "B-PER", "I-PER"]
@@ -87,8 +88,7 @@ def test_frozen_encoder_stays_in_eval_mode_and_gets_no_backward(mixing_bert_dir)
 
 def test_frozen_last_four_concat_fits_and_predicts_through_the_cli(tiny_bert_dir, tmp_path):
     run_dir = tmp_path / "run"
-    fast = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-    common = ["--config", ROOT / "configs" / "ner.yaml", "--trainer.default_root_dir", run_dir, *fast]
+    common = ["--config", ROOT / "configs" / "ner.yaml", "--trainer.default_root_dir", run_dir, *QUIET]
     fit = ["fit", *common, "--model.pretrained", tiny_bert_dir, "--data.cache_dir", tmp_path / "cache"]
     fit += ["--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1", "--data.batch_size", "8"]
     fit += ["--model.freeze_encoder", "true", "--model.head_layers", "[-1,-2,-3]"]

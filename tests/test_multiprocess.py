@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import QUIET_TRAINER_ARGS as QUIET
 from .conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.multiprocess
 
 ONE = ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
 TWO = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 SQUAD_WINDOWS = ["--data.max_seq_length", "64", "--data.max_query_length", "24", "--data.doc_stride", "24"]
 TASKS = {

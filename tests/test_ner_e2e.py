@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from seqeval.metrics import classification_report
+from seqeval.metrics.sequence_labeling import get_entities
 
 from bert_core.tokenizer import load_tokenizer
 from tasks.data.conll import read_conll
 from tasks.io import read_text_lines
 from tasks.tagging import TaggingModule
 
+from .conftest import FAST_TRAINER_ARGS as FAST
 from .conftest import ROOT, run_cli
 
 CONFIG = ROOT / "configs" / "ner.yaml"
@@ -28,16 +30,29 @@ def seqeval_on_predictions_file(path: Path) -> dict[str, float]:
     return seqeval_scores(gold, predicted)
 
 
+def predicted_entities(sentence, joiner: str) -> list[tuple[str, str]]:
+    """(text, type) of each entity a predicted CoNLL sentence holds, its words joined by ``joiner``
+    (as in the raw text line of the same words)."""
+    return [
+        (joiner.join(sentence.words[first : last + 1]), kind)
+        for kind, first, last in get_entities(sentence.tags)
+    ]
+
+
+def check_entity_offsets(records: list[dict]) -> int:
+    """Each entity's offsets slice its text out of its line; returns how many entities there are."""
+    for record in records:
+        for entity in record["entities"]:
+            assert record["text"][entity["start"] : entity["end"]] == entity["text"]
+    return sum(len(record["entities"]) for record in records)
+
+
 def seqeval_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
     """seqeval's default (conlleval's lenient chunking): micro precision/recall/F1, F1 per type."""
     report = classification_report(gold, predicted, output_dict=True, zero_division=0)
     scores = {f"f1_{name}": row["f1-score"] for name, row in report.items() if not name.endswith(" avg")}
     micro = report["micro avg"]
     return {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1-score"], **scores}
-
-
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +102,28 @@ def test_fit_validate_test_predict(ner_run, tmp_path):
     for name, value in direct.items():
         assert metrics[f"test/{name}"] == pytest.approx(value, abs=1e-6), name
 
-    # raw text, one per line, with an empty line and a Chinese line
+    # raw text, one per line, with an empty line and a Chinese line; the last line is a test
+    # sentence whose CoNLL prediction above holds entities, so there are entities to check
+    tagged = next(
+        sentence
+        for sentence in read_conll(conll_out, tag_column=-1).sentences
+        if get_entities(sentence.tags) and all(word.isalnum() or word in ".," for word in sentence.words)
+    )
     text_file = tmp_path / "notes.txt"
     lines = ["Elena Petrova flew from Oslo to Nairobi.", "", "我在北京工作", "  odd\u200b spacing , here  "]
+    lines.append(" ".join(tagged.words))
     text_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     jsonl = tmp_path / "notes.jsonl"
     assert run_cli(*predict, "--data.predict_file", text_file, "--data.predictions_file", jsonl) == 0
     records = [json.loads(line) for line in read_text_lines(jsonl)]
     assert [r["text"] for r in records] == lines
     assert records[1]["entities"] == []
-    for record in records:
-        for entity in record["entities"]:
-            assert record["text"][entity["start"] : entity["end"]] == entity["text"]
-            assert entity["type"] in ("PER", "LOC", "ORG", "MISC")
+    # the same words, the same entities: the offsets land on the words the CoNLL file tagged
+    entities = records[-1]["entities"]
+    assert [(entity["text"], entity["type"]) for entity in entities] == predicted_entities(tagged, " ")
+    assert check_entity_offsets(records) >= len(entities) > 0
+    types = {entity["type"] for record in records for entity in record["entities"]}
+    assert types <= {"PER", "LOC", "ORG", "MISC"}
 
 
 CHINESE_TRAIN = """-DOCSTART- O
@@ -127,7 +151,7 @@ def test_chinese_character_level_conll_and_raw_text(tmp_path, tiny_bert_dir, fas
     train = tmp_path / "zh.conll"
     train.write_text(CHINESE_TRAIN, encoding="utf-8")
     raw = tmp_path / "zh.txt"
-    raw.write_text("王芳在上海工作。\n\n北京很大\n", encoding="utf-8")
+    raw.write_text("王芳在上海工作。\n\n北京很大\n张伟在北京工作。\n李娜去上海了。\n", encoding="utf-8")
     run_dir = tmp_path / "run"
     options = [
         *fast_trainer_args,
@@ -146,12 +170,18 @@ def test_chinese_character_level_conll_and_raw_text(tmp_path, tiny_bert_dir, fas
     out = tmp_path / "zh.jsonl"
     # no --data.tag_scheme: the checkpoint's IOBES labels decide the decoding rules
     predict = ["predict", *options, "--ckpt_path", checkpoint]
+    conll_out = tmp_path / "zh.predicted.conll"
+    assert run_cli(*predict, "--data.predict_file", train, "--data.predictions_file", conll_out) == 0
+    tagged = read_conll(conll_out, tag_column=-1).sentences
     assert run_cli(*predict, "--data.predict_file", raw, "--data.predictions_file", out) == 0
     records = [json.loads(line) for line in read_text_lines(out)]
-    assert [r["text"] for r in records] == ["王芳在上海工作。", "", "北京很大"]
-    for record in records:
-        for entity in record["entities"]:
-            assert record["text"][entity["start"] : entity["end"]] == entity["text"]
+    texts = ["王芳在上海工作。", "", "北京很大", *("".join(sentence.words) for sentence in tagged)]
+    assert [r["text"] for r in records] == texts
+    # raw Chinese text is cut into characters as the CoNLL file is: the same characters give the
+    # same entities, each a run of whole characters of its line
+    for record, sentence in zip(records[3:], tagged, strict=True):
+        assert [(e["text"], e["type"]) for e in record["entities"]] == predicted_entities(sentence, "")
+    assert check_entity_offsets(records) >= sum(len(get_entities(s.tags)) for s in tagged) > 0
 
 
 def test_bad_input_exits_2_naming_file_and_line_and_writes_nothing(ner_run, tmp_path, capsys):

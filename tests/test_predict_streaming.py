@@ -11,21 +11,12 @@ from pathlib import Path
 import pytest
 
 import tasks.cli  # noqa: F401  (Lightning's log handler binds to the stderr of its import)
+from tests.conftest import FAST_TRAINER_ARGS as FAST
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-]
 WORDS = "a warm funny moving dull lifeless mess film story great terrible plot acting".split()
 
 

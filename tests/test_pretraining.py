@@ -13,11 +13,11 @@ import torch
 from bert_core import BertForPreTraining
 from tasks.pretraining import PreTrainingDataModule, PreTrainingModule
 
+from .conftest import QUIET_TRAINER_ARGS as QUIET
 from .conftest import ROOT, run_cli
 
 CONFIG = ROOT / "configs" / "pretrain.yaml"
 SAMPLE = ROOT / "data" / "pretrain"
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def test_masked_only_head_equals_the_full_head_and_googles_heads_are_kept(tiny_tf_dir):
@@ -82,7 +82,7 @@ def test_fit_writes_a_pretrained_directory_that_transformers_and_task_configs_lo
         CONFIG,
         "--model.pretrained",
         tiny_bert_dir,
-        *FAST,
+        *QUIET,
         "--data.cache_dir",
         tmp_path / "c",
     ]
@@ -114,7 +114,7 @@ def test_fit_writes_a_pretrained_directory_that_transformers_and_task_configs_lo
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-4, rtol=0)
 
     # every task config takes it as its encoder
-    task = ["fit", "--config", ROOT / "configs" / "sst2.yaml", "--model.pretrained", pretrained, *FAST]
+    task = ["fit", "--config", ROOT / "configs" / "sst2.yaml", "--model.pretrained", pretrained, *QUIET]
     task += ["--trainer.default_root_dir", tmp_path / "sst2", "--trainer.max_steps", "2"]
     assert run_cli(*task, "--data.cache_dir", tmp_path / "c") == 0
     assert (tmp_path / "sst2" / "checkpoints" / "best.ckpt").is_file()
@@ -122,7 +122,8 @@ def test_fit_writes_a_pretrained_directory_that_transformers_and_task_configs_lo
 
 def test_nsp_and_whole_word_masking_through_the_cli(tiny_bert_dir, tmp_path):
     run_dir = tmp_path / "nsp"
-    fit = ["fit", "--config", CONFIG, "--model.pretrained", tiny_bert_dir, *FAST, "--trainer.max_epochs", "1"]
+    fit = ["fit", "--config", CONFIG, "--model.pretrained", tiny_bert_dir, *QUIET]
+    fit += ["--trainer.max_epochs", "1"]
     fit += ["--trainer.default_root_dir", run_dir, "--model.nsp", "true", "--data.masking", "whole_word"]
     fit += ["--data.max_seq_length", "48"]
     assert run_cli(*fit) == 0
@@ -132,7 +133,7 @@ def test_nsp_and_whole_word_masking_through_the_cli(tiny_bert_dir, tmp_path):
     best = run_dir / "checkpoints" / "best.ckpt"
     assert (
         run_cli(
-            "validate", "--config", CONFIG, "--ckpt_path", best, *FAST, "--trainer.default_root_dir", run_dir
+            "validate", "--config", CONFIG, "--ckpt_path", best, *QUIET, "--trainer.default_root_dir", run_dir
         )
         == 0
     )
@@ -174,7 +175,7 @@ def test_chinese_whole_word_masking_groups_characters_into_segmenter_words(tiny_
 def test_bad_corpus_is_a_clear_error(tiny_bert_dir, tmp_path, capsys, content, name, options, message):
     corpus = tmp_path / name
     corpus.write_text(content)
-    args = ["fit", "--config", CONFIG, "--model.pretrained", tiny_bert_dir, *FAST, *options]
+    args = ["fit", "--config", CONFIG, "--model.pretrained", tiny_bert_dir, *QUIET, *options]
     args += [
         "--data.train_file",
         corpus,

@@ -15,6 +15,7 @@ import tasks.cli  # noqa: F401  (Lightning's log handler binds to the real stder
 from bert_core import BertConfig, BertModel
 from bert_core.quantize import available_backend, count_quantized_linears, quantize_int8
 
+from .conftest import FAST_TRAINER_ARGS as FAST
 from .conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -28,8 +29,6 @@ BACKENDS = [
         ),
     ),
 ]
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1"]  # fmt: skip
 
 
 def small_bert() -> BertModel:

@@ -22,13 +22,12 @@ import tasks.cli  # noqa: F401  (imported at collection: Lightning's log handler
 from tasks import report
 from tasks.data.squad import read_squad
 
-from .conftest import ROOT, run_cli
+from .conftest import FAST_TRAINER_ARGS, ROOT, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.log_every_n_steps", "1"]  # fmt: skip
 TWO_EPOCHS = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3"]
+FAST = [*FAST_TRAINER_ARGS, "--trainer.log_every_n_steps", "1"]  # a point a step for the report's curves
 WINDOWS = ["--data.max_seq_length", "64", "--data.max_query_length", "24", "--data.doc_stride", "24"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SQUAD_DEV = ROOT / "data" / "squad" / "dev-v2.0.json"

@@ -11,18 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from .conftest import FAST_TRAINER_ARGS as FAST
 from .conftest import ROOT
 
 pytestmark = pytest.mark.multiprocess
 
 # The SST-2 sample: 64 sentences, batches of 8 -> 8 steps an epoch; 2 epochs, dropout on.
 FIT = ["fit", "--config", "configs/sst2.yaml", "--trainer.max_epochs", "2", "--checkpoint_every_n_steps", "2"]
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-QUIET += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
 
 
 def fit(run_dir: Path, pretrained: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [*FIT, "--model.pretrained", str(pretrained), "--trainer.default_root_dir", str(run_dir), *QUIET]
+    args = [*FIT, "--model.pretrained", str(pretrained), "--trainer.default_root_dir", str(run_dir), *FAST]
     return subprocess.run(
         [sys.executable, "-m", "tasks", *args, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600
     )

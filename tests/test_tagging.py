@@ -103,16 +103,15 @@ def test_the_checkpoint_alone_brings_back_the_runs_featurisation(tmp_path, tiny_
     option still wins, with a note."""
     import yaml
 
+    from .conftest import FAST_TRAINER_ARGS as FAST
     from .conftest import ROOT, run_cli
 
-    fast = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-    fast += ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]
     config = str(ROOT / "configs" / "ner.yaml")
     fit = ["fit", "--config", config, "--model.pretrained", tiny_bert_dir, "--trainer.max_steps", "1"]
     fit += ["--data.tag_scheme", "IOB1", "--data.max_seq_length", "16", "--data.document_context", "true"]
-    assert run_cli(*fit, "--trainer.default_root_dir", tmp_path / "fit", *fast) == 0
+    assert run_cli(*fit, "--trainer.default_root_dir", tmp_path / "fit", *FAST) == 0
     checkpoint = tmp_path / "fit" / "checkpoints" / "best.ckpt"
-    predict = ["predict", "--config", config, "--ckpt_path", checkpoint, *fast]
+    predict = ["predict", "--config", config, "--ckpt_path", checkpoint, *FAST]
     assert run_cli(*predict, "--trainer.default_root_dir", tmp_path / "a") == 0
     used = yaml.safe_load((tmp_path / "a" / "config.predict.yaml").read_text())["data"]["init_args"]
     assert (used["tag_scheme"], used["max_seq_length"], used["document_context"]) == ("IOB1", 16, True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import DataError, UserError, iter_text_lines
+from .jsonl import iter_jsonl_objects
 
 
 @dataclass(frozen=True)
@@ -293,19 +293,7 @@ def _read_jsonl(
     if positional:
         raise UserError(f"{path}: JSONL records have field names, not positions; got {positional}")
 
-    def read_records() -> Iterator[tuple[int, dict]]:
-        for line, text in enumerate(iter_text_lines(path), 1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise DataError(path, f"invalid JSON: {err.msg}", line=line) from None
-            if not isinstance(record, dict):
-                raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=line)
-            yield line, record
-
-    records = read_records()
+    records = iter_jsonl_objects(path)
     first = next(records, None)
     if first is None:
         raise DataError(path, "empty file: no records", line=1)

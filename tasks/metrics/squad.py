@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from ..data.jsonl import iter_jsonl
 from ..io import CommandParser, DataError, UserError, read_text_lines
 
 _PUNCTUATION = frozenset(string.punctuation)
@@ -239,15 +240,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
         predictions = document
     else:  # JSONL {id, answer, ...}, one prediction a line
         predictions = {}
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    path, f"neither a JSON object {{id: answer}} nor JSONL: {err.msg}", line=number
-                ) from None
+        for number, record in iter_jsonl(path, lines):
             if not isinstance(record, dict) or "id" not in record or "answer" not in record:
                 raise DataError(path, "a JSONL prediction needs 'id' and 'answer'", line=number)
             predictions[str(record["id"])] = record["answer"]
