@@ -11,13 +11,13 @@ LM without NSP packs the text regardless of where sentences end.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..io import DataError, iter_text_lines
+from .jsonl import iter_jsonl
 
 # A sentence ends at . ! ? (and their CJK forms) followed by a space, or straight after a CJK one.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])")
@@ -63,13 +63,7 @@ def iter_documents(
 
 
 def _iter_jsonl(path: str | os.PathLike, text_field: str) -> Iterator[Document]:
-    for number, line in enumerate(iter_text_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"not valid JSON ({err.msg} at column {err.colno})", line=number) from None
+    for number, record in iter_jsonl(path):
         if not isinstance(record, dict) or text_field not in record:
             keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
             raise DataError(

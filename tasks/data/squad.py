@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..io import DataError, iter_text_lines, read_text_lines, write_json
+from .jsonl import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -249,13 +250,7 @@ class _JsonlReader(_Reader):
 
     def iter_examples(self, lines: Iterable[str]) -> Iterator[SquadExample]:
         """Check and add the question of each line; yields each as it is added."""
-        for number, text in enumerate(lines, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise self.error(f"not valid JSON: {err.msg} (column {err.colno})", line=number) from None
+        for number, record in iter_jsonl(self.path, lines):
             self.add_record(record, number, f"line {number}")
             yield self.examples[-1]
 
