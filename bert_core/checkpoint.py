@@ -260,6 +260,10 @@ def save_pretrained(
         state = {"bert." + k: v for k, v in state.items()}
         state.update({k: v.detach().contiguous() for k, v in head.items()})
     save_safetensors(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    # safetensors creates its file owner-only (0600); give it the mode a plain open would (0644 under umask 022)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory / "model.safetensors", 0o666 & ~umask)
     source = getattr(model, "source_directory", None)
     if source is not None:
         write_tokenizer_files(source, directory, name=getattr(model, "source_name", str(source)))

@@ -174,9 +174,11 @@ def test_outputs_get_the_usual_permissions(short_run: Path, tmp_path: Path):
             tmp_path,
         )
         assert run_cli("predict", *args, "--data.predictions_file", out, *FAST) == 0
+        exported = tmp_path / "hf"
+        assert run_cli("export", "--ckpt_path", checkpoint, "--format", "hf", "--output", exported) == 0
     finally:
         os.umask(old)
-    for path in (out, tmp_path / "SST-2.tsv"):
+    for path in (out, tmp_path / "SST-2.tsv", *sorted(exported.iterdir())):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 
 
