@@ -173,8 +173,8 @@ class BertTasksCLI(LightningCLI):
             self._restore_data_settings(config, stored["data_settings"])
             if source.kind == Source.ONNX:
                 config.ckpt_path = None  # its weights are in model.onnx, which the module opens itself
-        elif Source(config.model.init_args.pretrained).is_task_model:
-            self._pass_down(config, Source(config.model.init_args.pretrained).stored()["hyper_parameters"])
+        elif (pretrained := Source(config.model.init_args.pretrained)).is_task_model:
+            self._pass_down(config, pretrained.stored()["hyper_parameters"])
 
     def _restore_data_settings(self, config, settings: dict) -> None:
         """The run's featurisation (max_seq_length, doc_stride, tag scheme, ...) from its checkpoint."""
