@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import glob
 import json
 import os
 import socket
@@ -125,14 +126,17 @@ def open_beside(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_OWNER}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=TEMP_SUFFIX, dir=path.parent
+        )
     except OSError as err:
         raise write_error(path, err) from None
     return os.fdopen(fd, mode, encoding=None if "b" in mode else encoding), tmp
 
 
 TEMP_SUFFIX = ".tmp"
-_OWNER = f"{os.getpid()}@{socket.gethostname().split('.')[0] or 'host'}"
+# The writer's host in temp names (its pid is taken at each open: a forked child is another writer).
+_HOST = socket.gethostname().split(".")[0] or "host"
 
 
 def commit(handle: IO, tmp: str, path: str | os.PathLike) -> None:
@@ -217,7 +221,8 @@ def remove_stale_temps(directory: str | os.PathLike, name: str = "*") -> list[Pa
     if not directory.is_dir():
         return []
     removed = []
-    for tmp in directory.glob(f".{name}.*@*{TEMP_SUFFIX}"):
+    pattern = name if name == "*" else glob.escape(name)  # a target name may hold [ ] * ?
+    for tmp in directory.glob(f".{pattern}.*@*{TEMP_SUFFIX}"):
         if tmp.is_file() and _writer_dead(tmp.name):
             try:
                 tmp.unlink()
@@ -232,7 +237,7 @@ def _writer_dead(temp_name: str) -> bool:
     no longer runs (another host's writer cannot be told apart: kept)."""
     for part in temp_name.split("."):
         pid, at, host = part.partition("@")
-        if at and pid.isdigit() and host == _OWNER.split("@", 1)[1]:
+        if at and pid.isdigit() and host == _HOST:
             if int(pid) == os.getpid():
                 return False
             try:
