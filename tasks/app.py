@@ -71,6 +71,9 @@ class BertTasksCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        if self.datamodule is not None:
+            # The model opened its source; the data module tokenises with what it read, not a second read.
+            self.datamodule.use_tokenizer(self.model.tokenizer(self.datamodule.do_lower_case))
         strategy = self.trainer.strategy
         if type(getattr(strategy, "_checkpoint_io", None)) in (type(None), TorchCheckpointIO):
             # Saves written beside their target and renamed; every read weights_only (resume included).

@@ -93,15 +93,19 @@ class TaskDataModule(L.LightningDataModule):
         # (epoch, batches already trained in it): set when a run resumes from a mid-epoch checkpoint.
         self.resume_position: tuple[int, int] | None = None
 
+    def use_tokenizer(self, tokenizer) -> None:
+        """The tokenizer of the model's own source, handed over by the app (which opened it once)."""
+        if self._max_seq_length > (limit := tokenizer.model_max_length):
+            message = f"max_seq_length {self._max_seq_length} exceeds the encoder's {limit} positions"
+            warnings.warn(f"{message}; using {limit}", stacklevel=2)
+        self._tokenizer = tokenizer
+
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
+        if self._tokenizer is None:  # a data module built on its own (a script, a test) opens its source
             if self.tokenizer_source is None:
                 raise UserError("no tokenizer source: set --model.pretrained (the data module follows it)")
-            self._tokenizer = load_task_tokenizer(self.tokenizer_source, do_lower_case=self.do_lower_case)
-            if self._max_seq_length > (limit := self._tokenizer.model_max_length):
-                message = f"max_seq_length {self._max_seq_length} exceeds the encoder's {limit} positions"
-                warnings.warn(f"{message}; using {limit}", stacklevel=2)
+            self.use_tokenizer(load_task_tokenizer(self.tokenizer_source, do_lower_case=self.do_lower_case))
         return self._tokenizer
 
     @property

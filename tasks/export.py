@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .io import CommandParser, UserError, fsync_directory, fsync_tree, refuse_overwriting_inputs
+from .registry import TASKS, TaskKind, kind_of_class
 from .source import load_task_module
 
 if TYPE_CHECKING:
@@ -41,26 +42,18 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def task_kind(module: TaskModule) -> str:
-    """classification, regression, tagging or qa."""
-    from .classification import SequenceClassifier
-    from .qa import QAModule
-    from .tagging import TaggingModule
-
-    if isinstance(module, SequenceClassifier):
-        return "regression" if module.regression else "classification"
-    if isinstance(module, TaggingModule):
-        return "tagging"
-    if isinstance(module, QAModule):
-        return "qa"
-    raise UserError(f"cannot export a {type(module).__name__}: not a classification, tagging or QA module")
+    """classification, regression, tagging or qa: the registry's kind, STS-B's regression apart."""
+    row = kind_of_class(type(module))
+    if row is None or row.hf_architecture is None:
+        raise UserError(
+            f"cannot export a {type(module).__name__}: not a classification, tagging or QA module"
+        )
+    return "regression" if getattr(module, "regression", False) else row.key
 
 
-HF_ARCHITECTURES = {
-    "classification": "BertForSequenceClassification",
-    "regression": "BertForSequenceClassification",
-    "tagging": "BertForTokenClassification",
-    "qa": "BertForQuestionAnswering",
-}
+def export_row(kind: str) -> TaskKind:
+    """The registry row of an export kind (regression is a classification model)."""
+    return TASKS["classification" if kind == "regression" else kind]
 
 
 def hf_config_fields(module: TaskModule, kind: str) -> dict[str, Any]:
@@ -119,7 +112,7 @@ def export_hf(module: TaskModule, stored: dict[str, Any], directory: Path) -> No
         encoder,
         directory,
         head=head,
-        architecture=HF_ARCHITECTURES[kind],
+        architecture=export_row(kind).hf_architecture,
         config_fields=hf_config_fields(module, kind),
     )
     _write_tokenizer(stored, directory)
@@ -154,10 +147,6 @@ def _graph(module: TaskModule) -> torch.nn.Module:
             return self.module(batch)
 
     return Graph().eval()  # the exporter checks the wrapper's mode; the module is in eval already
-
-
-def output_names(kind: str) -> list[str]:
-    return ["start_logits", "end_logits"] if kind == "qa" else ["logits"]
 
 
 def example_inputs(vocab_size: int, batch: int = 2, length: int = 12) -> tuple[torch.Tensor, ...]:
@@ -198,7 +187,7 @@ def export_onnx(
                 example_inputs(config.vocab_size),
                 dynamic_shapes=axes,
                 input_names=list(INPUT_NAMES),
-                output_names=output_names(kind),
+                output_names=list(export_row(kind).onnx_outputs),
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
@@ -207,7 +196,7 @@ def export_onnx(
         if quantize == "int8":
             quantize_onnx_int8(directory / "model.onnx")
     # The same config.json and tokenizer files as the hf format (no weights: they are in model.onnx).
-    fields = {"architectures": [HF_ARCHITECTURES[kind]], **hf_config_fields(module, kind)}
+    fields = {"architectures": [export_row(kind).hf_architecture], **hf_config_fields(module, kind)}
     config_json = {**config.to_hf_dict(), **fields}
     (directory / "config.json").write_text(
         json.dumps(config_json, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -220,7 +209,7 @@ def export_onnx(
         "model": "model.onnx",
         "task_kind": kind,
         "inputs": list(INPUT_NAMES),
-        "outputs": output_names(kind),
+        "outputs": list(export_row(kind).onnx_outputs),
         "quantize": quantize,
         **stored,
     }

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bert_core.model import Dropout
+from bert_core.tokenizer import build_tokenizer
 
 from .callbacks import PENDING_ARTIFACTS
 from .checkpoint import PAYLOAD_KEY
@@ -231,6 +232,19 @@ class TaskModule(L.LightningModule):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
         except RuntimeError as err:
             raise mismatched_weights(self.hparams.get("pretrained"), err) from None
+
+    def tokenizer(self, do_lower_case: bool | None = None):
+        """The tokenizer of the source the encoder came from (its vocabulary and casing, read with
+        it): what the app hands the data module. A casing that contradicts the source's is refused,
+        as ``bert_core`` refuses it: it would tokenise unlike the pretraining and the checkpoint."""
+        payload = self._tokenizer_payload
+        if do_lower_case is not None and do_lower_case != payload["do_lower_case"]:
+            raise UserError(
+                f"--data.do_lower_case {do_lower_case} contradicts {self.hparams.get('pretrained')}, "
+                f"which is {'un' if payload['do_lower_case'] else ''}cased: leave it unset"
+            )
+        positions = self.encoder.config.max_position_embeddings
+        return build_tokenizer(payload["vocab"], payload["do_lower_case"], model_max_length=positions)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         kind = kind_of_class(type(self))

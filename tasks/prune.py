@@ -25,11 +25,13 @@ from bert_core.pruning import drop_layers, head_gates, kept_heads, prune_heads
 
 from .checkpoint import PAYLOAD_KEY, read_weights, save_checkpoint_file
 from .io import CommandParser, UserError, check_output_paths
-from .source import Source
+from .registry import TaskKind
+from .source import Source, load_task_module
 
 PRUNING_KEY = "bert_tasks_pruning"  # what was removed, and the importance it was chosen by
 # Parts of a full checkpoint that describe the training run, not the model: a pruned one has none.
 RUN_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
+PRUNABLE = ("classification", "tagging", "qa")  # registry kinds with a dev-set loss to rank heads by
 
 
 def head_importance(model, loader, max_batches: int | None = None) -> list[torch.Tensor]:
@@ -120,10 +122,11 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
     if args.heads == 0 and args.drop_layers == 0:
         raise UserError("nothing to prune: give --heads F and/or --drop_layers N")
 
+    kind = Source(ckpt).task_kind()
+    if kind.key not in PRUNABLE:
+        raise UserError(f"{ckpt}: a checkpoint of a {kind.key} model; prune takes {', '.join(PRUNABLE)}")
     checkpoint = read_weights(ckpt)
-    model, data = _build(ckpt, args.config, rest, need_data=args.heads > 0)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.on_load_checkpoint(checkpoint)
+    model, _ = load_task_module(ckpt)
     encoder = model.encoder
     before_layers, before_heads = encoder.config.num_hidden_layers, _heads(encoder.config)
     before_params = sum(p.numel() for p in model.parameters())
@@ -136,10 +139,13 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
     removed: dict[int, list[int]] = {}
     importance: list[list[float]] = []
     if args.heads > 0:
+        data = _dev_data(ckpt, kind, args.config, rest)
         data.setup("validate")
         loaders = data.val_dataloader()
         if not loaders:
-            raise UserError("head importance needs dev data: set --data.validation_file (or --config)")
+            raise UserError(
+                "head importance needs dev data: give the task's --config, or --data.validation_file"
+            )
         scores = normalise_per_layer(head_importance(model, loaders[0], args.max_batches))
         importance = [s.tolist() for s in scores]
         removed = heads_to_prune(scores, model.encoder.config, args.heads)
@@ -168,26 +174,22 @@ def _heads(config) -> int:
     return sum(config.heads_in_layer(layer) for layer in range(config.num_hidden_layers))
 
 
-def _build(ckpt: Path, config: str | None, rest: list[str], need_data: bool) -> tuple[Any, Any]:
-    """The checkpoint's task module (encoder rebuilt from its stored config) and data module,
-    as ``validate --ckpt_path`` would build them."""
+def _dev_data(ckpt: Path, kind: TaskKind, config: str | None, rest: list[str]) -> Any:
+    """The data module ``validate --ckpt_path`` would build (the checkpoint's featurisation, labels
+    and tokenizer; the dev file from the config or ``--data.*``). The model prune works on is
+    ``load_task_module``'s, not this parse's."""
     from .app import BertTasksCLI
     from .io import user_error_in
     from .runtime import quiet_lightning
 
     if config is None:
         run_config = ckpt.resolve().parent.parent / "config.yaml"
-        if run_config.is_file():
-            config = str(run_config)
-        elif need_data:
-            raise UserError(
-                f"no {run_config}: give the task's --config (its dev file measures the heads' importance)"
-            )
+        config = str(run_config) if run_config.is_file() else None
+    # Without a config (a checkpoint alone, --data.validation_file given): the registry's classes.
+    source = ["--config", config] if config else ["--model", kind.module, "--data", kind.data_module]
     quiet_lightning()
-    args = ["validate", *(["--config", config] if config else []), *rest, "--ckpt_path", str(ckpt)]
+    args = ["validate", *source, *rest, "--ckpt_path", str(ckpt)]
     args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false"]
-    if config is None:
-        args += _classes_of(ckpt)
 
     class Builder(BertTasksCLI):
         """``validate``'s parsing and instantiation (checkpoint settings, labels, tokenizer), not its run."""
@@ -204,15 +206,4 @@ def _build(ckpt: Path, config: str | None, rest: list[str], need_data: bool) -> 
         if user_error is None:
             raise
         raise UserError(str(user_error)) from None
-    return cli.model, cli.datamodule
-
-
-def _classes_of(ckpt: Path) -> list[str]:
-    """``--model CLASS --data CLASS`` for a checkpoint given alone (no config, no run directory):
-    the registry's classes for the task kind the checkpoint names."""
-    kind = Source(ckpt).task_kind()
-    if kind.key not in ("classification", "tagging", "qa"):
-        raise UserError(
-            f"{ckpt}: a checkpoint of a {kind.key} model; prune takes classification, tagging or QA"
-        )
-    return ["--model", kind.module, "--data", kind.data_module]
+    return cli.datamodule

@@ -23,7 +23,7 @@ class TaskKind:
     module: str  # the LightningModule, "package.module.Class"
     data_module: str  # its data module
     hf_architecture: str | None = None  # transformers' class of an HF export (None: not exportable)
-    main_metric: str = "val/loss"
+    onnx_outputs: tuple[str, ...] = ("logits",)  # the named outputs of an ONNX export
     # The kind whose checkpoint this one's best.ckpt is (a distilled student is its task's model).
     saves_as: str | None = None
 
@@ -49,7 +49,13 @@ TASKS: dict[str, TaskKind] = {
             "tasks.tagging.TaggingDataModule",
             "BertForTokenClassification",
         ),
-        TaskKind("qa", "tasks.qa.QAModule", "tasks.qa.QADataModule", "BertForQuestionAnswering"),
+        TaskKind(
+            "qa",
+            "tasks.qa.QAModule",
+            "tasks.qa.QADataModule",
+            "BertForQuestionAnswering",
+            onnx_outputs=("start_logits", "end_logits"),
+        ),
         TaskKind(
             "pretraining", "tasks.pretraining.PreTrainingModule", "tasks.pretraining.PreTrainingDataModule"
         ),

@@ -46,3 +46,35 @@ def test_a_checkpoint_names_a_key_never_a_path():
     ):
         with pytest.raises(UserError, match="x.ckpt"):
             stored_kind("x.ckpt", stored)
+
+
+def test_the_command_table_agrees_with_lightning_and_the_readme():
+    """As litgpt's ``_check_commands``: every command in the table exists, runs a real function, and
+    is documented; the Lightning commands are exactly LightningCLI's."""
+    import importlib
+
+    from tasks.app import BertTasksCLI
+    from tasks.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS
+
+    assert set(LIGHTNING_COMMANDS) == set(BertTasksCLI.subcommands())
+    assert not set(LIGHTNING_COMMANDS) & set(EXTRA_COMMANDS)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, (target, _help) in EXTRA_COMMANDS.items():
+        module_name, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module_name), function)), target
+        assert f"python -m tasks {name}" in readme, f"README never shows `python -m tasks {name}`"
+    for name in LIGHTNING_COMMANDS:
+        assert f"python -m tasks {name}" in readme
+
+
+def test_every_row_is_a_task_module_with_its_data_module():
+    from tasks.datamodule import TaskDataModule
+    from tasks.module import TaskModule
+
+    for row in TASKS.values():
+        assert issubclass(row.module_class(), TaskModule) and issubclass(
+            row.data_module_class(), TaskDataModule
+        )
+        assert row.saves_as is None or TASKS[row.saves_as].data_module == row.data_module
+        if row.hf_architecture is not None:  # exportable: its ONNX outputs are its head's
+            assert row.onnx_outputs in (("logits",), ("start_logits", "end_logits"))

@@ -11,7 +11,7 @@ import torch
 
 from tasks.callbacks import MetricsJsonWriter
 from tasks.datamodule import TaskDataModule
-from tasks.io import DataError, atomic_open, read_text_lines, write_jsonl
+from tasks.io import DataError, UserError, atomic_open, read_text_lines, write_jsonl
 from tasks.module import TaskModule
 from tasks.sampling import LengthGroupedSampler
 
@@ -289,3 +289,18 @@ def test_fit_takes_the_embedding_gradient_from_the_heap():
     # changed the setting already, so the default is not asserted here)
     keep_freed_memory()
     assert mapped_bytes_of_one_gradient() == 0
+
+
+def test_the_data_tokenises_with_the_models_source_and_a_contradicting_casing_is_refused(tiny_bert_dir):
+    """The app hands the data module the model's tokenizer (one read of the source); a casing that
+    contradicts the source is refused here as bert_core refuses it (a checkpoint too, not ignored)."""
+    from bert_core.tokenizer import load_tokenizer
+
+    module = TaskModule(pretrained=str(tiny_bert_dir))
+    casing = module._tokenizer_payload["do_lower_case"]
+    reference = load_tokenizer(tiny_bert_dir)
+    for handed in (module.tokenizer(), module.tokenizer(do_lower_case=casing)):
+        assert handed.get_vocab() == reference.get_vocab()
+        assert handed("Hello World")["input_ids"] == reference("Hello World")["input_ids"]
+    with pytest.raises(UserError, match="do_lower_case"):
+        module.tokenizer(do_lower_case=not casing)
