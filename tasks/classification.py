@@ -139,9 +139,9 @@ class ClassificationDataModule(TaskDataModule):
                 for example in self._iter_examples(split, path):
                     yield None if example is None else features.row(example)
 
-            return self.featurize_stream(name, path, rows, tokenize, key)
+            return self.feature_cache.stream(name, path, rows, tokenize, key)
         examples = self.read(split, path)
-        return self.featurize(name, features.rows(examples), tokenize, key), len(examples)
+        return self.feature_cache.examples(name, features.rows(examples), tokenize, key), len(examples)
 
     def prepare(self, split: str) -> list[Prepared]:
         if split == "predict" and self.predict_file is not None:

@@ -21,7 +21,7 @@ from .batching import IGNORE_INDEX as IGNORE_INDEX  # the padding label, importe
 from .batching import Batching, Collate, collate, token_budget_applies
 from .checkpoint import DATA_SETTINGS_KEY, load_task_tokenizer
 from .evaluation import Evaluation
-from .feature_cache import FeatureCache, Featurize, Rows
+from .feature_cache import FeatureCache
 from .hub import find_split, load_hub_dataset
 from .io import UserError, check_output_paths
 from .options import check_at_least as check_at_least  # subclasses check their options with it
@@ -135,28 +135,11 @@ class TaskDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # -- featurise: one path, written to the cache in chunks, memory-mapped after -----------------
-
-    def featurize(
-        self, split: str, examples: list[dict[str, Any]], fn: Featurize, settings: dict[str, Any]
-    ) -> datasets.Dataset:
-        """``fn`` (batched, may emit several features per example) over ``examples``, cached."""
-        return self.feature_cache.examples(split, examples, fn, settings)
-
-    def featurize_stream(
-        self,
-        split: str,
-        source: str | Path,
-        rows: Rows,
-        fn: Featurize,
-        settings: dict,
-        chunk_size: int = 1000,
-    ) -> tuple[datasets.Dataset, int]:
-        """``featurize`` for the file ``source`` read lazily by ``rows()`` (None for an example
-        without features): the features and the number of examples."""
-        return self.feature_cache.stream(split, source, rows, fn, settings, chunk_size)
+    # (``feature_cache.examples`` for examples in memory, ``feature_cache.stream`` for a file read lazily)
 
     @property
     def feature_cache(self) -> FeatureCache:
+        """Features of this tokenizer and max_seq_length, cached by the featurising functions' source."""
         owner, functions = type(self).__name__, self.feature_functions
         return FeatureCache(self.cache_dir, owner, self.tokenizer, self.max_seq_length, functions)
 

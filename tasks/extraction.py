@@ -77,7 +77,7 @@ class FeatureDataModule(TaskDataModule):
         featurizer = LineFeaturizer(self.tokenizer, self.max_seq_length)
         settings = {"max_seq_length": self.max_seq_length}
         rows = lambda: map(line_row, iter_text(path))  # noqa: E731 (read only when the cache misses)
-        dataset, count = self.featurize_stream("predict", path, rows, featurizer, settings)
+        dataset, count = self.feature_cache.stream("predict", path, rows, featurizer, settings)
         context = ExtractionContext(per_token_layers=self.layout.per_token_layers)
         outputs = self._outputs(path)
         evaluation = Evaluation("predict", str(path), windows=[1] * count, context=context, outputs=outputs)

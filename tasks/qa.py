@@ -97,7 +97,7 @@ class QADataModule(TaskDataModule):
             )
         featurizer = self.featurizer(split)
         rows, step = list(example_rows(data.examples)), featurizer.batch_step(self.tokenizer, str(data.path))
-        table = self.featurize(f"{split}-{data.path.name}", rows, step, featurizer.cache_key())
+        table = self.feature_cache.examples(f"{split}-{data.path.name}", rows, step, featurizer.cache_key())
         rank_zero_info(
             f"{split}: {len(data.examples)} questions -> {len(table)} windows of up to "
             f"{featurizer.max_seq_length} tokens"
@@ -129,7 +129,7 @@ class QADataModule(TaskDataModule):
         """A JSONL question file to predict, streamed: read question by question, windows written
         to the cache in chunks; decoding reads each question and its windows back when it needs them."""
         featurizer = self.featurizer("predict")
-        table, count = self.featurize_stream(
+        table, count = self.feature_cache.stream(
             f"predict-{Path(path).name}",
             path,
             lambda: example_rows(squad.iter_jsonl_questions(path)),

@@ -121,7 +121,9 @@ class TaggingDataModule(TaskDataModule):
         data, featurizer = self.read(split), self.featurizer()
         function = featurizer.batch_function(self.tokenizer, self.max_seq_length)
         rows = featurizer.rows(data.sentences, data.gold)
-        return data, self.featurize(f"{split}-{Path(data.path).name}", rows, function, featurizer.cache_key())
+        return data, self.feature_cache.examples(
+            f"{split}-{Path(data.path).name}", rows, function, featurizer.cache_key()
+        )
 
     def prepare(self, split: str) -> list[Prepared]:
         path = self.split_file(split)
@@ -143,7 +145,7 @@ class TaggingDataModule(TaskDataModule):
         featurizer = self.featurizer("text")
         function = featurizer.batch_function(self.tokenizer, self.max_seq_length)
         name, rows = f"predict-{Path(path).name}", lambda: lines_as_rows(line_words(path))
-        features, count = self.featurize_stream(name, path, rows, function, featurizer.cache_key())
+        features, count = self.feature_cache.stream(name, path, rows, function, featurizer.cache_key())
         if not len(features):
             raise DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
         render = entity_lines(path)
