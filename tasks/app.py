@@ -134,7 +134,8 @@ class BertTasksCLI(LightningCLI):
         if evaluating:
             # A run directory belongs to one model: evaluations go into folders of their own.
             data_args = config.data.init_args if config.data is not None else None
-            folder = evaluation_folder(self.subcommand, data_args, config.model.init_args, self._explicit)
+            model_args, ckpt_path = config.model.init_args, config.get("ckpt_path")
+            folder = evaluation_folder(self.subcommand, data_args, model_args, self._explicit, ckpt_path)
             trainer.default_root_dir = str(self.run_dir / folder)
         if not writes_folder:
             self.save_config_callback = None

@@ -38,11 +38,14 @@ def checkpoint_run(ckpt_path: str | Path) -> Path:
     return Path("outputs") / (path.name if path.is_dir() else path.stem)
 
 
-def evaluation_folder(command: str, data_args, model_args, explicit: Iterable[str]) -> Path:
-    """``eval/<split>[-<file>][-<options>]`` for validate and test, ``predict/<input stem>[-<options>]``
-    for predict. The file is named when given on the command line (``--data.validation_file``); the
-    options when they differ from the checkpoint's way of running (int8, onnx, an explicit
-    ``--model.*``)."""
+def evaluation_folder(
+    command: str, data_args, model_args, explicit: Iterable[str], ckpt_path: str | None = None
+) -> Path:
+    """``eval/<split>[-<file>][-<checkpoint>][-<options>]`` for validate and test,
+    ``predict/<input stem>[-<checkpoint>][-<options>]`` for predict. The file is named when given on
+    the command line (``--data.validation_file``); the checkpoint when it is a run's other than
+    ``best.ckpt`` (``last``); the options when they differ from the checkpoint's way of running
+    (int8, onnx, an explicit ``--model.*``)."""
     explicit = set(explicit)
     if command == "predict":
         source = data_args.get("predict_file") if data_args is not None else None
@@ -53,6 +56,8 @@ def evaluation_folder(command: str, data_args, model_args, explicit: Iterable[st
         source = data_args.get(f"{split}_file") if data_args is not None else None
         if source and f"data.{split}_file" in explicit:
             parts.append(Path(str(source)).stem)
+    if ckpt_path and Path(ckpt_path).parent.name == "checkpoints" and Path(ckpt_path).stem != "best":
+        parts.append(Path(ckpt_path).stem)
     for name, default in _OPTION_DEFAULTS.items():
         value = model_args.get(name, default)
         if value != default:
