@@ -19,6 +19,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
+from .outputs import EVALUATION_FOLDERS, checkpoint_run, evaluation_folder, now, summary_line
 from .rundir import lock_run_directory
 from .source import Source
 
@@ -63,6 +64,12 @@ class BertTasksCLI(LightningCLI):
             type=bool,
             default=False,
             help="fit: replace the run already in the run directory (its checkpoints and metrics)",
+        )
+        parser.add_argument(
+            "--keep_last_ckpt",
+            type=bool,
+            default=True,
+            help="fit: keep checkpoints/last.ckpt (what resumes the run) once the fit has completed",
         )
 
     # Whether this command holds its run directory's lock while it runs (a command that only
@@ -118,9 +125,24 @@ class BertTasksCLI(LightningCLI):
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # the PredictionWriter streams every record: keep none
         trainer = config.trainer
+        evaluating = self.subcommand in ("validate", "test", "predict")
         if trainer.default_root_dir is None:
-            trainer.default_root_dir = str(Path("outputs") / _run_name(config))
-        if self.subcommand and self.locks_run_directory:
+            ckpt_path = config.get("ckpt_path")
+            from_checkpoint = evaluating and ckpt_path and ckpt_path not in SHORTHANDS
+            run = checkpoint_run(ckpt_path) if from_checkpoint else Path("outputs") / _run_name(config)
+            trainer.default_root_dir = str(run)
+        self.run_dir = Path(trainer.default_root_dir)
+        # An explicit predictions file is all that predict writes: no folder, config or logs.
+        writes_folder = not (self.subcommand == "predict" and config.data.init_args.get("predictions_file"))
+        if evaluating:
+            # A run directory belongs to one model: evaluations go into folders of their own.
+            data_args = config.data.init_args if config.data is not None else None
+            model_args, ckpt_path = config.model.init_args, config.get("ckpt_path")
+            folder = evaluation_folder(self.subcommand, data_args, model_args, self._explicit, ckpt_path)
+            trainer.default_root_dir = str(self.run_dir / folder)
+        if not writes_folder:
+            self.save_config_callback = None
+        if self.subcommand and self.locks_run_directory and writes_folder:
             # One run per directory: a second command writing into it refuses, naming this one.
             lock_run_directory(trainer.default_root_dir, self.subcommand)
         if self.subcommand == "fit":
@@ -132,8 +154,10 @@ class BertTasksCLI(LightningCLI):
             ):
                 raise UserError(
                     f"{self.subcommand} needs a fine-tuned model: pass --ckpt_path "
-                    f"{Path(trainer.default_root_dir) / 'checkpoints' / 'best.ckpt'} (or another fit's checkpoint)"
+                    f"{self.run_dir / 'checkpoints' / 'best.ckpt'} (or another fit's checkpoint)"
                 )
+        if self.subcommand == "predict" and trainer.logger is None:
+            trainer.logger = False  # predict logs no metrics: no empty logs folder
         if trainer.logger is None or trainer.logger is True:
             # One log directory per command (logs/csv/fit, logs/csv/validate, ...), not a new
             # version_N for every evaluation; a command run again replaces its own logs.
@@ -178,6 +202,29 @@ class BertTasksCLI(LightningCLI):
                 config.ckpt_path = None  # its weights are in model.onnx, which the module opens itself
         elif (pretrained := Source(config.model.init_args.pretrained)).is_task_model:
             self._pass_down(config, pretrained.stored()["hyper_parameters"])
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """The command, then (after a completed one) the one line saying where its files went."""
+        started = now()
+        super()._run_subcommand(subcommand)
+        trainer = self.trainer
+        if not trainer.is_global_zero or trainer.interrupted:
+            return
+        folder = Path(trainer.default_root_dir)
+        if subcommand == "fit" and not self.config.fit.get("keep_last_ckpt", True):
+            last = folder / "checkpoints" / "last.ckpt"
+            if last.is_file():
+                last.unlink()
+                print(
+                    f"note: removed {last} (--keep_last_ckpt false): this run cannot be resumed",
+                    file=sys.stderr,
+                )
+        predictions = []
+        if subcommand == "predict":
+            predictions = [
+                Path(o.path) for p in self.datamodule.prepared["predict"] for o in p.evaluation.outputs
+            ]
+        print(summary_line(subcommand, folder, started, predictions), file=sys.stderr)
 
     def _restore_data_settings(self, config, settings: dict) -> None:
         """The run's featurisation (max_seq_length, doc_stride, tag scheme, ...) from its checkpoint."""
@@ -306,7 +353,9 @@ def _claim_run_directory(config, run_dir: Path) -> None:
             f"{run_dir} already holds a run ({', '.join(existing)}): pass --overwrite true to replace it, "
             "--ckpt_path last to resume it, or --trainer.default_root_dir DIR for a new one"
         )
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    # The old model's evaluations and predictions go with it: a run directory holds one model.
+    for name in ("checkpoints", *EVALUATION_FOLDERS):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)
 
 

@@ -33,7 +33,7 @@ class MetricsJsonWriter(L.Callback):
     under ``best_checkpoint``, its path, epoch and step (the evaluation files beside it are that
     validation's too). The file is written when the fit ends: a run that died leaves none to look
     finished, and numbers from an earlier run never pass as this run's. A validate or test run
-    replaces its own prefix and keeps the other.
+    writes its own ``metrics.json`` in its ``eval/<name>/`` folder (``tasks.outputs``), never this one.
     """
 
     def __init__(self) -> None:
@@ -101,9 +101,7 @@ class MetricsJsonWriter(L.Callback):
             return
         path = Path(trainer.default_root_dir) / METRICS_FILE
         previous = json.loads(path.read_text()) if path.exists() else {}
-        kept = {k: v for k, v in previous.items() if not k.startswith(prefix) and k != "best_checkpoint"}
-        if prefix == "test/" and "best_checkpoint" in previous:
-            kept["best_checkpoint"] = previous["best_checkpoint"]
+        kept = {k: v for k, v in previous.items() if not k.startswith(prefix)}  # best_checkpoint too
         write_json(path, {**kept, **metrics})
 
 

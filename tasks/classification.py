@@ -176,7 +176,9 @@ class ClassificationDataModule(TaskDataModule):
         return Prepared(features, Evaluation("predict", str(path), windows, outputs=self._outputs(cursor)))
 
     def _outputs(self, lookup: Callable[[], Callable[[int], Example | None]]) -> list[OutputFile]:
-        return prediction_files(self.predictions_path(), self.task, self.predict_file, lookup)
+        # GLUE's submission file comes with the default predict folder, not beside a file of the user's.
+        submission = self.predictions_file is None
+        return prediction_files(self.predictions_path(), self.task, self.predict_file, lookup, submission)
 
 
 @dataclass

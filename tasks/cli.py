@@ -32,7 +32,7 @@ LIGHTNING_COMMANDS = {
     "fit": "fine-tune on the train file, validating on the dev file each epoch",
     "validate": "score a checkpoint on the dev file",
     "test": "score a checkpoint on the test file",
-    "predict": "predict on a file, writing predictions into the run directory",
+    "predict": "predict on a file, writing predictions into the run's predict/<input>/ folder",
 }
 
 

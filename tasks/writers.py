@@ -60,8 +60,7 @@ class PredictionWriter(BasePredictionWriter):
                 _write(handle, output, output.footer())
             if output.finish is not None:
                 output.finish(handle)
-            commit(handle, tmp, output.path)
-            print(f"predictions written to {output.path}", file=sys.stderr)
+            commit(handle, tmp, output.path)  # the command's last line names the files
         self._open = []
 
     def on_exception(

@@ -50,6 +50,11 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def predicted_in(run_dir: Path, predict_file: Path | str, name: str = "predictions.jsonl") -> Path:
+    """Where ``predict`` of ``predict_file`` writes by default: the run's ``predict/<input stem>/``."""
+    return run_dir / "predict" / Path(predict_file).stem / name
+
+
 def tsv_column(path: Path, column: str | int, header: bool = True) -> list[str]:
     """One column of a TSV file, split by hand on TABs (independent of the readers under test)."""
     lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -196,24 +201,28 @@ def test_sst2_validate_test_predict(sst2_run: Path, monkeypatch, capfd):
     monkeypatch.chdir(ROOT)
     per_epoch = epoch_metrics(sst2_run, "val/accuracy")
     last = ["--config", "configs/sst2.yaml", "--ckpt_path", sst2_run / "checkpoints" / "last.ckpt"]
+    fit_record = (sst2_run / "metrics.json").read_bytes()
     assert run_cli("validate", *last, "--trainer.default_root_dir", sst2_run, *FAST) == 0
-    assert read_metrics(sst2_run)["val/accuracy"] == pytest.approx(per_epoch[-1])  # the final model
+    # the final model's own folder: last.ckpt is not best.ckpt
+    assert read_metrics(sst2_run / "eval" / "validation-last")["val/accuracy"] == pytest.approx(per_epoch[-1])
 
     common = ["--config", "configs/sst2.yaml", "--ckpt_path", sst2_run / "checkpoints" / "best.ckpt"]
     common += ["--trainer.default_root_dir", sst2_run, *FAST]
     assert run_cli("validate", *common) == 0
-    validated = read_metrics(sst2_run)
+    validated = read_metrics(sst2_run / "eval" / "validation")
     assert validated["val/accuracy"] == pytest.approx(max(per_epoch))  # best by the main metric
 
     assert run_cli("test", *common) == 0  # the test file is the dev file here: the same numbers
-    tested = read_metrics(sst2_run)
+    tested = read_metrics(sst2_run / "eval" / "test")
+    assert set(tested) == {"test/accuracy", "test/loss"}  # each evaluation has its own metrics.json
     assert tested["test/accuracy"] == pytest.approx(validated["val/accuracy"])
-    assert tested["val/accuracy"] == validated["val/accuracy"]  # test keeps the val/ keys
+    assert (sst2_run / "metrics.json").read_bytes() == fit_record  # the fit's record is untouched
 
     capfd.readouterr()
     assert run_cli("predict", *common) == 0
-    predictions_path = sst2_run / "predictions.jsonl"
-    assert str(predictions_path) in capfd.readouterr().err  # predict prints where it wrote
+    predictions_path = predicted_in(sst2_run, "test.tsv")
+    # predict's one closing line names the file and the extras beside it
+    assert f"predictions: {predictions_path} (also SST-2.tsv, config.predict.yaml)" in capfd.readouterr().err
 
     records = read_jsonl(predictions_path)
     test_tsv = GLUE / "SST-2" / "test.tsv"
@@ -227,15 +236,85 @@ def test_sst2_validate_test_predict(sst2_run: Path, monkeypatch, capfd):
         assert record["label"] == max(record["probabilities"], key=record["probabilities"].get)
 
     # GLUE's submission file: a header, then index<TAB>label (GLUE's own 0/1), in the test file's order.
-    submission = (sst2_run / "SST-2.tsv").read_text(encoding="utf-8").splitlines()
+    submission = predicted_in(sst2_run, "test.tsv", "SST-2.tsv").read_text(encoding="utf-8").splitlines()
     assert submission[0] == "index\tprediction"
     assert submission[1:] == [f"{r['index']}\t{SST2_VALUES[r['label']]}" for r in records]
+
+
+def test_evaluating_another_runs_checkpoint_writes_into_that_run_never_over_the_configs(
+    sst2_run: Path, tmp_path: Path, monkeypatch, capfd
+):
+    """README's ``validate --config configs/sst2.yaml --ckpt_path outputs/distill_sst2/...``: the
+    student's numbers go into the student's run (int8 into a folder of its own); the teacher's
+    record in outputs/sst2 (the config's run) stays byte for byte; a checkpoint alone follows its run."""
+    monkeypatch.chdir(tmp_path)
+    teacher, student = Path("outputs/sst2"), Path("outputs/distill_sst2")
+    for run in (teacher, student):
+        shutil.copytree(sst2_run, run)
+    before = {p: p.read_bytes() for p in sorted(teacher.rglob("*")) if p.is_file()}
+    student_record = (student / "metrics.json").read_bytes()
+    assert "best_checkpoint" in json.loads(student_record)
+    config = [
+        "--config",
+        ROOT / "configs" / "sst2.yaml",
+        "--data.validation_file",
+        GLUE / "SST-2" / "dev.tsv",
+    ]
+    ckpt = ["--ckpt_path", student / "checkpoints" / "best.ckpt", *FAST]
+
+    capfd.readouterr()
+    assert run_cli("validate", *config, *ckpt) == 0
+    folder = student / "eval" / "validation-dev"  # the file given on the command line names it
+    assert capfd.readouterr().err.rstrip().splitlines()[-1] == (
+        f"wrote {folder}/ (config.validate.yaml, confusion_matrix.json, logs/, metrics.json)"
+    )
+    assert set(read_metrics(folder)) == {"val/accuracy", "val/loss"}
+    assert run_cli("validate", *config, *ckpt, "--model.quantize", "int8") == 0
+    assert set(read_metrics(student / "eval" / "validation-dev-int8")) == {"val/accuracy", "val/loss"}
+
+    # --ckpt_path alone: the checkpoint's run, not outputs/sequenceclassifier/
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a fine film\n", encoding="utf-8")
+    assert (
+        run_cli(
+            "predict",
+            "--ckpt_path",
+            student / "checkpoints" / "best.ckpt",
+            "--data.predict_file",
+            texts,
+            *FAST,
+        )
+        == 0
+    )
+    assert len(read_jsonl(predicted_in(student, texts))) == 1
+    assert sorted(p.name for p in Path("outputs").iterdir()) == ["distill_sst2", "sst2"]
+
+    after = {p: p.read_bytes() for p in sorted(teacher.rglob("*")) if p.is_file()}
+    assert after == before  # nothing added, nothing changed in the config's run
+    assert (student / "metrics.json").read_bytes() == student_record  # best_checkpoint kept
+
+
+def test_predict_writes_only_the_file_asked_for(sst2_run: Path, tmp_path: Path, capfd):
+    """An explicit --data.predictions_file is all predict writes: no GLUE submission file beside it,
+    no predict folder, config or logs in the run; a name whose extension says another format gets a note."""
+    before = sorted(p for p in sst2_run.rglob("*"))
+    out = tmp_path / "mine" / "preds.txt"
+    out.parent.mkdir()
+    capfd.readouterr()
+    assert predict(sst2_run / "checkpoints" / "best.ckpt", "sst2", GLUE / "SST-2" / "test.tsv", sst2_run,
+                   "--data.predictions_file", out) == 0  # fmt: skip
+    err = capfd.readouterr().err
+    assert f"note: {out}: written as jsonl (its extension says otherwise)" in err
+    assert err.rstrip().splitlines()[-1] == f"predictions: {out}"
+    assert [p.name for p in out.parent.iterdir()] == ["preds.txt"]
+    assert len(read_jsonl(out)) == len(tsv_column(GLUE / "SST-2" / "test.tsv", "index"))
+    assert sorted(p for p in sst2_run.rglob("*")) == before
 
 
 def test_sst2_metrics_equal_those_recomputed_from_predictions(sst2_run: Path, tmp_path: Path):
     dev = GLUE / "SST-2" / "dev.tsv"
     assert predict(sst2_run / "checkpoints" / "best.ckpt", "sst2", dev, tmp_path) == 0
-    predicted = [SST2_VALUES[r["label"]] for r in read_jsonl(tmp_path / "predictions.jsonl")]
+    predicted = [SST2_VALUES[r["label"]] for r in read_jsonl(predicted_in(tmp_path, dev))]
     gold = tsv_column(dev, "label")
     assert len(predicted) == len(gold) == 24
     accuracy = sum(p == g for p, g in zip(predicted, gold)) / len(gold)
@@ -253,7 +332,7 @@ def test_checkpoint_alone_predicts_from_another_directory(sst2_run: Path, tmp_pa
     monkeypatch.chdir(elsewhere)
 
     assert predict(Path("model.ckpt"), "sst2", Path("reviews.txt"), Path("run")) == 0
-    records = read_jsonl(elsewhere / "run" / "predictions.jsonl")
+    records = read_jsonl(predicted_in(elsewhere / "run", "reviews.txt"))
     assert [r["index"] for r in records] == ["0", "1", "2"]
 
     # The same texts through the original run directory give the same predictions: the
@@ -263,7 +342,7 @@ def test_checkpoint_alone_predicts_from_another_directory(sst2_run: Path, tmp_pa
         predict(sst2_run / "checkpoints" / "best.ckpt", "sst2", elsewhere / "reviews.txt", tmp_path / "again")
         == 0
     )
-    again = read_jsonl(tmp_path / "again" / "predictions.jsonl")
+    again = read_jsonl(predicted_in(tmp_path / "again", "reviews.txt"))
     assert [r["label"] for r in again] == [r["label"] for r in records]
     for first, second in zip(records, again):
         for name, probability in first["probabilities"].items():
@@ -296,7 +375,7 @@ def test_pair_and_cola_metrics_equal_those_recomputed_from_predictions(
         "mrpc": {"not_equivalent": "0", "equivalent": "1"},
         "cola": {"unacceptable": "0", "acceptable": "1"},
     }
-    predicted = [values[task][r["label"]] for r in read_jsonl(tmp_path / "predict" / "predictions.jsonl")]
+    predicted = [values[task][r["label"]] for r in read_jsonl(predicted_in(tmp_path / "predict", dev))]
     gold = tsv_column(GLUE / dev, label_column, header=header)
     assert len(predicted) == len(gold)
     accuracy = sum(p == g for p, g in zip(predicted, gold)) / len(gold)
@@ -321,7 +400,7 @@ def test_stsb_regression_end_to_end(mixing_bert_dir: Path, tmp_path: Path, monke
     # Scores on the dev set give back the logged correlations.
     dev = GLUE / "STS-B" / "dev.tsv"
     assert predict(ckpt, "stsb", dev, tmp_path / "dev") == 0
-    records = read_jsonl(tmp_path / "dev" / "predictions.jsonl")
+    records = read_jsonl(predicted_in(tmp_path / "dev", dev))
     assert all(set(r) == {"line", "index", "text", "text_pair", "score"} for r in records)
     assert all(isinstance(r["score"], float) for r in records)
     scores = [r["score"] for r in records]
@@ -333,9 +412,9 @@ def test_stsb_regression_end_to_end(mixing_bert_dir: Path, tmp_path: Path, monke
     # The test file: one score per pair in order, and STS-B.tsv with 3-decimal scores.
     test_tsv = GLUE / "STS-B" / "test.tsv"
     assert predict(ckpt, "stsb", test_tsv, tmp_path / "test") == 0
-    records = read_jsonl(tmp_path / "test" / "predictions.jsonl")
+    records = read_jsonl(predicted_in(tmp_path / "test", test_tsv))
     assert [r["index"] for r in records] == tsv_column(test_tsv, "index")
-    submission = (tmp_path / "test" / "STS-B.tsv").read_text().splitlines()
+    submission = predicted_in(tmp_path / "test", test_tsv, "STS-B.tsv").read_text().splitlines()
     assert submission == ["index\tprediction", *(f"{r['index']}\t{r['score']:.3f}" for r in records)]
 
 
@@ -351,13 +430,13 @@ def test_mnli_scores_matched_and_mismatched(mixing_bert_dir: Path, tmp_path: Pat
 
     mismatched = GLUE / "MNLI" / "dev_mismatched.tsv"
     assert predict(run_dir / "checkpoints" / "best.ckpt", "mnli", mismatched, tmp_path / "mm") == 0
-    records = read_jsonl(tmp_path / "mm" / "predictions.jsonl")
+    records = read_jsonl(predicted_in(tmp_path / "mm", mismatched))
     assert all(set(r["probabilities"]) == {"entailment", "neutral", "contradiction"} for r in records)
     gold = tsv_column(mismatched, "gold_label")
     accuracy = sum(r["label"] == g for r, g in zip(records, gold)) / len(gold)
     assert metrics["val/accuracy_mm"] == pytest.approx(accuracy, abs=1e-6)
     # Predictions on a mismatched file go to GLUE's MNLI-mm.tsv.
-    assert (tmp_path / "mm" / "MNLI-mm.tsv").read_text().splitlines()[1:] == [
+    assert predicted_in(tmp_path / "mm", mismatched, "MNLI-mm.tsv").read_text().splitlines()[1:] == [
         f"{r['index']}\t{r['label']}" for r in records
     ]
 
@@ -424,18 +503,19 @@ def test_bad_predict_file_leaves_earlier_predictions_intact(
 ):
     ckpt = sst2_run / "checkpoints" / "best.ckpt"
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    folder = predicted_in(run_dir, name).parent
+    folder.mkdir(parents=True)
     earlier = '{"index": "0", "label": "1", "probabilities": {"0": 0.25, "1": 0.75}}\n'
-    (run_dir / "predictions.jsonl").write_text(earlier, encoding="utf-8")  # an earlier run's output
+    (folder / "predictions.jsonl").write_text(earlier, encoding="utf-8")  # an earlier run's output
 
     bad = tmp_path / name
     bad.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     capfd.readouterr()
     assert predict(ckpt, "sst2", bad, run_dir) == 2
     assert_user_error(capfd, f"{bad}{where}", problem)
-    assert (run_dir / "predictions.jsonl").read_text(encoding="utf-8") == earlier  # untouched, not truncated
-    assert not (run_dir / "SST-2.tsv").exists()
-    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    assert (folder / "predictions.jsonl").read_text(encoding="utf-8") == earlier  # untouched, not truncated
+    assert not (folder / "SST-2.tsv").exists()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
 def test_unknown_task_name_fails_cleanly(tiny_bert_dir: Path, tmp_path: Path, capfd):

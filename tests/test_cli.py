@@ -106,6 +106,32 @@ def test_a_fit_shorter_than_an_epoch_validates_and_writes_checkpoints_and_metric
     assert sorted(p.name for p in (short_run / "logs" / "csv").iterdir()) == ["fit"]  # one log version
 
 
+def test_keep_last_ckpt_false_removes_last_ckpt_once_the_fit_completes(
+    tiny_bert_dir: Path, tmp_path: Path, capfd
+):
+    options = (
+        "--config",
+        "configs/sst2.yaml",
+        "--model.pretrained",
+        tiny_bert_dir,
+        "--trainer.max_steps",
+        "1",
+    )
+    run_dir = tmp_path / "run"
+    capfd.readouterr()
+    args = ("--trainer.default_root_dir", run_dir, "--checkpoint_every_n_steps", "1", *FAST)
+    assert run_cli("fit", *options, *args, "--keep_last_ckpt", "false") == 0
+    err = capfd.readouterr().err.rstrip().splitlines()
+    assert f"note: removed {run_dir / 'checkpoints' / 'last.ckpt'} (--keep_last_ckpt false)" in err[-2]
+    # the closing line: every file the fit wrote, and no last.ckpt
+    assert (
+        err[-1]
+        == f"wrote {run_dir}/ (checkpoints/best.ckpt, config.yaml, confusion_matrix.json, logs/, metrics.json)"
+    )
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt"]
+    assert json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]["step"] == 1
+
+
 def test_best_checkpoint_holds_weights_and_the_model_recipe_but_no_optimizer(short_run: Path):
     best = torch.load(short_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     last = torch.load(short_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -163,7 +189,7 @@ def test_resuming_without_a_last_checkpoint_is_a_clear_error(tiny_bert_dir: Path
 def test_outputs_get_the_usual_permissions(short_run: Path, tmp_path: Path):
     old = os.umask(0o022)
     try:
-        out = tmp_path / "predictions.jsonl"
+        out = tmp_path / "predict" / "test" / "predictions.jsonl"  # the config's predict_file: test.tsv
         checkpoint = short_run / "checkpoints" / "best.ckpt"
         args = (
             "--config",
@@ -173,12 +199,12 @@ def test_outputs_get_the_usual_permissions(short_run: Path, tmp_path: Path):
             "--trainer.default_root_dir",
             tmp_path,
         )
-        assert run_cli("predict", *args, "--data.predictions_file", out, *FAST) == 0
+        assert run_cli("predict", *args, *FAST) == 0
         exported = tmp_path / "hf"
         assert run_cli("export", "--ckpt_path", checkpoint, "--format", "hf", "--output", exported) == 0
     finally:
         os.umask(old)
-    for path in (out, tmp_path / "SST-2.tsv", *sorted(exported.iterdir())):
+    for path in (out, out.parent / "SST-2.tsv", *sorted(exported.iterdir())):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 
 

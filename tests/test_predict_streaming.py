@@ -67,6 +67,11 @@ def ner_ckpt(tiny_bert_dir: Path, tmp_path_factory) -> Path:
     return run_dir / "checkpoints" / "best.ckpt"
 
 
+def predicted(run_dir: Path, predict_file: Path) -> Path:
+    """The folder where predict of ``predict_file`` writes by default: ``<run>/predict/<input stem>/``."""
+    return run_dir / "predict" / predict_file.stem
+
+
 def predict_args(ckpt: Path, predict_file: Path, run_dir: Path, *extra: str) -> list:
     return [
         "predict",
@@ -94,7 +99,7 @@ def test_every_input_line_gets_its_record_in_order_blank_lines_included(sst2_ckp
     texts.write_text("\n".join(lines + sentences(40)) + "\n", encoding="utf-8")
     run_dir = tmp_path / "run"
     assert run_cli(*predict_args(sst2_ckpt, texts, run_dir, "--data.eval_batch_size", "4")) == 0
-    records = read_jsonl(run_dir / "predictions.jsonl")
+    records = read_jsonl(predicted(run_dir, texts) / "predictions.jsonl")
     expected = lines + sentences(40)
     assert [r["line"] for r in records] == list(range(1, len(expected) + 1))
     assert [r["text"] for r in records] == [line if line.strip() else "" for line in expected]
@@ -105,7 +110,7 @@ def test_every_input_line_gets_its_record_in_order_blank_lines_included(sst2_ckp
         else:
             assert record == {"line": record["line"], "text": ""}
     # The GLUE submission file leaves the blank lines out; its indices count the texts.
-    submission = (run_dir / "SST-2.tsv").read_text(encoding="utf-8").splitlines()
+    submission = (predicted(run_dir, texts) / "SST-2.tsv").read_text(encoding="utf-8").splitlines()
     texts_only = [r for r in records if "label" in r]
     assert submission[0] == "index\tprediction"
     assert [row.split("\t")[0] for row in submission[1:]] == [str(i) for i in range(len(texts_only))]
@@ -120,7 +125,7 @@ def test_streamed_predictions_equal_a_second_run_from_the_cache(sst2_ckpt: Path,
     first, second = tmp_path / "first", tmp_path / "second"
     assert run_cli(*predict_args(sst2_ckpt, texts, first)) == 0
     assert run_cli(*predict_args(sst2_ckpt, texts, second, "--data.eval_batch_size", "7")) == 0
-    a, b = read_jsonl(first / "predictions.jsonl"), read_jsonl(second / "predictions.jsonl")
+    a, b = (read_jsonl(predicted(d, texts) / "predictions.jsonl") for d in (first, second))
     assert [r["label"] for r in a] == [r["label"] for r in b]
     assert [r["text"] for r in a] == sentences(30)
 
@@ -136,14 +141,15 @@ def test_a_cut_short_run_writes_nothing_and_keeps_the_older_file(sst2_ckpt: Path
     texts.write_text("\n".join(sentences(100)) + "\n", encoding="utf-8")
     run_dir = tmp_path / "run"
     assert run_cli(*predict_args(sst2_ckpt, texts, tmp_path / "fresh", *ONE_SMALL_BATCH)) == 2
-    assert not (tmp_path / "fresh" / "predictions.jsonl").exists()
-    assert not (tmp_path / "fresh" / "SST-2.tsv").exists()
-    run_dir.mkdir()
-    older = run_dir / "predictions.jsonl"
+    assert not (predicted(tmp_path / "fresh", texts) / "predictions.jsonl").exists()
+    assert not (predicted(tmp_path / "fresh", texts) / "SST-2.tsv").exists()
+    folder = predicted(run_dir, texts)
+    folder.mkdir(parents=True)
+    older = folder / "predictions.jsonl"
     older.write_text('{"older": true}\n', encoding="utf-8")
     assert run_cli(*predict_args(sst2_ckpt, texts, run_dir, *ONE_SMALL_BATCH)) == 2
     assert older.read_text(encoding="utf-8") == '{"older": true}\n'
-    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no temp files left
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temp files left
 
 
 # --- input format from the content ---------------------------------------------------------------
@@ -166,8 +172,8 @@ def test_conll_2003_layout_in_a_txt_file_is_read_as_conll(ner_ckpt: Path, tmp_pa
     test_txt.write_text(CONLL_2003, encoding="utf-8")
     run_dir = tmp_path / "run"
     assert run_cli(*predict_args(ner_ckpt, test_txt, run_dir)) == 0
-    assert not (run_dir / "predictions.jsonl").exists()
-    written = (run_dir / "predictions.conll").read_text(encoding="utf-8").splitlines()
+    assert not (predicted(run_dir, test_txt) / "predictions.jsonl").exists()
+    written = (predicted(run_dir, test_txt) / "predictions.conll").read_text(encoding="utf-8").splitlines()
     source = CONLL_2003.splitlines()
     assert len(written) == len(source)
     for out, line in zip(written, source, strict=True):
@@ -185,7 +191,7 @@ def test_raw_sentences_in_a_txt_file_stay_text(ner_ckpt: Path, tmp_path: Path):
     texts.write_text("EU rejects German call\n\nPeter Blackburn\n", encoding="utf-8")
     run_dir = tmp_path / "run"
     assert run_cli(*predict_args(ner_ckpt, texts, run_dir)) == 0
-    records = read_jsonl(run_dir / "predictions.jsonl")
+    records = read_jsonl(predicted(run_dir, texts) / "predictions.jsonl")
     assert [r["text"] for r in records] == ["EU rejects German call", "", "Peter Blackburn"]
     assert records[1] == {"text": "", "entities": []}
 
@@ -220,7 +226,10 @@ def test_peak_memory_does_not_grow_with_the_input(task: str, sst2_ckpt: Path, ne
         run_dir = tmp_path / f"run{count}"
         args = predict_args(checkpoint, texts, run_dir, "--data.eval_batch_size", "512")[:]
         peaks[count] = peak_rss_kb(args)
-        assert len((run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == count
+        assert (
+            len((predicted(run_dir, texts) / "predictions.jsonl").read_text(encoding="utf-8").splitlines())
+            == count
+        )
     grown_mb = (peaks[large] - peaks[small]) / 1024
     assert grown_mb < 60, f"peak RSS {peaks} kB: 20x the input added {grown_mb:.0f} MB"
 

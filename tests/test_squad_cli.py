@@ -86,8 +86,10 @@ def test_squad_v2_fit_validate_predict_and_score(tmp_path, tiny_bert_dir, fast_t
     again = tmp_path / "validate"
     assert run_cli("validate", *common, "--ckpt_path", checkpoint, "--trainer.default_root_dir", again) == 0
     numbers = {k: v for k, v in metrics.items() if k != "best_checkpoint"}
-    assert json.loads((again / "metrics.json").read_text()) == pytest.approx(numbers)
-    assert (again / "predictions.json").read_text() == (run / "predictions.json").read_text()
+    assert json.loads((again / "eval" / "validation" / "metrics.json").read_text()) == pytest.approx(numbers)
+    assert (again / "eval" / "validation" / "predictions.json").read_text() == (
+        run / "predictions.json"
+    ).read_text()
 
     out = tmp_path / "predict" / "dev.jsonl"
     assert (

@@ -26,14 +26,18 @@ def display_names(task: str) -> Callable[[str], str]:
 
 
 def prediction_files(
-    path: Path, task: str, predict_file: str | None, lookup: Callable[[], Callable[[int], Example | None]]
+    path: Path,
+    task: str,
+    predict_file: str | None,
+    lookup: Callable[[], Callable[[int], Example | None]],
+    submission: bool = True,
 ) -> list[OutputFile]:
-    """``predictions.jsonl`` at ``path`` (see ``prediction_records``) and, for a GLUE task, the
-    submission file GLUE's server expects for ``predict_file`` beside it (GLUE's own label values,
-    no row for a blank line). ``lookup()`` gives each file its own look-up of the examples by
-    number: each reads them in order."""
+    """``predictions.jsonl`` at ``path`` (see ``prediction_records``) and, for a GLUE task with
+    ``submission``, the submission file GLUE's server expects for ``predict_file`` beside it (GLUE's
+    own label values, no row for a blank line). ``lookup()`` gives each file its own look-up of the
+    examples by number: each reads them in order."""
     outputs = [OutputFile(path, prediction_records(lookup(), display_names(task)))]
-    if task in GLUE_TASKS:
+    if task in GLUE_TASKS and submission:
         submission = path.parent / GLUE_TASKS[task].submission_name(predict_file)
         outputs.append(OutputFile(submission, submission_rows(task, lookup()), header=[SUBMISSION_HEADER]))
     return outputs
