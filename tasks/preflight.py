@@ -29,6 +29,7 @@ SPLIT_FILES = {
 # when found next to the config, never refused here.
 CONFIG_PATHS = (
     *((f"data.{name}", True) for name in ("train_file", "validation_file", "test_file", "predict_file")),
+    ("data.validation_mismatched_file", False),  # MNLI's second dev set
     ("model.pretrained", False),
     ("model.teacher", False),
     ("ckpt_path", True),
@@ -133,10 +134,11 @@ def preflight(args: list[str]) -> list[str]:
     flags = {arg.split("=", 1)[0] for arg in args}
     if flags & {"--help", "-h", "--model.help", "--data.help"}:
         return args
-    if "--print_config" in flags:
-        return _with_run_dir_shown(invocation)
-    args = _with_full_class_paths(_resolve_config_paths(invocation))
+    printing = "--print_config" in flags  # shows the values the command would run with, checks nothing
+    args = _with_full_class_paths(_resolve_config_paths(invocation, refuse=not printing))
     invocation = Invocation(invocation.command, args, invocation.config_paths, invocation.configs)
+    if printing:
+        return _with_run_dir_shown(invocation)
     for name in SPLIT_FILES.get(invocation.command, ()):
         path = invocation.value(f"data.{name}")
         if path is not None and not Path(str(path)).is_file():
@@ -170,7 +172,7 @@ def _with_run_dir_shown(invocation: Invocation) -> list[str]:
     return [*invocation.args, "--trainer.default_root_dir", str(invocation.run_dir())]
 
 
-def _resolve_config_paths(invocation: Invocation) -> list[str]:
+def _resolve_config_paths(invocation: Invocation, refuse: bool = True) -> list[str]:
     """Relative paths a config gives that are not found from the working directory but are next
     to the config: passed on resolved, right after that config. One not found anywhere that the
     command reads: a UserError naming the config, the key and both places tried."""
@@ -188,7 +190,7 @@ def _resolve_config_paths(invocation: Invocation) -> list[str]:
         beside = Path(config_path).parent / value
         if beside.exists():
             insertions.setdefault(source, []).extend([f"--{key}", str(beside)])
-        elif must_exist and key in reads:
+        elif refuse and must_exist and key in reads:
             tried = Path(".") / value
             raise UserError(
                 f"{config_path}: {key} '{value}' not found (tried ./{tried} and {beside})"

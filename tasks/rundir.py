@@ -60,7 +60,7 @@ class RunLock:
         except OSError:
             pass
         os.close(self.fd)
-        if self.created or (failed and self.held_nothing):
+        if self.created:
             try:
                 self.directory.rmdir()  # made only to hold the lock, and nothing was written: leave no trace
             except OSError:
