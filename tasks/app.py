@@ -19,8 +19,10 @@ from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
+from .options import COMMAND_OPTIONS, LINKED_OPTIONS, TRAINER_DEFAULTS
 from .outputs import EVALUATION_FOLDERS, checkpoint_run, evaluation_folder, now, summary_line
-from .rundir import lock_run_directory
+from .preflight import run_name
+from .rundir import busy_run_error, lock_run_directory, run_files
 from .source import Source
 
 
@@ -46,31 +48,11 @@ class BertTasksCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
-        # The tokenizer always comes from the encoder's own source; task and labels flow from
-        # the data (the train file or the checkpoint) into the model, which stores them.
-        parser.link_arguments("model.init_args.pretrained", "data.init_args.tokenizer")
-        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
-        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
-        # Google's BERT recipe (and Hugging Face's Trainer): clip gradients at global norm 1.0.
-        parser.set_defaults({"trainer.gradient_clip_val": 1.0})
-        parser.add_argument(
-            "--checkpoint_every_n_steps",
-            type=int,
-            default=0,
-            help="fit: also save checkpoints/last.ckpt every N optimizer steps (0: at the end of each epoch only)",
-        )
-        parser.add_argument(
-            "--overwrite",
-            type=bool,
-            default=False,
-            help="fit: replace the run already in the run directory (its checkpoints and metrics)",
-        )
-        parser.add_argument(
-            "--keep_last_ckpt",
-            type=bool,
-            default=True,
-            help="fit: keep checkpoints/last.ckpt (what resumes the run) once the fit has completed",
-        )
+        for source, target, apply_on in LINKED_OPTIONS:
+            parser.link_arguments(source, target, apply_on=apply_on)
+        parser.set_defaults({f"trainer.{name}": value for name, value in TRAINER_DEFAULTS.items()})
+        for name, (type_, default, text) in COMMAND_OPTIONS.items():
+            parser.add_argument(f"--{name}", type=type_, default=default, help=text)
 
     # Whether this command holds its run directory's lock while it runs (a command that only
     # builds the model and data, as prune does, writes nothing there).
@@ -271,10 +253,6 @@ LINKED = (
 # head), feature extraction's pooling (per-word vectors change the file layout).
 SHARED_OPTIONS = ("nsp", "pooling")
 
-# What a run leaves in its directory: a second fit into it must not silently replace them (a lone
-# config.yaml is a fit that stopped on a bad option before it trained).
-RUN_FILES = ("checkpoints", "metrics.json")
-
 
 # How this command runs the model (not a property of the checkpoint): never taken from one.
 INFERENCE_OPTIONS = ("quantize", "quantize_backend", "runtime")
@@ -345,14 +323,11 @@ def _claim_run_directory(config, run_dir: Path) -> None:
         if ckpt_path not in SHORTHANDS:
             read_weights(ckpt_path)
         return
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    existing = run_files(run_dir)  # checked before Lightning too (tasks.preflight); a safety net here
     if not existing:
         return
     if not config.get("overwrite"):
-        raise UserError(
-            f"{run_dir} already holds a run ({', '.join(existing)}): pass --overwrite true to replace it, "
-            "--ckpt_path last to resume it, or --trainer.default_root_dir DIR for a new one"
-        )
+        raise busy_run_error(run_dir, existing)
     # The old model's evaluations and predictions go with it: a run directory holds one model.
     for name in ("checkpoints", *EVALUATION_FOLDERS):
         shutil.rmtree(run_dir / name, ignore_errors=True)
@@ -369,7 +344,4 @@ def _model_class(config) -> type | None:
 
 
 def _run_name(config) -> str:
-    configs = config.get("config") or []
-    if configs:
-        return Path(str(configs[-1])).stem
-    return config.model.class_path.rsplit(".", 1)[-1].lower()
+    return run_name(config.get("config") or [], config.model.class_path)

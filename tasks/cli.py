@@ -14,7 +14,9 @@ import re
 import sys
 from pathlib import Path
 
+from .help import command_help
 from .io import UserError, one_line, user_error_in
+from .preflight import Invocation, preflight
 from .rundir import release_all
 from .runtime import drop_onednn_primitive_cache, keep_freed_memory, quiet_lightning
 
@@ -51,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     input, options, files, a full disk, a busy run directory) prints one line and exits 2; an
     unexpected error keeps its traceback (exit 1)."""
     args = sys.argv[1:] if argv is None else argv
+    failed = True
     try:
-        return _run(args)
+        code = _run(args)
+        failed = code != 0
+        return code
     except argparse.ArgumentError as err:
         print(f"error: {parse_error_message(err, args)}", file=sys.stderr)
         return 2
@@ -63,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(user_error)}", file=sys.stderr)
         return 2
     finally:
-        release_all()  # the run directory's lock: released with the command, also when run in-process
+        # the run directory's lock: released with the command, also when run in-process; a failed
+        # command's logs go with it from a directory that held nothing before
+        release_all(failed=failed)
 
 
 def _run(args: list[str]) -> int:
@@ -73,6 +80,15 @@ def _run(args: list[str]) -> int:
     if args[0] in EXTRA_COMMANDS:
         module_name, function = EXTRA_COMMANDS[args[0]][0].split(":")
         return getattr(importlib.import_module(module_name), function)(args[1:])
+    args = _prepare_args(args)
+    if args[0] in LIGHTNING_COMMANDS and _wants_help(args):
+        # Read from the source, without Lightning (None: a class of the user's, which jsonargparse describes).
+        text = command_help(Invocation.read(args), LIGHTNING_COMMANDS[args[0]])
+        if text is not None:
+            print(text)
+            return 0
+    if args[0] in LIGHTNING_COMMANDS:
+        args = preflight(args)  # refusals that need no Lightning come before it is imported
     if args[0] in ("validate", "test", "predict"):
         drop_onednn_primitive_cache()
         args = with_checkpoint_classes(args)
@@ -83,20 +99,18 @@ def _run(args: list[str]) -> int:
             f"choose a task config: python -m tasks {args[0]} --config configs/<name>.yaml; "
             f"configs: {' '.join(str(c) for c in _shipped_configs()) or '(none found under configs/)'}"
         )
-    args = _prepare_args(args)
     quiet_lightning()
     if args[0] == "fit":
         keep_freed_memory()
     from .app import BertTasksCLI
 
-    if (
-        args[0] in LIGHTNING_COMMANDS
-        and _has_option(args, "--help", "-h")
-        and _has_option(args, "--config", "-c")
-    ):
-        return _help_with_config(BertTasksCLI, args)
     BertTasksCLI(args=args)
     return 0
+
+
+def _wants_help(args: list[str]) -> bool:
+    """``--help`` / ``-h``, or ``--model.help NAME`` / ``--data.help NAME``."""
+    return any(arg.split("=", 1)[0] in ("--help", "-h", "--model.help", "--data.help") for arg in args)
 
 
 def with_checkpoint_classes(args: list[str]) -> list[str]:
@@ -114,8 +128,6 @@ def with_checkpoint_classes(args: list[str]) -> list[str]:
             raise UserError(
                 f"--ckpt_path {ckpt_path}: a directory, not a checkpoint (nor an ONNX export directory)"
             )
-        if not Path(ckpt_path).exists() and ckpt_path not in ("best", "last", "hpc", "registry"):
-            raise UserError(f"--ckpt_path {ckpt_path}: checkpoint not found")
         return args
     kind = source.task_kind()
     extra = ["--model.class_path", kind.module]
@@ -135,9 +147,7 @@ def _option_value(args: list[str], name: str) -> str | None:
 
 def _prepare_args(args: list[str]) -> list[str]:
     """``--key -3e-5`` -> ``--key=-3e-5`` (argparse takes a negative number in exponent form for an
-    option), and config files checked as YAML first, so that an error names the file and line."""
-    import yaml
-
+    option). Config files are checked (as YAML, and against the paths they name) by ``preflight``."""
     prepared: list[str] = []
     for arg in args:
         if (
@@ -149,15 +159,6 @@ def _prepare_args(args: list[str]) -> list[str]:
             prepared[-1] = f"{prepared[-1]}={arg}"
         else:
             prepared.append(arg)
-    for flag, value in zip(prepared, prepared[1:]):
-        if flag in ("--config", "-c") and Path(value).is_file():
-            try:
-                yaml.safe_load(Path(value).read_text(encoding="utf-8"))
-            except yaml.YAMLError as err:
-                mark = getattr(err, "problem_mark", None)
-                where = f"{value}:{mark.line + 1}" if mark is not None else value
-                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-                raise UserError(f"{where}: not valid YAML ({problem})") from None
     return prepared
 
 
@@ -221,27 +222,6 @@ def _has_option(args: list[str], *names: str) -> bool:
     """Whether one of ``names`` (or an option under it: ``--model`` covers ``--model.class_path``) is given."""
     keys = [arg.split("=", 1)[0] for arg in args]
     return any(key == name or key.startswith(name + ".") for key in keys for name in names)
-
-
-def _help_with_config(cli_class, args: list[str]) -> int:
-    """``fit --config X --help``: the command's options, then those of the config's data module
-    (in subclass mode jsonargparse lists only ``--data CLASS``, not what that class takes)."""
-    import yaml
-
-    try:
-        cli_class(args=args)
-    except SystemExit:
-        pass
-    config_path = args[args.index("--config") + 1] if "--config" in args else args[args.index("-c") + 1]
-    data = (yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}).get("data") or {}
-    class_path = data.get("class_path") if isinstance(data, dict) else None
-    if class_path:
-        print(f"\nOptions of {class_path} (--data.<name>), from {config_path}:")
-        try:
-            cli_class(args=[args[0], "--data.help", class_path])
-        except SystemExit:
-            pass
-    return 0
 
 
 def __getattr__(name: str):

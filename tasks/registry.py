@@ -103,6 +103,16 @@ def kind_of_class_path(class_path: str | None) -> TaskKind | None:
     )
 
 
+def class_paths(group: str) -> list[str]:
+    """The registry's model (``group`` "model") or data module ("data") class paths."""
+    return sorted({row.module if group == "model" else row.data_module for row in TASKS.values()})
+
+
+def full_class_path(group: str, name: str | None) -> str | None:
+    """The registry's class path ``name`` names, in full or by its class name alone (None: none)."""
+    return next((p for p in class_paths(group) if name in (p, p.rsplit(".", 1)[1])), None) if name else None
+
+
 def stored_kind(path: str | os.PathLike, stored: dict[str, Any]) -> TaskKind:
     """The task kind a checkpoint (or ONNX export) names, from ``read_checkpoint``'s answer: its
     registry key, or for an older checkpoint its ``_class_path`` matched as a string."""

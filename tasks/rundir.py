@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -25,6 +26,10 @@ from pathlib import Path
 from .io import UserError, remove_stale_temps
 
 LOCK_FILE = ".lock"
+
+# What a run leaves in its directory: a second fit into it must not silently replace them (a lone
+# config.yaml is a fit that stopped on a bad option before it trained).
+RUN_FILES = ("checkpoints", "metrics.json")
 
 _held: dict[Path, RunLock] = {}  # by resolved run directory: this process's locks
 
@@ -38,11 +43,18 @@ def is_global_rank_zero() -> bool:
 class RunLock:
     """The lock on one run directory, held until ``release`` (or the end of the process)."""
 
-    def __init__(self, directory: Path, fd: int, created: bool):
+    def __init__(self, directory: Path, fd: int, created: bool, held_nothing: bool = False):
         self.directory, self.fd, self.created = directory, fd, created
+        self.held_nothing = created or held_nothing  # nothing in it was there before this command
 
-    def release(self) -> None:
+    def release(self, failed: bool = False) -> None:
+        """Unlock. A failed command leaves no trace in a directory that held nothing before it (its
+        logs would make the next try look like a run), unless it got as far as a checkpoint."""
         _held.pop(self.directory.resolve(), None)
+        if failed and self.held_nothing and not run_files(self.directory):
+            for path in self.directory.iterdir():
+                if path.name != LOCK_FILE:
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         try:
             os.unlink(self.directory / LOCK_FILE)  # while still holding it: see the module's docstring
         except OSError:
@@ -67,6 +79,7 @@ def lock_run_directory(directory: str | os.PathLike, command: str) -> RunLock | 
             f"run directory {directory}: a file, not a directory; choose --trainer.default_root_dir"
         )
     created = not directory.exists()
+    held_nothing = created or not any(p.name != LOCK_FILE for p in directory.iterdir())
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -112,7 +125,7 @@ def lock_run_directory(directory: str | os.PathLike, command: str) -> RunLock | 
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        lock = RunLock(directory, fd, created)
+        lock = RunLock(directory, fd, created, held_nothing)
         _held[directory.resolve()] = lock
         folders = [directory, *(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink())]
         for stale in (tmp for folder in folders for tmp in remove_stale_temps(folder)):
@@ -121,10 +134,23 @@ def lock_run_directory(directory: str | os.PathLike, command: str) -> RunLock | 
     raise UserError(f"{path}: could not be locked (it keeps changing)")
 
 
-def release_all() -> None:
+def release_all(failed: bool = False) -> None:
     """Release every lock this process holds (the end of a command run in-process)."""
     for lock in list(_held.values()):
-        lock.release()
+        lock.release(failed)
+
+
+def run_files(directory: Path) -> list[str]:
+    """The run records ``directory`` holds (none: no run there)."""
+    return [name for name in RUN_FILES if (Path(directory) / name).exists()]
+
+
+def busy_run_error(run_dir: Path, existing: list[str]) -> UserError:
+    """A fit into a directory that holds a run: refused, saying how to go on."""
+    return UserError(
+        f"{run_dir} already holds a run ({', '.join(existing)}): pass --overwrite true to replace it, "
+        "--ckpt_path last to resume it, or --trainer.default_root_dir DIR for a new one"
+    )
 
 
 def _read_holder(fd: int) -> dict:
