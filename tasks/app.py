@@ -20,8 +20,7 @@ from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
 from .options import COMMAND_OPTIONS, LINKED_OPTIONS, TRAINER_DEFAULTS
-from .outputs import EVALUATION_FOLDERS, checkpoint_run, evaluation_folder, now, summary_line
-from .preflight import run_name
+from .outputs import CKPT_SHORTHANDS, EVALUATION_FOLDERS, default_run, evaluation_folder, now, summary_line
 from .rundir import busy_run_error, lock_run_directory, run_files
 from .source import Source
 
@@ -88,7 +87,7 @@ class BertTasksCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
-        if not ckpt_path or ckpt_path in SHORTHANDS:
+        if not ckpt_path or ckpt_path in CKPT_SHORTHANDS:
             return
         checkpoint = Source(ckpt_path).stored()  # a clear UserError for a bad file
         check_same_task(ckpt_path, checkpoint, config)
@@ -109,9 +108,9 @@ class BertTasksCLI(LightningCLI):
         trainer = config.trainer
         evaluating = self.subcommand in ("validate", "test", "predict")
         if trainer.default_root_dir is None:
-            ckpt_path = config.get("ckpt_path")
-            from_checkpoint = evaluating and ckpt_path and ckpt_path not in SHORTHANDS
-            run = checkpoint_run(ckpt_path) if from_checkpoint else Path("outputs") / _run_name(config)
+            run = default_run(
+                self.subcommand, config.get("ckpt_path"), config.get("config") or [], config.model.class_path
+            )
             trainer.default_root_dir = str(run)
         self.run_dir = Path(trainer.default_root_dir)
         # An explicit predictions file is all that predict writes: no folder, config or logs.
@@ -171,7 +170,7 @@ class BertTasksCLI(LightningCLI):
             if name in config.model.init_args and name in data:
                 data[name] = config.model.init_args[name]
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path and self.subcommand != "fit" and ckpt_path not in SHORTHANDS:
+        if ckpt_path and self.subcommand != "fit" and ckpt_path not in CKPT_SHORTHANDS:
             # A .ckpt alone is enough: the encoder is rebuilt from the config stored in it (weights
             # come with Lightning's loading), the tokenizer and the labels from what it carries.
             config.model.init_args.pretrained = ckpt_path
@@ -242,7 +241,6 @@ class BertTasksCLI(LightningCLI):
             data.labels = stored.get("label_names")
 
 
-SHORTHANDS = ("best", "last", "hpc", "registry")
 LINKED = (
     "pretrained",
     "task",
@@ -320,7 +318,7 @@ def _claim_run_directory(config, run_dir: Path) -> None:
         read_weights(last)  # a truncated or foreign last.ckpt: one line now, not Lightning's traceback
         return
     if ckpt_path:
-        if ckpt_path not in SHORTHANDS:
+        if ckpt_path not in CKPT_SHORTHANDS:
             read_weights(ckpt_path)
         return
     existing = run_files(run_dir)  # checked before Lightning too (tasks.preflight); a safety net here
@@ -341,7 +339,3 @@ def _model_class(config) -> type | None:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError):
         return None
-
-
-def _run_name(config) -> str:
-    return run_name(config.get("config") or [], config.model.class_path)

@@ -20,6 +20,7 @@ from pathlib import Path
 EVAL_FOLDER = "eval"  # validate and test: <run>/eval/<name>/
 PREDICT_FOLDER = "predict"  # predict: <run>/predict/<name>/
 EVALUATION_FOLDERS = (EVAL_FOLDER, PREDICT_FOLDER)
+CKPT_SHORTHANDS = ("best", "last", "hpc", "registry")  # Lightning's names for checkpoints it finds itself
 
 # The model options that change an evaluation's answers without being the checkpoint's: each makes
 # its own folder. Values at their defaults name nothing.
@@ -36,6 +37,16 @@ def checkpoint_run(ckpt_path: str | Path) -> Path:
     if path.parent.name == "checkpoints" and not path.is_dir():
         return path.parent.parent
     return Path("outputs") / (path.name if path.is_dir() else path.stem)
+
+
+def default_run(command: str, ckpt_path: str | None, config_paths: list, class_path: str | None) -> Path:
+    """A command's run directory when ``--trainer.default_root_dir`` is not given: an evaluation's
+    is its checkpoint's run; otherwise ``outputs/<last config's name>`` (or the model class's)."""
+    if command in ("validate", "test", "predict") and ckpt_path and str(ckpt_path) not in CKPT_SHORTHANDS:
+        return checkpoint_run(ckpt_path)
+    if config_paths:
+        return Path("outputs") / Path(str(config_paths[-1])).stem
+    return Path("outputs") / str(class_path or "run").rsplit(".", 1)[-1].lower()
 
 
 def evaluation_folder(

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import registry
 from .io import DataError, UserError
+from .outputs import CKPT_SHORTHANDS, default_run
 from .rundir import busy_run_error, run_files
 
 # The data files each command reads.
@@ -35,7 +36,6 @@ CONFIG_PATHS = (
     ("ckpt_path", True),
 )
 # Lightning's names for checkpoints it finds itself, not paths.
-CKPT_SHORTHANDS = ("best", "last", "hpc", "registry")
 
 
 @dataclass
@@ -111,20 +111,12 @@ class Invocation:
         return {name: self.value(f"{group}.{name}") for name in names if name != "class_path"}
 
     def run_dir(self) -> Path:
-        """Where the command writes: ``--trainer.default_root_dir``, else ``outputs/<run name>``."""
+        """Where the command writes: ``--trainer.default_root_dir``, else ``outputs.default_run``'s."""
         given = self.value("trainer.default_root_dir")
-        return (
-            Path(given)
-            if given
-            else Path("outputs") / run_name(self.config_paths, self.value("model.class_path"))
-        )
-
-
-def run_name(config_paths: list, class_path: str | None) -> str:
-    """A run's default name: its (last) config's, else its model class's (``sequenceclassifier``)."""
-    if config_paths:
-        return Path(str(config_paths[-1])).stem
-    return str(class_path or "run").rsplit(".", 1)[-1].lower()
+        if given:
+            return Path(given)
+        class_path = self.value("model.class_path")
+        return default_run(self.command, self.value("ckpt_path"), self.config_paths, class_path)
 
 
 def preflight(args: list[str]) -> list[str]:
