@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -19,6 +20,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
 from .io import UserError
 from .module import TaskModule
+from .progress import progress_callback
 from .rundir import lock_run_directory
 from .source import Source
 
@@ -87,6 +89,11 @@ class BertTasksCLI(LightningCLI):
         run_dir = Path(config.get("default_root_dir") or ".")
         monitor = self.model.main_metric if has_validation else None
         extra = run_callbacks(run_dir, monitor, self.model.main_metric_mode, every)
+        given = [*callbacks, *(config.get("callbacks") or [])]
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in given
+        ):
+            extra.append(progress_callback())  # lines in a log file, tqdm's bar on a terminal
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def _parse_ckpt_path(self) -> None:

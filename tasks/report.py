@@ -33,9 +33,7 @@ PICTURES_OF_KIND = {"classification": "classification", "tagging": "ner", "qa": 
 LENGTH_BINS = (("1", 1, 1), ("2", 2, 2), ("3", 3, 3), ("4-5", 4, 5), ("6-10", 6, 10), (">10", 11, math.inf))
 NER_SCORES = ("precision", "recall", "f1")
 PER_TYPE = re.compile(r"^(val|test)/(precision|recall|f1)_(.+)$")  # NER's per-entity-type metrics
-NOT_SCORES = re.compile(
-    r"loss|_thresh$|_examples|^val/(precision|recall|f1)_"
-)  # not drawn with the 0-1 scores
+NOT_SCORES = re.compile(r"loss|_thresh$|_examples|^val/(precision|recall|f1)_")  # not 0-1 scores: not drawn
 COLOURS = ("#4c72b0", "#dd8452", "#55a868")  # bars; curves use the C0-C9 cycle, C3 (red) marks best.ckpt
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1), "fontsize": "small", "borderaxespad": 0}
 Rows = list[tuple[str, int, float, float]]  # (group, questions, EM, F1)
