@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -21,6 +22,7 @@ from .io import UserError
 from .module import TaskModule
 from .options import COMMAND_OPTIONS, LINKED_OPTIONS, TRAINER_DEFAULTS
 from .outputs import CKPT_SHORTHANDS, EVALUATION_FOLDERS, default_run, evaluation_folder, now, summary_line
+from .progress import progress_callback
 from .rundir import busy_run_error, lock_run_directory, run_files
 from .source import Source
 
@@ -78,6 +80,11 @@ class BertTasksCLI(LightningCLI):
         run_dir = Path(config.get("default_root_dir") or ".")
         monitor = self.model.main_metric if has_validation else None
         extra = run_callbacks(run_dir, monitor, self.model.main_metric_mode, every)
+        given = [*callbacks, *(config.get("callbacks") or [])]
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in given
+        ):
+            extra.append(progress_callback())  # lines in a log file, tqdm's bar on a terminal
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def _parse_ckpt_path(self) -> None:

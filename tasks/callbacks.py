@@ -142,7 +142,10 @@ def run_callbacks(
 
 def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float | None]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
-    return {k: (None if math.isnan(v) else v) for k, v in sorted(metrics.items())}
+    # counts (evaluated_examples, total_examples) stay whole numbers
+    return {
+        k: None if math.isnan(v) else int(v) if "_examples" in k else v for k, v in sorted(metrics.items())
+    }
 
 
 class ResumableRun(L.Callback):

@@ -114,3 +114,19 @@ class Collector:
     def _pop(self, example: int) -> list[Any]:
         parts = self.parts.pop(example, {})
         return [parts[feature] for feature in sorted(parts)]
+
+
+def coverage_note(
+    evaluation: Evaluation, evaluated: int, noun: str, limit_name: str, limit: int | float | None
+) -> str:
+    """The one line that says an evaluation scored only part of its split, and why when a limit
+    says: "note: validation data/dev.json: 128 of 1,589 questions evaluated
+    (--trainer.limit_val_batches 2): the scores cover those only"."""
+    # a whole number counts batches, a float below 1.0 is a share of them (1.0: all, no limit)
+    limited = limit is not None and (isinstance(limit, int) or limit < 1.0)
+    why = f" (--trainer.{limit_name} {limit})" if limited else ""
+    covered = "the scores cover those only" if evaluated else "no scores"
+    return (
+        f"note: {evaluation.split} {evaluation.source}: {evaluated:,} of {evaluation.num_examples:,} "
+        f"{noun} evaluated{why}: {covered}"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from bert_core.tokenizer import build_tokenizer
 
 from .callbacks import PENDING_ARTIFACTS
 from .checkpoint import PAYLOAD_KEY
-from .evaluation import Collector, Evaluation
+from .evaluation import Collector, Evaluation, coverage_note
 from .inference import check_inference_options, prepare_inference
 from .io import UserError
 from .registry import kind_of_class
@@ -58,6 +59,8 @@ class TaskModule(L.LightningModule):
     # validate/test/predict on the pretrained encoder itself, without a fine-tuned checkpoint
     # (pre-training's baseline, feature extraction); a task head would be untrained.
     runs_without_fine_tuning: bool = False
+    # What one example of the task's data is, in the note of a partial evaluation.
+    example_noun: str = "examples"
 
     def __init__(
         self,
@@ -274,6 +277,7 @@ class TaskModule(L.LightningModule):
     # -- training and evaluation, driven here for every task -------------------------------------
 
     def setup(self, stage: str) -> None:
+        self._coverage_noted: set[str] = set()
         datamodule = self.trainer.datamodule
         self.evaluations: dict[str, list[Evaluation]] = (
             datamodule.evaluations() if datamodule is not None else {}
@@ -330,6 +334,7 @@ class TaskModule(L.LightningModule):
                 example: self.decode(example, outputs, evaluation)
                 for example, outputs in collector.complete()
             }
+            self._record_coverage(prefix, evaluation, len(predictions))
             if not predictions:
                 continue
             for name, value in self.score(predictions, evaluation).items():
@@ -348,6 +353,24 @@ class TaskModule(L.LightningModule):
                 )
                 evaluation.write_artifacts(predictions, directory)
         self._collectors = []
+
+    def _record_coverage(self, prefix: str, evaluation: Evaluation, evaluated: int) -> None:
+        """Log how many examples the scores cover (``<prefix>/evaluated_examples`` of
+        ``<prefix>/total_examples``), and say so on stderr when it is not all of them: an evaluation
+        cut short (``--trainer.limit_val_batches``) scores the examples it saw, never the rest as 0.
+        Counted after the ranks' outputs are gathered: the same on every rank."""
+        total, suffix = evaluation.num_examples, evaluation.metric_suffix
+        self.log(f"{prefix}/evaluated_examples{suffix}", float(evaluated), add_dataloader_idx=False)
+        self.log(f"{prefix}/total_examples{suffix}", float(total), add_dataloader_idx=False)
+        if evaluated == total or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        limit_name = "limit_val_batches" if prefix == "val" else "limit_test_batches"
+        note = coverage_note(
+            evaluation, evaluated, self.example_noun, limit_name, getattr(self.trainer, limit_name)
+        )
+        if note not in self._coverage_noted:  # a fit's validations all see the same subset: once
+            self._coverage_noted.add(note)
+            print(note, file=sys.stderr, flush=True)
 
     def _gather(self, collector: Collector) -> None:
         """With several processes, every rank gets every rank's outputs (keyed by feature: the

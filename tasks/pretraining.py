@@ -168,6 +168,7 @@ class PreTrainingModule(TaskModule):
     """
 
     main_metric = "val/mlm_loss"
+    example_noun = "sequences"
     main_metric_mode = "min"
     runs_without_fine_tuning = True  # validate on the unchanged encoder gives the baseline
 

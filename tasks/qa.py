@@ -169,6 +169,7 @@ class QAModule(TaskModule):
     """
 
     main_metric = "val/f1"
+    example_noun = "questions"
     main_metric_mode = "max"
     uses_pooler = False
 
@@ -228,8 +229,10 @@ class QAModule(TaskModule):
         return self.decoder(context.example(example), context.windows_of(example), outputs)
 
     def score(self, predictions: dict[int, QAPrediction], evaluation: Evaluation) -> dict[str, float]:
+        # The questions evaluated only: one cut short (--trainer.limit_val_batches) is left out,
+        # not scored 0. A question counts once all of its windows were run (see Collector.complete).
         question = evaluation.context.example
-        gold = {question(index).id: answers for index, answers in enumerate(evaluation.gold)}
+        gold = {question(index).id: evaluation.gold[index] for index in predictions}
         answers = {p.id: p.text for p in predictions.values()}
         odds = {p.id: p.null_odds for p in predictions.values()} if self.version_2_with_negative else None
         # The predictions already say "" where the odds exceed the threshold; scoring with the same

@@ -174,6 +174,7 @@ class TaggingModule(TaskModule):
     """
 
     main_metric = "val/f1"
+    example_noun = "sentences"
     main_metric_mode = "max"
     uses_pooler = False
     checkpoint_key = "tagging"  # where a checkpoint keeps the tag scheme

@@ -186,7 +186,13 @@ def test_sst2_fit_writes_checkpoints_config_and_dev_metrics(sst2_run: Path):
     last = torch.load(sst2_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (1, 4)
     metrics = read_metrics(sst2_run)
-    assert set(metrics) == {"val/accuracy", "val/loss", "best_checkpoint"}
+    assert set(metrics) == {
+        "val/accuracy",
+        "val/loss",
+        "val/evaluated_examples",
+        "val/total_examples",
+        "best_checkpoint",
+    }
     # metrics.json describes best.ckpt: the first epoch with the highest accuracy
     per_epoch = epoch_metrics(sst2_run, "val/accuracy")
     assert metrics["val/accuracy"] == pytest.approx(max(per_epoch))

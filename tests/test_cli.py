@@ -100,7 +100,14 @@ def test_a_fit_shorter_than_an_epoch_validates_and_writes_checkpoints_and_metric
     assert (short_run / "checkpoints" / "best.ckpt").is_file()
     assert (short_run / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((short_run / "metrics.json").read_text())
-    assert set(metrics) == {"val/accuracy", "val/loss", "best_checkpoint"}
+    assert set(metrics) == {
+        "val/accuracy",
+        "val/loss",
+        "val/evaluated_examples",
+        "val/total_examples",
+        "best_checkpoint",
+    }
+    assert metrics["val/evaluated_examples"] == metrics["val/total_examples"] > 0  # the whole dev set
     assert metrics["best_checkpoint"]["step"] == 2
     assert 0.0 <= metrics["val/accuracy"] <= 1.0
     assert sorted(p.name for p in (short_run / "logs" / "csv").iterdir()) == ["fit"]  # one log version

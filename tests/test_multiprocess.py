@@ -63,6 +63,9 @@ def assert_same_metrics(one: Path, two: Path) -> None:
     first, second = json.loads(one.read_text()), json.loads(two.read_text())
     first.pop("best_checkpoint", None), second.pop("best_checkpoint", None)  # a fit's, with its own path
     assert set(first) == set(second)
+    # every dev example counted once, on one process and on two
+    counts = [(first[k], first[k.replace("evaluated", "total")]) for k in first if "evaluated_examples" in k]
+    assert counts and all(evaluated == total > 0 for evaluated, total in counts)
     for name, value in first.items():
         assert math.isclose(value, second[name], rel_tol=1e-6, abs_tol=1e-6), (name, value, second[name])
 

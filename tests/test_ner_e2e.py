@@ -126,6 +126,43 @@ def test_fit_validate_test_predict(ner_run, tmp_path):
     assert types <= {"PER", "LOC", "ORG", "MISC"}
 
 
+def test_partial_test_scores_the_sentences_it_evaluated(ner_run, tmp_path, capfd):
+    """--trainer.limit_test_batches: the scores of the first sentences, their count in metrics.json
+    and one note on stderr (seqeval on the same sentences of a full predict gives the same F1)."""
+    checkpoint = ner_run / "checkpoints" / "best.ckpt"
+    common = ["--config", CONFIG, "--ckpt_path", checkpoint, *FAST, "--data.eval_batch_size", "4"]
+    part = tmp_path / "part"
+    limit = ["--trainer.limit_test_batches", "1"]
+    assert run_cli("test", *common, *limit, "--trainer.default_root_dir", part) == 0
+    metrics = json.loads((part / "metrics.json").read_text())
+    evaluated, total = metrics["test/evaluated_examples"], metrics["test/total_examples"]
+    assert 0 < evaluated <= 4 < total == len(read_conll(ROOT / "data/ner/test.conll").sentences)
+    err = capfd.readouterr().err
+    note = f"{evaluated} of {total} sentences evaluated (--trainer.limit_test_batches 1): the scores cover those only"
+    assert err.count(note) == 1, err
+
+    predicted = tmp_path / "all.conll"
+    predict = ["predict", *common, "--data.predict_file", ROOT / "data/ner/test.conll"]
+    assert (
+        run_cli(*predict, "--data.predictions_file", predicted, "--trainer.default_root_dir", tmp_path) == 0
+    )
+    gold = [s.tags for s in read_conll(predicted, tag_column=-2).sentences][:evaluated]
+    tags = [s.tags for s in read_conll(predicted, tag_column=-1).sentences][:evaluated]
+    assert metrics["test/f1"] == pytest.approx(seqeval_scores(gold, tags)["f1"], abs=1e-6)
+
+    # (F1 may be 0 both ways for so young a model; the words tagged right are not)
+    def accuracy(sentences: int | None) -> float:
+        lines = [line.split() for line in read_text_lines(predicted)]
+        pairs = [(w[-2], w[-1]) for w in lines if w and w[0] != "-DOCSTART-"]
+        if sentences is not None:
+            pairs = [p for s in list(zip(gold, tags, strict=True))[:sentences] for p in zip(*s, strict=True)]
+        return sum(g == t for g, t in pairs) / len(pairs)
+
+    assert (
+        metrics["test/token_accuracy"] == pytest.approx(accuracy(evaluated)) != pytest.approx(accuracy(None))
+    )
+
+
 CHINESE_TRAIN = """-DOCSTART- O
 
 张 B-PER

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from bert_core import load_tokenizer
 from tasks.data.squad import read_squad
+from tasks.features.qa import QAFeaturizer
 
 from .conftest import ROOT, run_cli
 
@@ -46,6 +49,8 @@ def test_squad_v2_fit_validate_predict_and_score(tmp_path, tiny_bert_dir, fast_t
         "val/best_exact_thresh",
         "val/best_f1",
         "val/best_f1_thresh",
+        "val/evaluated_examples",
+        "val/total_examples",
         "best_checkpoint",
     } == set(metrics)
     dev = read_squad("data/squad/dev-v2.0.json")
@@ -155,6 +160,8 @@ def test_squad_v1_fit_writes_v1_metrics(tmp_path, tiny_bert_dir, fast_trainer_ar
     assert set(json.loads((run / "metrics.json").read_text())) == {
         "val/exact_match",
         "val/f1",
+        "val/evaluated_examples",
+        "val/total_examples",
         "best_checkpoint",
     }
     assert (run / "predictions.json").is_file() and not (run / "null_odds.json").exists()
@@ -194,3 +201,65 @@ def test_bad_input_stops_before_writing(tmp_path, tiny_bert_dir, fast_trainer_ar
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line == "error: n_best_size (0) and max_answer_length (30) must be >= 1"
     assert not (run / "predictions.json").exists()
+
+
+def test_partial_evaluation_scores_the_questions_it_evaluated(
+    tmp_path, tiny_bert_dir, fast_trainer_args, capfd
+):
+    """--trainer.limit_val_batches: EM/F1 over the questions evaluated (equal to the official
+    scorer on exactly those), their count in metrics.json, and one note on stderr; a full
+    evaluation prints none."""
+    from .test_metrics_squad import _official_v1
+
+    common = ["--config", "configs/squad.yaml", *WINDOWS, *fast_trainer_args, "--data.eval_batch_size", "4"]
+    limit = ["--trainer.limit_val_batches", "2"]
+    run = tmp_path / "fit"
+    two_epochs = [*QUICK, "--trainer.max_epochs", "2"]  # two validations, one note
+    fit = ["fit", *common, "--model.pretrained", tiny_bert_dir, *two_epochs, *limit]
+    assert run_cli(*fit, "--trainer.default_root_dir", run) == 0
+    err = capfd.readouterr().err
+    predictions = json.loads((run / "predictions.json").read_text())
+    total = len(read_squad("data/squad/dev-v1.1.json").examples)
+    evaluated = len(predictions)
+    assert 0 < evaluated < total
+    note = (
+        rf"note: validation \S*dev-v1\.1\.json: {evaluated} of {total} questions evaluated "
+        r"\(--trainer\.limit_val_batches 2\): the scores cover those only"
+    )
+    assert len(re.findall(note, err)) == 1, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["val/evaluated_examples"], metrics["val/total_examples"]) == (evaluated, total)
+
+    # The official v1.1 scorer on a data file holding exactly the evaluated questions.
+    document = json.loads(Path("data/squad/dev-v1.1.json").read_text(encoding="utf-8"))
+    for article in document["data"]:
+        for paragraph in article["paragraphs"]:
+            paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["id"] in predictions]
+    official = _official_v1(document["data"], predictions)
+    assert 100 * metrics["val/exact_match"] == pytest.approx(official["exact_match"])
+    assert 100 * metrics["val/f1"] == pytest.approx(official["f1"])
+    # A question counts once all of its windows ran: 2 batches of 4 run the first 8 windows (file
+    # order), so the evaluated questions are those whose windows all fall among them.
+    dev = read_squad("data/squad/dev-v1.1.json").examples
+    features, _ = QAFeaturizer(64, 24, 24)(dev, load_tokenizer(tiny_bert_dir))
+    last_window = {}
+    for number, feature in enumerate(features):
+        last_window[dev[feature.example_index].id] = number
+    assert set(predictions) == {qid for qid, number in last_window.items() if number < 8}
+
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    again = tmp_path / "validate"
+    assert (
+        run_cli("validate", *common, *limit, "--ckpt_path", checkpoint, "--trainer.default_root_dir", again)
+        == 0
+    )
+    assert len(re.findall(note, capfd.readouterr().err)) == 1
+    assert json.loads((again / "metrics.json").read_text()) == pytest.approx(
+        {k: v for k, v in metrics.items() if k != "best_checkpoint"}
+    )
+
+    whole = tmp_path / "whole"
+    assert run_cli("validate", *common, "--ckpt_path", checkpoint, "--trainer.default_root_dir", whole) == 0
+    assert "questions evaluated" not in capfd.readouterr().err
+    metrics = json.loads((whole / "metrics.json").read_text())
+    assert metrics["val/evaluated_examples"] == metrics["val/total_examples"] == total
