@@ -24,6 +24,7 @@ from .features.tagging import IGNORE_INDEX, TaggingFeaturizer, lines_as_rows, wi
 from .io import DataError, UserError
 from .metrics.ner import ner_scores
 from .module import TaskModule
+from .registry import TASKS
 
 
 class TaggingDataModule(TaskDataModule):
@@ -171,7 +172,7 @@ class TaggingModule(TaskModule):
             overridable at validate/test/predict time: ``--model.decoding argmax --ckpt_path CKPT``.
     """
 
-    main_metric = "val/f1"
+    main_metric = TASKS["tagging"].main_metric
     main_metric_mode = "max"
     uses_pooler = False
     checkpoint_key = "tagging"  # where a checkpoint keeps the tag scheme
