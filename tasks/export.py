@@ -121,6 +121,7 @@ def export_hf(module: TaskModule, stored: dict[str, Any], directory: Path) -> No
         head=head,
         architecture=HF_ARCHITECTURES[kind],
         config_fields=hf_config_fields(module, kind),
+        with_pooler=kind in ("classification", "regression"),  # token-level heads have no pooler
     )
     _write_tokenizer(stored, directory)
 
