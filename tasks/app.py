@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import registry
-from .callbacks import RunConfigSaver, run_callbacks
+from .callbacks import RunConfigSaver, SummaryWithoutFlops, run_callbacks
 from .checkpoint import read_weights
 from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
@@ -87,6 +87,9 @@ class BertTasksCLI(LightningCLI):
         run_dir = Path(config.get("default_root_dir") or ".")
         monitor = self.model.main_metric if has_validation else None
         extra = run_callbacks(run_dir, monitor, self.model.main_metric_mode, every)
+        if config.get("enable_model_summary") is not False:  # ours in place of Lightning's default
+            config = {**config, "enable_model_summary": False}
+            extra.append(SummaryWithoutFlops())
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def _parse_ckpt_path(self) -> None:
