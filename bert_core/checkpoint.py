@@ -235,13 +235,16 @@ def save_pretrained(
     head: dict[str, torch.Tensor] | None = None,
     architecture: str | None = None,
     config_fields: dict | None = None,
+    with_pooler: bool = True,
 ) -> None:
     """Write HF format so that ``transformers.BertModel.from_pretrained(directory)`` loads it.
 
     With ``head`` (a fine-tuned task head under transformers' names, ``classifier.*`` or
     ``qa_outputs.*``) a BertModel's tensors go under ``bert.*``: the layout of transformers'
     ``BertFor<Task>`` classes, named by ``architecture``; ``config_fields`` (``id2label``, ...)
-    join config.json.
+    join config.json. ``with_pooler=False`` leaves the pooler out, as transformers' token-level
+    classes (``BertForTokenClassification``, ``BertForQuestionAnswering``) have none: they then
+    load without an "unexpected keys" report.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -252,6 +255,8 @@ def save_pretrained(
         json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
     state = {k: v.detach().contiguous() for k, v in split_qkv(model.state_dict()).items()}
+    if not with_pooler:
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
     if head is not None:
         if not all(name.startswith(_HF_TASK_HEADS) for name in head):
             raise ValueError(

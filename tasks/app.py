@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import registry
-from .callbacks import RunConfigSaver, run_callbacks
+from .callbacks import RunConfigSaver, SummaryWithoutFlops, run_callbacks
 from .checkpoint import read_weights
 from .checkpoint_io import AtomicCheckpointIO
 from .datamodule import TaskDataModule
@@ -85,6 +85,9 @@ class BertTasksCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in given
         ):
             extra.append(progress_callback())  # lines in a log file, tqdm's bar on a terminal
+        if config.get("enable_model_summary") is not False:  # ours in place of Lightning's default
+            config = {**config, "enable_model_summary": False}
+            extra.append(SummaryWithoutFlops())
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def _parse_ckpt_path(self) -> None:

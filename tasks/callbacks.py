@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import SaveConfigCallback
 
 from .io import atomic_open, write_json
@@ -138,6 +138,24 @@ def run_callbacks(
     if every_n_steps > 0:
         callbacks.append(checkpoint("last", monitor="step", mode="max", every_n_train_steps=every_n_steps))
     return callbacks
+
+
+class SummaryWithoutFlops(ModelSummary):
+    """Lightning's model summary without its FLOPs column and "Total FLOPs" line: they count only
+    when the module has an ``example_input_array``, so here they always read 0."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:  # fmt: skip
+        from lightning.pytorch.callbacks.model_summary import log
+        from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *columns
+        )
+        lines = [line for line in table.splitlines() if not line.endswith("Total Flops")]
+        log.info("\n" + "\n".join(lines))
 
 
 def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float | None]:

@@ -19,8 +19,12 @@ Heavy imports (torch, Lightning, onnx) wait until an export runs, so ``python -m
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +118,7 @@ def export_hf(module: TaskModule, stored: dict[str, Any], directory: Path) -> No
         head=head,
         architecture=export_row(kind).hf_architecture,
         config_fields=hf_config_fields(module, kind),
+        with_pooler=kind in ("classification", "regression"),  # token-level heads have no pooler
     )
     _write_tokenizer(stored, directory)
 
@@ -163,6 +168,24 @@ def example_inputs(vocab_size: int, batch: int = 2, length: int = 12) -> tuple[t
     return ids, mask, types
 
 
+@contextlib.contextmanager
+def quiet_onnx_exporter() -> Iterator[None]:
+    """torch's exporter without its known harmless messages: that torchvision's ops cannot be
+    registered (we use none) and that the three inputs' equal dynamic axes share one name.
+    Its errors and other warnings still show."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"# The axis name: .* will not be used", category=UserWarning
+            )
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(
     module: TaskModule, stored: dict[str, Any], directory: Path, quantize: str | None = None
 ) -> None:
@@ -181,7 +204,7 @@ def export_onnx(
         batch = torch.export.Dim("batch", min=1, max=4096)
         sequence = torch.export.Dim("sequence", min=2, max=config.max_position_embeddings)
         axes = {name: {0: batch, 1: sequence} for name in INPUT_NAMES}
-        with torch.no_grad():
+        with torch.no_grad(), quiet_onnx_exporter():
             program = torch.onnx.export(
                 _graph(module),
                 example_inputs(config.vocab_size),

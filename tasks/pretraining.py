@@ -34,6 +34,7 @@ from .io import DataError, UserError
 from .module import TaskModule
 from .pretraining_heads import load_heads, write_pretrained
 from .pretraining_metrics import pretraining_scores, sequence_stats
+from .registry import TASKS
 from .sampling import environment_seed
 from .source import Source
 
@@ -167,7 +168,7 @@ class PreTrainingModule(TaskModule):
     ``val/mlm_accuracy``, ``val/perplexity`` (exp of mlm_loss), ``val/nsp_accuracy``.
     """
 
-    main_metric = "val/mlm_loss"
+    main_metric = TASKS["pretraining"].main_metric
     example_noun = "sequences"
     main_metric_mode = "min"
     runs_without_fine_tuning = True  # validate on the unchanged encoder gives the baseline

@@ -27,6 +27,7 @@ from .features.qa import QAFeaturizer, example_rows, features_from_table, loader
 from .io import UserError
 from .metrics.squad import evaluate
 from .module import TaskModule
+from .registry import TASKS
 
 
 class QADataModule(TaskDataModule):
@@ -168,7 +169,7 @@ class QAModule(TaskModule):
             this; the ``best_f1_thresh`` a validation reports is the value to use.
     """
 
-    main_metric = "val/f1"
+    main_metric = TASKS["qa"].main_metric
     example_noun = "questions"
     main_metric_mode = "max"
     uses_pooler = False

@@ -24,6 +24,8 @@ class TaskKind:
     data_module: str  # its data module
     hf_architecture: str | None = None  # transformers' class of an HF export (None: not exportable)
     onnx_outputs: tuple[str, ...] = ("logits",)  # the named outputs of an ONNX export
+    # What best.ckpt is chosen by (the module's ``main_metric``; classification's depends on the task).
+    main_metric: str = "val/loss"
     # The kind whose checkpoint this one's best.ckpt is (a distilled student is its task's model).
     saves_as: str | None = None
 
@@ -48,16 +50,21 @@ TASKS: dict[str, TaskKind] = {
             "tasks.tagging.TaggingModule",
             "tasks.tagging.TaggingDataModule",
             "BertForTokenClassification",
+            main_metric="val/f1",
         ),
         TaskKind(
             "qa",
             "tasks.qa.QAModule",
             "tasks.qa.QADataModule",
             "BertForQuestionAnswering",
+            main_metric="val/f1",
             onnx_outputs=("start_logits", "end_logits"),
         ),
         TaskKind(
-            "pretraining", "tasks.pretraining.PreTrainingModule", "tasks.pretraining.PreTrainingDataModule"
+            "pretraining",
+            "tasks.pretraining.PreTrainingModule",
+            "tasks.pretraining.PreTrainingDataModule",
+            main_metric="val/mlm_loss",
         ),
         TaskKind("features", "tasks.extraction.FeatureExtractor", "tasks.extraction.FeatureDataModule"),
         TaskKind(

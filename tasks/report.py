@@ -1,6 +1,10 @@
 """``python -m tasks report RUN_DIR [--output DIR]``: a run's curves and per-task pictures in one page,
-report.html (self-contained: PNGs as data URIs, inline CSS), with the PNGs beside it. matplotlib (the
-``[report]`` extra) is imported only here and draws on the Agg canvas, without pyplot."""
+report.html (self-contained: PNGs as data URIs, inline CSS), with the PNGs beside it. matplotlib (a
+dependency) is imported only here and draws on the Agg canvas, without pyplot.
+
+Steps are counted as Lightning's trainer counts them, optimizer steps completed (1..N): its CSV log
+names the 0-based index of the step being taken, so a 40-step run's last row says 39 and the
+validation at the end of an 8-step epoch says 7; the report adds one, and that epoch ends at 8."""
 
 from __future__ import annotations
 
@@ -25,10 +29,12 @@ from .data.glue import GLUE_TASKS
 from .data.squad import read_squad
 from .io import CommandParser, UserError, atomic_open
 from .metrics.squad import evaluate, read_predictions
-from .registry import kind_of_class_path
+from .registry import TASKS, TaskKind, kind_of_class_path
 from .rundir import lock_run_directory
 
-PICTURES_OF_KIND = {"classification": "classification", "tagging": "ner", "qa": "qa"}  # by registry kind
+# The per-task pictures of each registry kind (pre-training and features have only the curves).
+PICTURES_OF_KIND = {"classification": "classification", "tagging": "ner", "qa": "qa", "pretraining": None}
+PICTURES_OF_KIND["features"] = None
 # Gold answer length in words (of the first gold answer): label, shortest, longest.
 LENGTH_BINS = (("1", 1, 1), ("2", 2, 2), ("3", 3, 3), ("4-5", 4, 5), ("6-10", 6, 10), (">10", 11, math.inf))
 NER_SCORES = ("precision", "recall", "f1")
@@ -48,7 +54,8 @@ class Run:
     log_path: Path
     log: list[dict[str, float | None]]
     metrics: dict[str, float | None] = field(default_factory=dict)
-    task: str | None = None
+    task: str | None = None  # which per-task pictures (PICTURES_OF_KIND)
+    kind: TaskKind | None = None  # the registry's row of model.class_path
     best: dict[str, Any] | None = None  # {"epoch", "global_step", "monitor"} of checkpoints/best.ckpt
     notes: list[str] = field(default_factory=list)  # the warnings, repeated at the end of the page
 
@@ -70,15 +77,10 @@ def load_run(directory: Path) -> Run:
     log_path = find_fit_log(directory)
     if log_path is None:
         raise UserError(f"{directory}: no training log (logs/csv/fit/metrics.csv, or logs/csv/*/metrics.csv)")
-    run = Run(directory, config, log_path, [])
-    with log_path.open(encoding="utf-8", newline="") as handle:  # every cell a float, empty ones None
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            try:
-                run.log.append({k: float(v) if v not in ("", None) else None for k, v in row.items() if k})
-            except ValueError as err:
-                raise UserError(f"{log_path}:{number}: {err}") from None
+    run = Run(directory, config, log_path, read_log(log_path))
     kind = kind_of_class_path((config.get("model") or {}).get("class_path"))
-    run.task = PICTURES_OF_KIND.get(kind.saves_as or kind.key) if kind is not None else None
+    run.kind = TASKS[kind.saves_as] if kind is not None and kind.saves_as else kind
+    run.task = PICTURES_OF_KIND.get(run.kind.key) if run.kind is not None else None
     if kind is None:
         run.warn(f"{directory / 'config.yaml'}: unknown model.class_path: no per-task picture")
     path = directory / "metrics.json"
@@ -91,6 +93,49 @@ def load_run(directory: Path) -> Run:
         raise UserError(f"{path}: not valid JSON: {err}") from None
     run.best = read_best_checkpoint(run)
     return run
+
+
+def read_log(path: Path) -> list[dict[str, float | None]]:
+    """A CSV log's rows, every cell a float (empty ones None), ``step`` as steps completed (1..N)."""
+    rows = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        for number, row in enumerate(csv.DictReader(handle), start=2):
+            try:
+                cells = {k: float(v) if v not in ("", None) else None for k, v in row.items() if k}
+            except ValueError as err:
+                raise UserError(f"{path}:{number}: {err}") from None
+            if cells.get("step") is not None:
+                cells["step"] += 1
+            rows.append(cells)
+    return rows
+
+
+def total_steps(rows: list[dict]) -> int:
+    """The optimizer steps of the run: the last logged step (end-of-epoch validation logs at the
+    epoch's last step, so a validated run's last row is its last step)."""
+    return int(max((r["step"] for r in rows if r.get("step") is not None), default=0))
+
+
+def epoch_ends(rows: list[dict]) -> list[int]:
+    """Steps completed when each epoch but the last ended. The log bounds each end: epoch e ended
+    after its last logged step and before epoch e+1's first one; the end-of-epoch validation row
+    pins it. Epochs are equally long, so the shortest length that fits every bound is taken; when
+    none fits (a log not starting at epoch 0), each epoch's last logged step is."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for row in rows:
+        if row.get("epoch") is None or row.get("step") is None:
+            continue
+        epoch, step = int(row["epoch"]), int(row["step"])
+        first[epoch], last[epoch] = min(first.get(epoch, step), step), max(last.get(epoch, step), step)
+    epochs = sorted(first)
+    bounds = [(last[e], first[f] - 1) for e, f in zip(epochs, epochs[1:])]
+    done = [e + 1 for e in epochs[:-1]]  # epochs completed at each end
+    shortest = max((-(-low // n) for (low, _), n in zip(bounds, done)), default=0)
+    fits = all(low <= shortest * n <= high for (low, high), n in zip(bounds, done))
+    if fits and epochs and epochs[0] == 0:
+        return [shortest * n for n in done]
+    return [low for low, _ in bounds]
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -137,7 +182,7 @@ def main_metric(run: Run) -> str:
         return run.best["monitor"]
     task = str(run.init_args("data").get("task"))
     if run.task != "classification":
-        return "val/f1"
+        return run.kind.main_metric if run.kind is not None else "val/loss"
     default = "val/pearson" if task == "regression" else "val/accuracy"
     return f"val/{GLUE_TASKS[task].main_metric}" if task in GLUE_TASKS else default
 
@@ -184,16 +229,18 @@ def training_picture(run: Run) -> Picture | None:
     lr_steps, lr = column(run.log, "train/lr")
     figure, axes = new_figure(8, 5.5 if lr else 3.5, 2 if lr else 1)
     many = len(loss) >= 30
-    axes[0].plot(steps, loss, color=COLOURS[0], lw=1, alpha=0.4 if many else 1, label="train/loss per step")
+    style = {"alpha": 0.4} if many else {"marker": "o", "ms": 3}  # few points: each one visible
+    axes[0].plot(steps, loss, color=COLOURS[0], lw=1, label="train/loss", **style)
     if many:  # a centred moving average over a 20th of the run
         half = max(2, len(loss) // 40)
         smooth = [fmean(loss[max(0, i - half) : i + half + 1]) for i in range(len(loss))]
         axes[0].plot(steps, smooth, color=COLOURS[0], lw=2, label=f"moving average ({2 * half + 1} steps)")
-    first_steps = dict(zip(*column(run.log[::-1], "step", "epoch")))  # epoch -> its first step
+    ends = epoch_ends(run.log)
     for k, ax in enumerate(axes):
-        for i, start in enumerate(sorted(first_steps.values())[1:] if len(first_steps) <= 30 else []):
-            ax.axvline(start - 0.5, color="0.6", lw=0.8, ls=":", label="epoch start" if i + k == 0 else None)
+        for i, end in enumerate(ends if len(ends) < 30 else []):
+            ax.axvline(end, color="0.6", lw=0.8, ls=":", label="end of epoch" if i + k == 0 else None)
         ax.grid(alpha=0.3)
+    readable_limits(axes[0], steps, loss)
     axes[0].set_ylabel("training loss")
     axes[0].legend(fontsize="small")
     if lr:
@@ -204,8 +251,19 @@ def training_picture(run: Run) -> Picture | None:
     axes[-1].xaxis.get_major_locator().set_params(integer=True)
     figure.suptitle(f"{run.directory.name}: training loss and learning rate by step")
     source = run.log_path.relative_to(run.directory)
-    caption = f"Training loss and learning rate at each optimizer step ({len(steps)} steps), from {source}."
+    total, points = total_steps(run.log), "one point" if len(steps) == 1 else f"{len(steps)} points"
+    caption = f"Training loss and learning rate by optimizer step: {total} steps, the loss logged at {points}"
+    caption += f" (from {source})" + (
+        f"; dotted lines end epochs, at steps {list_steps(ends)}." if ends else "."
+    )
     return Picture("train_loss_lr.png", caption, figure)
+
+
+def list_steps(steps: list[int], shown: int = 6) -> str:
+    """``8, 16, 24`` or, for many, ``8, 16, 24, 32, 40, ..., 392 (49 ends)``."""
+    if len(steps) <= shown:
+        return ", ".join(map(str, steps))
+    return f"{', '.join(map(str, steps[: shown - 1]))}, ..., {steps[-1]} ({len(steps)} ends)"
 
 
 def validation_picture(run: Run) -> Picture | None:
@@ -217,44 +275,78 @@ def validation_picture(run: Run) -> Picture | None:
     by_step = len({r.get("epoch") for r in rows}) < len(rows)  # several validations an epoch
     x = "step" if by_step else "epoch"
     logged = sorted({k for r in rows for k, v in r.items() if k.startswith("val/") and v is not None})
-    scores = {k: column(rows, k, x)[1] for k in logged if k != main and not NOT_SCORES.search(k)}
-    keys = [main] * (main in logged) + [k for k, v in scores.items() if min(v) >= 0 and max(v) <= 1 + 1e-6]
-    losses = [k for k in logged if k.startswith("val/loss")]
-    figure, axes = new_figure(9, 6 if losses else 4, 2 if losses else 1)
-    for i, key in enumerate(keys):  # styles vary so that equal curves stay visible
-        style = {"marker": "osD^v<>p"[i % 8], "ls": ("-", "--", "-.", ":")[i % 4], "ms": 4, "lw": 1.2}
-        style["color"] = f"C{(0, 1, 2, 4, 5, 6, 7, 8, 9)[i % 9]}"  # red (C3) marks best.ckpt
-        if key == main:
-            style.update(marker="o", ls="-", lw=2.6, zorder=3, label=f"{key} (main)")
-        axes[0].plot(*column(rows, key, x), **{"label": key, **style})
-    axes[0].set_ylabel("score (0-1)")
-    if losses:
-        for key in losses:
-            axes[1].plot(*column(rows, key, x), marker="o", ms=4, label=key)
-        epochs, values = column(run.log, "train/loss", "epoch") if not by_step else ([], [])
-        means = {e: sum(v for f, v in zip(epochs, values) if f == e) / epochs.count(e) for e in epochs}
-        if means:
-            style = {"ms": 3, "color": "0.5", "label": "train/loss (epoch mean)"}
-            axes[1].plot(list(means), list(means.values()), "s--", **style)
-        axes[1].set_ylabel("loss")
-    caption = f"Validation metrics by {x} (the main metric, {main}, in bold; loss below where logged)."
+    ranges = {k: (min(v), max(v)) for k in logged if (v := column(rows, k, x)[1])}
+    in_unit = [k for k, (low, high) in ranges.items() if low >= 0 and high <= 1 + 1e-6]
+    scores = [k for k in logged if not NOT_SCORES.search(k) and (k == main or k in in_unit)]
+    losses = [k for k in logged if k.startswith("val/loss") or k == main and main not in scores]
+    panels = [(name, keys) for name, keys in (("score (0-1)", scores), ("loss", losses)) if keys]
+    figure, axes = new_figure(9, 2 + 2 * len(panels), len(panels))
+    for ax, (name, keys) in zip(axes, panels):
+        keys = sorted(keys, key=lambda k: k != main)  # the main metric first, in bold
+        for i, key in enumerate(keys):  # styles vary so that equal curves stay visible
+            style = {"marker": "osD^v<>p"[i % 8], "ls": ("-", "--", "-.", ":")[i % 4], "ms": 4, "lw": 1.2}
+            style["color"] = f"C{(0, 1, 2, 4, 5, 6, 7, 8, 9)[i % 9]}"  # red (C3) marks best.ckpt
+            if key == main:
+                style.update(marker="o", ls="-", lw=2.6, zorder=3, label=f"{key} (main)")
+            ax.plot(*column(rows, key, x), **{"label": key, **style})
+        values = [v for key in keys for v in column(rows, key, x)[1]]
+        means = epoch_means(run.log, "train/loss") if name == "loss" and not by_step else {}
+        if means:  # what the model fitted, beside what it validated
+            counts = sorted(n for _, n in means.values())
+            of = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+            label = f"train/loss (mean of its {of} logged step{'s' * (counts[-1] > 1)} an epoch)"
+            ax.plot(list(means), [m for m, _ in means.values()], "s--", ms=3, color="0.5", label=label)
+            values += [m for m, _ in means.values()]
+        readable_limits(ax, [r[x] for r in rows], values, unit=name != "loss")
+        ax.set_ylabel(name)
+    caption = f"Validation metrics by {x} (the main metric, {main}, in bold; losses below where logged)."
     if run.best is not None and run.best["epoch"] is not None:
-        best = run.best["epoch"] if not by_step else run.best["global_step"] - 1
+        best = run.best["epoch"] if not by_step else run.best["global_step"]
         label = f"best.ckpt (epoch {run.best['epoch']}, step {run.best['global_step']})"
         for k, ax in enumerate(axes):
             ax.axvline(best, color="C3", ls="--", lw=1.5, label=None if k else label, zorder=1)
         xs, ys = column(rows, main, x)
         if best in xs:
-            axes[0].plot([best], [ys[xs.index(best)]], "*", ms=16, color="C3", zorder=4)
+            ax = axes[next(i for i, (_, keys) in enumerate(panels) if main in keys)]
+            ax.plot([best], [ys[xs.index(best)]], "*", ms=16, color="C3", zorder=4)
         caption += f" The dashed red line and the star mark best.ckpt (epoch {run.best['epoch']}, by {main})."
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(**LEGEND)
-        ax.margins(x=0.08, y=0.1)
-    axes[-1].set_xlabel(x)
+    axes[-1].set_xlabel(x if x == "epoch" else "step (optimizer steps completed)")
     axes[-1].xaxis.get_major_locator().set_params(integer=True)
     figure.suptitle(f"{run.directory.name}: validation metrics by {x}")
     return Picture("val_metrics.png", caption, figure)
+
+
+def epoch_means(rows: list[dict], key: str) -> dict[int, tuple[float, int]]:
+    """{epoch: (mean of ``key``'s logged values in it, how many)}: the mean of what was logged (every
+    log_every_n_steps-th step), not of every step."""
+    values: dict[int, list[float]] = {}
+    for epoch, value in zip(*column(rows, key, "epoch")):
+        values.setdefault(int(epoch), []).append(value)
+    return {epoch: (fmean(v), len(v)) for epoch, v in values.items()}
+
+
+def readable_limits(ax, xs: list[float], ys: list[float], unit: bool = False) -> None:
+    """Axis limits a reader can use when a series is one point or flat: matplotlib would centre it
+    on a +-0.04 axis (or an offset of 1e-4 around a loss of 10.4). Scores (``unit``) then get the
+    whole 0-1 range, other values 0 to a quarter above their largest; x gets one step either side."""
+    if len(set(xs)) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    else:
+        ax.margins(x=0.05)
+    low, high = min(ys, default=0.0), max(ys, default=0.0)
+    if high - low <= 1e-3 * max(abs(low), abs(high), 1e-12) or len(ys) == 1:
+        if unit:
+            ax.set_ylim(-0.02, 1.05)
+        elif low >= 0:
+            ax.set_ylim(0, high * 1.25 or 1)
+        else:
+            ax.set_ylim(low * 1.25, high + abs(low) * 0.25)
+    else:
+        ax.margins(y=0.1)
+    ax.ticklabel_format(axis="y", useOffset=False)
 
 
 def confusion_pictures(run: Run) -> list[Picture]:
@@ -490,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import matplotlib.backends.backend_agg  # noqa: F401  (imports matplotlib.figure too)
     except ImportError:
-        raise UserError("the report needs matplotlib: pip install -e '.[report]'") from None
+        raise UserError(
+            "the report needs matplotlib (a dependency of bert-tasks): pip install matplotlib"
+        ) from None
     run = load_run(Path(args.run_dir))  # errors: one line through the CLI's one handler
     output = Path(args.output) if args.output else run.directory
     if run.directory.resolve() in (output.resolve(), *output.resolve().parents):

@@ -53,6 +53,8 @@ _NOISE = (
     r".*You are using a custom batch sampler .* for prediction.*",
     # The sampler resumes mid-epoch itself (tasks.callbacks.ResumableRun), without Lightning's loader state.
     r".*You're resuming from a checkpoint that ended before the epoch ended.*",
+    # A config without seed_everything (predict from a checkpoint): seed 0, as documented.
+    r"No seed found, seed set to",
 )
 
 
@@ -80,5 +82,13 @@ def quiet_lightning() -> None:
     quiet_lightning.done = True
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
+    warnings.formatwarning = one_line_warning
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropNoise())
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
+    """A warning as the app's notes look: one line, without the file, line number and source line
+    that Python prints (they name our code or Lightning's, never the user's input)."""
+    kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+    return f"warning: {kind}{message}\n"

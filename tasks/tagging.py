@@ -24,6 +24,7 @@ from .features.tagging import IGNORE_INDEX, TaggingFeaturizer, lines_as_rows, wi
 from .io import DataError, UserError
 from .metrics.ner import ner_scores
 from .module import TaskModule
+from .registry import TASKS
 
 
 class TaggingDataModule(TaskDataModule):
@@ -173,7 +174,7 @@ class TaggingModule(TaskModule):
             overridable at validate/test/predict time: ``--model.decoding argmax --ckpt_path CKPT``.
     """
 
-    main_metric = "val/f1"
+    main_metric = TASKS["tagging"].main_metric
     example_noun = "sentences"
     main_metric_mode = "max"
     uses_pooler = False

@@ -27,6 +27,7 @@ assert "datasets" not in sys.modules, "conftest must set the cache before datase
 HF_HOME = Path(tempfile.mkdtemp(prefix="bert-tasks-tests-hf-"))
 os.environ["HF_HOME"] = str(HF_HOME)
 os.environ["HF_DATASETS_CACHE"] = str(HF_HOME / "datasets")
+os.environ["MPLCONFIGDIR"] = str(HF_HOME / "matplotlib")  # the report's font cache, not ~/.cache
 
 
 def pytest_unconfigure(config) -> None:

@@ -110,7 +110,8 @@ def test_hf_text_classification_pipeline_equals_predict(checkpoints, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(TEXTS) + "\n")
     ours = predict(checkpoints["sst2"], texts, tmp_path / "run", *model_class_args(checkpoints["sst2"]))
-    model = BertForSequenceClassification.from_pretrained(directory)
+    model, loading = BertForSequenceClassification.from_pretrained(directory, output_loading_info=True)
+    assert_loads_exactly(loading)  # the pooler included: the sequence class reads it
     classify = pipeline(
         "text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(directory)
     )
@@ -142,9 +143,14 @@ def test_hf_regression_stsb_equals_predict(checkpoints, tmp_path):
     assert len({round(p["score"], 4) for p in ours}) == len(PAIRS)  # the outputs depend on the input
 
 
+def assert_loads_exactly(loading: dict) -> None:
+    """transformers found every tensor it expects and no other (nothing missing, unexpected or reshaped)."""
+    assert {k: v for k, v in loading.items() if v} == {}
+
+
 def test_hf_token_classification_pipeline_equals_our_module(checkpoints, tmp_path):
     """Every sub-token's label and probability from transformers' pipeline equal our module's."""
-    from transformers import AutoTokenizer, BertForTokenClassification, pipeline
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
     ckpt = checkpoints["ner"]
     directory = export(ckpt, "hf", tmp_path / "hf")
@@ -152,8 +158,9 @@ def test_hf_token_classification_pipeline_equals_our_module(checkpoints, tmp_pat
     config = json.loads((directory / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(len(module.label_names))] == module.label_names
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    # The pooler is frozen in token tasks but exported anyway; transformers' token class drops it.
-    model = BertForTokenClassification.from_pretrained(directory)
+    # Exported without the pooler, which transformers' token class does not have: a silent load.
+    model, loading = AutoModelForTokenClassification.from_pretrained(directory, output_loading_info=True)
+    assert_loads_exactly(loading)
     tag = pipeline("token-classification", model=model, tokenizer=tokenizer, ignore_labels=[])
     text = "John Smith flew from Paris to the European Union offices in Brussels"
     batch = tokenizer([text], return_tensors="pt")
@@ -176,7 +183,8 @@ def test_hf_question_answering_equals_predict(checkpoints, tmp_path):
     directory = export(ckpt, "hf", tmp_path / "hf")
     module, _ = load_task_module(ckpt)
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = BertForQuestionAnswering.from_pretrained(directory)
+    model, loading = BertForQuestionAnswering.from_pretrained(directory, output_loading_info=True)
+    assert_loads_exactly(loading)
     question, context = "where is the tower", "the tower is in paris near the river and many people visit it"
     batch = tokenizer([question], [context], return_tensors="pt")
     with torch.no_grad():

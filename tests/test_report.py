@@ -306,7 +306,10 @@ def test_without_matplotlib(sst2_run, monkeypatch, capfd):
         monkeypatch.setitem(sys.modules, name, None)  # import matplotlib... now raises ImportError
     capfd.readouterr()
     assert run_cli("report", sst2_run) == 2
-    assert one_error_line(capfd) == "error: the report needs matplotlib: pip install -e '.[report]'"
+    assert (
+        one_error_line(capfd)
+        == "error: the report needs matplotlib (a dependency of bert-tasks): pip install matplotlib"
+    )
 
 
 def test_help_names_the_command(capsys):
@@ -314,3 +317,89 @@ def test_help_names_the_command(capsys):
         run_cli("report", "--help")
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith("usage: python -m tasks report")
+
+
+# --- step counts, epoch ends, one-point series: from synthetic CSV logs -------------------------
+
+
+def write_log(path: Path, epoch_steps: int, epochs: int, every: int, validate: bool = True) -> Path:
+    """A CSV log as Lightning writes it: train rows at the 0-based index of every ``every``-th
+    step, a validation row at each epoch's last step."""
+    lines = ["epoch,step,train/loss,val/accuracy,val/loss"]
+    for step in range(epoch_steps * epochs):
+        epoch = step // epoch_steps
+        if (step + 1) % every == 0:
+            lines.append(f"{epoch},{step},{1 / (step + 1)},,")
+        if validate and (step + 1) % epoch_steps == 0:
+            lines.append(f"{epoch},{step},,0.5,0.7")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def synthetic_run(tmp_path: Path, log: Path) -> report.Run:
+    config = {"model": {"class_path": "tasks.classification.SequenceClassifier"}}
+    return report.Run(tmp_path, config, log, report.read_log(log))
+
+
+@pytest.mark.parametrize(
+    ("epoch_steps", "epochs", "every", "validate", "ends"),
+    [
+        (8, 5, 10, True, [8, 16, 24, 32]),  # a 40-step run logged every 10: not 8.5, 18.5, ...
+        (8, 3, 1, False, [8, 16]),  # every step logged: the boundary is in the log
+        (8, 4, 3, False, [8, 16, 24]),  # no validation: the one length that fits every bound
+        (5, 1, 2, True, []),  # one epoch: no boundary
+    ],
+)
+def test_epoch_ends_and_step_count_from_the_log(tmp_path, epoch_steps, epochs, every, validate, ends):
+    rows = report.read_log(write_log(tmp_path / "metrics.csv", epoch_steps, epochs, every, validate))
+    assert report.epoch_ends(rows) == ends
+    last_logged = max(s for s in range(1, epoch_steps * epochs + 1) if s % every == 0 or validate)
+    assert report.total_steps(rows) == last_logged
+
+
+def test_training_caption_counts_steps_not_logged_points(tmp_path):
+    run = synthetic_run(tmp_path, write_log(tmp_path / "metrics.csv", 8, 5, 10))
+    caption = report.training_picture(run).caption
+    assert "40 steps, the loss logged at 4 points" in caption
+    assert "dotted lines end epochs, at steps 8, 16, 24, 32." in caption
+
+
+def test_epoch_mean_is_the_mean_of_the_epochs_logged_values(tmp_path):
+    rows = report.read_log(write_log(tmp_path / "metrics.csv", 8, 2, 3))  # logged at 3, 6 | 9, 12, 15
+    means = report.epoch_means(rows, "train/loss")
+    assert means == {
+        0: (pytest.approx((1 / 3 + 1 / 6) / 2), 2),
+        1: (pytest.approx((1 / 9 + 1 / 12 + 1 / 15) / 3), 3),
+    }
+
+
+def test_one_point_series_get_a_readable_axis(tmp_path):
+    """One epoch, one logged step: a marker, the loss axis from 0, the score axis 0-1, x one step wide."""
+    run = synthetic_run(tmp_path, write_log(tmp_path / "metrics.csv", 4, 1, 4))
+    training = report.training_picture(run)
+    (line,) = [ln for ln in training.figure.axes[0].get_lines() if ln.get_label() == "train/loss"]
+    assert line.get_marker() == "o"
+    assert training.figure.axes[0].get_ylim() == pytest.approx((0, 0.25 * 1.25))
+    figure = report.validation_picture(run).figure
+    scores, losses = figure.axes[:2]
+    assert scores.get_ylim() == pytest.approx((-0.02, 1.05)) and scores.get_xlim() == pytest.approx((-1, 1))
+    low, high = losses.get_ylim()  # val/loss 0.7 and the epoch's train/loss mean 0.25, both inside
+    assert low < 0.25 and 0.7 < high < 1
+
+
+@pytest.mark.parametrize(
+    ("class_path", "task", "main"),
+    [
+        ("tasks.pretraining.PreTrainingModule", None, "val/mlm_loss"),
+        ("tasks.distillation.DistilledTagger", "ner", "val/f1"),
+        ("tasks.extraction.FeatureExtractor", None, "val/loss"),
+        ("QAModule", "qa", "val/f1"),
+    ],
+)
+def test_every_task_kind_is_known(tmp_path, capsys, class_path, task, main):
+    (tmp_path / "config.yaml").write_text(f"model:\n  class_path: {class_path}\n")
+    (tmp_path / "logs" / "csv" / "fit").mkdir(parents=True)
+    write_log(tmp_path / "logs" / "csv" / "fit" / "metrics.csv", 4, 1, 1)
+    run = report.load_run(tmp_path)
+    assert "unknown model.class_path" not in capsys.readouterr().err
+    assert (run.task, report.main_metric(run)) == (task, main)
