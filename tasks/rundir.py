@@ -74,9 +74,10 @@ def lock_run_directory(directory: str | os.PathLike, command: str) -> RunLock | 
     directory = Path(directory)
     if not is_global_rank_zero() or directory.resolve() in _held:
         return None
-    if directory.exists() and not directory.is_dir():
+    blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # the run directory itself, or a folder above it, is a file
         raise UserError(
-            f"run directory {directory}: a file, not a directory; choose --trainer.default_root_dir"
+            f"run directory {directory}: {blocking} is a file, not a directory; choose --trainer.default_root_dir"
         )
     created = not directory.exists()
     held_nothing = created or not any(p.name != LOCK_FILE for p in directory.iterdir())

@@ -177,3 +177,15 @@ def tmpfs(tmp_path: Path):
     """A fresh 256 MB tmpfs, a filesystem other than the temp directory's."""
     with mounted_tmpfs(tmp_path / "tmpfs") as directory:
         yield directory
+
+
+def evaluation_metrics(run_dir: Path, folder: str | None = None) -> dict:
+    """The metrics.json a validate or test wrote into ``run_dir/eval/<folder>/`` (by default the
+    latest one there): evaluations never write over the fit's own metrics.json."""
+    import json
+
+    if folder is not None:
+        path = Path(run_dir) / "eval" / folder / "metrics.json"
+    else:
+        path = max(Path(run_dir).glob("eval/*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(path.read_text(encoding="utf-8"))

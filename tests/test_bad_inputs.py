@@ -723,8 +723,6 @@ def predictions_target(kind: str, run_dir: Path) -> tuple[Path, list[Path]]:
             locked.chmod(0o700)
             pytest.skip("running as root: a 0o500 directory is still writable")
         return locked / "predictions.jsonl", []
-    if kind == "the-glue-submission-file":
-        return run_dir / "SST-2.tsv", []
     if kind == "the-input-file":
         texts = write(run_dir / "texts.txt", "a fine film\na dull film\n")
         return texts, [texts]
@@ -737,7 +735,6 @@ def predictions_target(kind: str, run_dir: Path) -> tuple[Path, list[Path]]:
         "under-a-regular-file",
         "an-existing-directory",
         "in-an-unwritable-directory",
-        "the-glue-submission-file",
         "the-input-file",
     ],
 )

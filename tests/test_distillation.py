@@ -20,7 +20,7 @@ from tasks.distillation import (
     teacher_layer_for,
 )
 from tasks.io import UserError
-from tests.conftest import FAST_TRAINER_ARGS, ROOT, run_cli
+from tests.conftest import FAST_TRAINER_ARGS, ROOT, evaluation_metrics, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI.s args parameter")
 
@@ -185,8 +185,8 @@ def test_distillation_run_frozen_teacher_and_an_ordinary_student(sst2_teacher_ck
         )
         == 0
     )
-    assert json.loads((tmp_path / "v" / "metrics.json").read_text())["val/accuracy"] >= 0
-    out = tmp_path / "p" / "predictions.jsonl"
+    assert evaluation_metrics(tmp_path / "v")["val/accuracy"] >= 0
+    out = tmp_path / "p" / "predict" / "test" / "predictions.jsonl"  # the run's predict/<input>/ folder
     code = run_cli(
         "predict",
         "--model",

@@ -341,13 +341,15 @@ def test_killed_predict_leaves_the_previous_predictions_and_the_next_run_cleans_
 
     first = predict()
     assert first.returncode == 0, first.stderr[-2000:]
-    predictions = run_dir / "predictions.jsonl"
+    predictions = run_dir / "predict" / "test" / "predictions.jsonl"  # the checkpoint's run's predict folder
     complete = predictions.read_bytes()
     killed = predict("--trainer.callbacks+=tests.killer.KillAtPredictBatch", "--trainer.callbacks.batch=1")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert predictions.read_bytes() == complete  # the previous file, whole
-    assert list(run_dir.glob(".predictions.jsonl.*.tmp")), "the killed run's temp file should be there"
+    assert list(predictions.parent.glob(".predictions.jsonl.*.tmp")), (
+        "the killed run's temp file should be there"
+    )
     again = predict()
     assert again.returncode == 0, again.stderr[-2000:]
-    assert not list(run_dir.glob(".*.tmp")) and "partial file" in again.stderr
+    assert not list(predictions.parent.glob(".*.tmp")) and "partial file" in again.stderr
     assert predictions.read_bytes() == complete

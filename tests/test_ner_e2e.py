@@ -15,7 +15,7 @@ from tasks.io import read_text_lines
 from tasks.tagging import TaggingModule
 
 from .conftest import FAST_TRAINER_ARGS as FAST
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, evaluation_metrics, run_cli
 
 CONFIG = ROOT / "configs" / "ner.yaml"
 
@@ -74,12 +74,14 @@ def test_fit_validate_test_predict(ner_run, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("val/f1", "val/precision", "val/recall", "val/token_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0
+    fit_record = (run_dir / "metrics.json").read_bytes()
     assert run_cli("validate", *common, "--ckpt_path", checkpoint) == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["val/f1"] == pytest.approx(metrics["val/f1"])
+    assert evaluation_metrics(run_dir, "validation")["val/f1"] == pytest.approx(metrics["val/f1"])
+    assert (run_dir / "metrics.json").read_bytes() == fit_record  # the fit's record is untouched
 
     # the checkpoint alone: test, then predict on the test file, and score that file directly
     assert run_cli("test", *common, "--ckpt_path", checkpoint) == 0
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = evaluation_metrics(run_dir, "test")
     conll_out = tmp_path / "test.predicted.conll"
     predict = ["predict", *common, "--ckpt_path", checkpoint]
     assert (
@@ -134,7 +136,7 @@ def test_partial_test_scores_the_sentences_it_evaluated(ner_run, tmp_path, capfd
     part = tmp_path / "part"
     limit = ["--trainer.limit_test_batches", "1"]
     assert run_cli("test", *common, *limit, "--trainer.default_root_dir", part) == 0
-    metrics = json.loads((part / "metrics.json").read_text())
+    metrics = evaluation_metrics(part, "test")
     evaluated, total = metrics["test/evaluated_examples"], metrics["test/total_examples"]
     assert 0 < evaluated <= 4 < total == len(read_conll(ROOT / "data/ner/test.conll").sentences)
     err = capfd.readouterr().err
@@ -297,7 +299,7 @@ def test_argmax_decoding_overrides_the_checkpoint_and_scores_per_word_argmax(
         run_dir = tmp_path / name
         common = ["--config", CONFIG, "--trainer.default_root_dir", run_dir, *FAST]
         assert run_cli("validate", *common, "--ckpt_path", ckpt, *options) == 0
-        return json.loads((run_dir / "metrics.json").read_text())
+        return evaluation_metrics(run_dir)
 
     capfd.readouterr()
     argmax = validate("argmax", checkpoint, "--model.decoding", "argmax")

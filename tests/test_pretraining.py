@@ -14,7 +14,7 @@ from bert_core import BertForPreTraining
 from tasks.pretraining import PreTrainingDataModule, PreTrainingModule
 
 from .conftest import QUIET_TRAINER_ARGS as QUIET
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, evaluation_metrics, run_cli
 
 CONFIG = ROOT / "configs" / "pretrain.yaml"
 SAMPLE = ROOT / "data" / "pretrain"
@@ -88,7 +88,7 @@ def test_fit_writes_a_pretrained_directory_that_transformers_and_task_configs_lo
     ]
     # the baseline: the unchanged encoder validated without any checkpoint
     assert run_cli("validate", *common, "--trainer.default_root_dir", tmp_path / "baseline") == 0
-    baseline = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    baseline = evaluation_metrics(tmp_path / "baseline", "validation")
     assert baseline["val/perplexity"] == pytest.approx(np.exp(baseline["val/mlm_loss"]), rel=1e-6)
     fit = ["fit", *common, "--trainer.default_root_dir", run_dir, "--trainer.max_epochs", "3"]
     assert run_cli(*fit, "--model.learning_rate", "1e-3") == 0

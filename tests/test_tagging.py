@@ -98,6 +98,12 @@ def test_the_feature_cache_key_covers_the_featurisation_code(tmp_path, tiny_bert
     sys.modules.pop("edited_features", None)
 
 
+def _predict_config(run_dir):
+    """The resolved config a predict saved in its run's predict/<input>/ folder."""
+    (found,) = run_dir.glob("predict/*/config.predict.yaml")
+    return found.read_text()
+
+
 def test_the_checkpoint_alone_brings_back_the_runs_featurisation(tmp_path, tiny_bert_dir, capfd):
     """An IOB1-trained model with short windows predicts without repeating those flags; an explicit
     option still wins, with a note."""
@@ -113,12 +119,12 @@ def test_the_checkpoint_alone_brings_back_the_runs_featurisation(tmp_path, tiny_
     checkpoint = tmp_path / "fit" / "checkpoints" / "best.ckpt"
     predict = ["predict", "--config", config, "--ckpt_path", checkpoint, *FAST]
     assert run_cli(*predict, "--trainer.default_root_dir", tmp_path / "a") == 0
-    used = yaml.safe_load((tmp_path / "a" / "config.predict.yaml").read_text())["data"]["init_args"]
+    used = yaml.safe_load(_predict_config(tmp_path / "a"))["data"]["init_args"]
     assert (used["tag_scheme"], used["max_seq_length"], used["document_context"]) == ("IOB1", 16, True)
     capfd.readouterr()
     assert run_cli(*predict, "--data.max_seq_length", "32", "--trainer.default_root_dir", tmp_path / "b") == 0
     assert "note: --data.max_seq_length 32 overrides the checkpoint's 16" in capfd.readouterr().err
-    used = yaml.safe_load((tmp_path / "b" / "config.predict.yaml").read_text())["data"]["init_args"]
+    used = yaml.safe_load(_predict_config(tmp_path / "b"))["data"]["init_args"]
     assert used["max_seq_length"] == 32
 
 
