@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import tasks.cli  # noqa: F401  (imported at collection: Lightning's log handler binds to this sys.stderr)
-from tasks import report
+from tasks import report, run_record
 from tasks.data.squad import read_squad
 
 from .conftest import FAST_TRAINER_ARGS, ROOT, run_cli
@@ -336,9 +336,9 @@ def write_log(path: Path, epoch_steps: int, epochs: int, every: int, validate: b
     return path
 
 
-def synthetic_run(tmp_path: Path, log: Path) -> report.Run:
+def synthetic_run(tmp_path: Path, log: Path) -> run_record.Run:
     config = {"model": {"class_path": "tasks.classification.SequenceClassifier"}}
-    return report.Run(tmp_path, config, log, report.read_log(log))
+    return run_record.Run(tmp_path, config, log, run_record.read_log(log))
 
 
 @pytest.mark.parametrize(
@@ -351,10 +351,10 @@ def synthetic_run(tmp_path: Path, log: Path) -> report.Run:
     ],
 )
 def test_epoch_ends_and_step_count_from_the_log(tmp_path, epoch_steps, epochs, every, validate, ends):
-    rows = report.read_log(write_log(tmp_path / "metrics.csv", epoch_steps, epochs, every, validate))
-    assert report.epoch_ends(rows) == ends
+    rows = run_record.read_log(write_log(tmp_path / "metrics.csv", epoch_steps, epochs, every, validate))
+    assert run_record.epoch_ends(rows) == ends
     last_logged = max(s for s in range(1, epoch_steps * epochs + 1) if s % every == 0 or validate)
-    assert report.total_steps(rows) == last_logged
+    assert run_record.total_steps(rows) == last_logged
 
 
 def test_training_caption_counts_steps_not_logged_points(tmp_path):
@@ -365,7 +365,7 @@ def test_training_caption_counts_steps_not_logged_points(tmp_path):
 
 
 def test_epoch_mean_is_the_mean_of_the_epochs_logged_values(tmp_path):
-    rows = report.read_log(write_log(tmp_path / "metrics.csv", 8, 2, 3))  # logged at 3, 6 | 9, 12, 15
+    rows = run_record.read_log(write_log(tmp_path / "metrics.csv", 8, 2, 3))  # logged at 3, 6 | 9, 12, 15
     means = report.epoch_means(rows, "train/loss")
     assert means == {
         0: (pytest.approx((1 / 3 + 1 / 6) / 2), 2),
@@ -400,6 +400,6 @@ def test_every_task_kind_is_known(tmp_path, capsys, class_path, task, main):
     (tmp_path / "config.yaml").write_text(f"model:\n  class_path: {class_path}\n")
     (tmp_path / "logs" / "csv" / "fit").mkdir(parents=True)
     write_log(tmp_path / "logs" / "csv" / "fit" / "metrics.csv", 4, 1, 1)
-    run = report.load_run(tmp_path)
+    run = run_record.load_run(tmp_path)
     assert "unknown model.class_path" not in capsys.readouterr().err
-    assert (run.task, report.main_metric(run)) == (task, main)
+    assert (run.task, run_record.main_metric(run)) == (task, main)
