@@ -7,7 +7,6 @@ stage and the evaluations handed to the module.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from .feature_cache import FeatureCache
 from .hub import find_split, load_hub_dataset
 from .io import UserError, check_output_paths
 from .options import check_at_least as check_at_least  # subclasses check their options with it
+from .outputs import predictions_path
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -93,7 +93,6 @@ class TaskDataModule(L.LightningDataModule):
         self.prepared: dict[str, list[Prepared]] = {}
         # (epoch, batches already trained in it): set when a run resumes from a mid-epoch checkpoint.
         self.resume_position: tuple[int, int] | None = None
-        self._noted: set[Path] = set()  # predictions files already noted for their extension
 
     def use_tokenizer(self, tokenizer) -> None:
         """The tokenizer of the model's own source, handed over by the app (which opened it once)."""
@@ -200,18 +199,8 @@ class TaskDataModule(L.LightningDataModule):
         return Path(self.trainer.default_root_dir) if self.trainer is not None else Path("outputs")
 
     def predictions_path(self, default_name: str = "predictions.jsonl") -> Path:
-        """``--data.predictions_file``, else ``default_name`` (whose extension is the content's
-        format) in the command's folder. A file whose extension says another format gets a note."""
-        if not self.predictions_file:
-            return self.run_dir / default_name
-        path = Path(self.predictions_file)
-        written_as = Path(default_name).suffix
-        if path.suffix.lower() not in _SAME_FORMAT.get(written_as, {written_as}) and path not in self._noted:
-            self._noted.add(path)
-            print(
-                f"note: {path}: written as {written_as[1:]} (its extension says otherwise)", file=sys.stderr
-            )
-        return path
+        """``--data.predictions_file``, else ``default_name`` in the command's folder."""
+        return predictions_path(self.predictions_file, self.run_dir, default_name)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved by Lightning in every checkpoint (see ``stored_settings``); nothing is loaded
@@ -232,12 +221,6 @@ class Prepared:
     dataset: datasets.Dataset
     evaluation: Evaluation
 
-
-# Extensions that name a format (the key) as well as its own.
-_SAME_FORMAT = {
-    ".conll": {".conll", ".txt", ".tsv", ".iob", ".bio"},
-    ".jsonl": {".jsonl", ".ndjson"},
-}
 
 STAGE_SPLITS = {
     "fit": ("train", "validation"),

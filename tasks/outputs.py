@@ -13,6 +13,7 @@ only file ``predict`` writes.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -118,3 +119,24 @@ def now() -> float:
     """The start of a command, for ``written_since`` (a second early: filesystems with coarse
     timestamps round a file's time down)."""
     return time.time() - 1.0
+
+
+# Extensions that name a format (the key) as well as its own.
+_SAME_FORMAT = {
+    ".conll": {".conll", ".txt", ".tsv", ".iob", ".bio"},
+    ".jsonl": {".jsonl", ".ndjson"},
+}
+_noted: set[Path] = set()  # predictions files already noted for their extension
+
+
+def predictions_path(predictions_file: str | None, folder: Path, default_name: str) -> Path:
+    """``--data.predictions_file``, else ``default_name`` (whose extension is the content's format)
+    in the command's folder. A file whose extension says another format gets a note, once."""
+    if not predictions_file:
+        return folder / default_name
+    path = Path(predictions_file)
+    written_as = Path(default_name).suffix
+    if path.suffix.lower() not in _SAME_FORMAT.get(written_as, {written_as}) and path not in _noted:
+        _noted.add(path)
+        print(f"note: {path}: written as {written_as[1:]} (its extension says otherwise)", file=sys.stderr)
+    return path
