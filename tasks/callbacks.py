@@ -105,7 +105,9 @@ class MetricsJsonWriter(L.Callback):
         path = Path(trainer.default_root_dir) / METRICS_FILE
         previous = json.loads(path.read_text()) if path.exists() else {}
         kept = {k: v for k, v in previous.items() if not k.startswith(prefix)}  # best_checkpoint too
-        write_json(path, {**kept, **metrics})
+        # How many inputs of each split's file were longer than max_seq_length (tasks.datamodule).
+        measured = getattr(trainer.datamodule, "input_lengths", None)
+        write_json(path, {**kept, **metrics, **({"input_lengths": measured} if measured else {})})
 
 
 def run_callbacks(

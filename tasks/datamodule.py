@@ -10,19 +10,20 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from .batching import IGNORE_INDEX as IGNORE_INDEX  # the padding label, imported from here too
 from .batching import Batching, Collate, collate, token_budget_applies
 from .checkpoint import DATA_SETTINGS_KEY, load_task_tokenizer
 from .evaluation import Evaluation
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, InputLengths
 from .hub import find_split, load_hub_dataset
 from .io import UserError, check_output_paths
 from .options import check_at_least as check_at_least  # subclasses check their options with it
@@ -57,6 +58,8 @@ class TaskDataModule(L.LightningDataModule):
     # What the module is told (linked at instantiation): decided once, in the subclass's __init__.
     task: str | None = None
     label_names: list[str] | None = None
+    # What becomes of an input longer than max_seq_length (the input-length report says it).
+    long_inputs = "were truncated"
 
     def __init__(
         self,
@@ -94,6 +97,10 @@ class TaskDataModule(L.LightningDataModule):
         # (epoch, batches already trained in it): set when a run resumes from a mid-epoch checkpoint.
         self.resume_position: tuple[int, int] | None = None
         self._noted: set[Path] = set()  # predictions files already noted for their extension
+        # The input lengths of each file featurised (its name -> what was measured), and of each
+        # prepared split (``input_lengths``: metrics.json's section of that name).
+        self.measured: dict[str, InputLengths] = {}
+        self.input_lengths: dict[str, dict[str, Any]] = {}
 
     def use_tokenizer(self, tokenizer) -> None:
         """The tokenizer of the model's own source, handed over by the app (which opened it once)."""
@@ -143,7 +150,14 @@ class TaskDataModule(L.LightningDataModule):
     def feature_cache(self) -> FeatureCache:
         """Features of this tokenizer and max_seq_length, cached by the featurising functions' source."""
         owner, functions = type(self).__name__, self.feature_functions
-        return FeatureCache(self.cache_dir, owner, self.tokenizer, self.max_seq_length, functions)
+        sizes = (self.tokenizer, self.max_seq_length, functions)
+        return FeatureCache(self.cache_dir, owner, *sizes, report=self._note_input_lengths)
+
+    def _note_input_lengths(self, source: str, lengths: InputLengths) -> None:
+        """Once per file featurised (cached or not): how many inputs were longer than max_seq_length."""
+        if source not in self.measured:
+            rank_zero_info(lengths.line(source, self.long_inputs))
+        self.measured[source] = lengths
 
     # -- loaders -------------------------------------------------------------------------------
 
@@ -173,6 +187,11 @@ class TaskDataModule(L.LightningDataModule):
                 continue  # fit without a dev set: train only
             if split not in self.prepared:
                 self.prepared[split] = self.prepare(split)
+                for prepared in self.prepared[split]:
+                    evaluation = prepared.evaluation
+                    if (lengths := self.measured.get(evaluation.source)) is not None:
+                        name = split + evaluation.metric_suffix
+                        self.input_lengths[name] = {"file": evaluation.source, **asdict(lengths)}
         if stage == "predict":
             outputs = [output.path for p in self.prepared["predict"] for output in p.evaluation.outputs]
             check_output_paths(outputs, inputs)

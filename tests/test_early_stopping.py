@@ -49,6 +49,24 @@ def test_a_metric_that_cannot_improve_stops_after_patience_validations_and_a_res
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["stopped_early"] == {"epoch": 2, "step": 3, "reason": reason}
     assert metrics["best_checkpoint"]["epoch"] == 0 and metrics["best_checkpoint"]["step"] == 1
+    # the input-length report of both files (the sample's sentences all fit in 128 tokens)
+    sample = "data/glue/SST-2"
+    assert metrics["input_lengths"] == {
+        "train": {
+            "file": f"{sample}/train.tsv",
+            "max_seq_length": 128,
+            "inputs": 64,
+            "too_long": 0,
+            "longest_tokens": 13,
+        },
+        "validation": {
+            "file": f"{sample}/dev.tsv",
+            "max_seq_length": 128,
+            "inputs": 24,
+            "too_long": 0,
+            "longest_tokens": 11,
+        },
+    }
     best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (best["epoch"], best["global_step"]) == (0, 1)  # the first validation's weights
