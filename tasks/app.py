@@ -77,9 +77,10 @@ class BertTasksCLI(LightningCLI):
         if every < 0:
             raise UserError(f"--checkpoint_every_n_steps must be at least 0, not {every}")
         has_validation = self.datamodule is not None and self.datamodule.has_split("validation")
+        patience, min_delta = early_stopping_options(subcommand, has_validation)
         run_dir = Path(config.get("default_root_dir") or ".")
         monitor = self.model.main_metric if has_validation else None
-        extra = run_callbacks(run_dir, monitor, self.model.main_metric_mode, every)
+        extra = run_callbacks(run_dir, monitor, self.model.main_metric_mode, every, patience, min_delta)
         given = [*callbacks, *(config.get("callbacks") or [])]
         if config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in given
@@ -264,6 +265,25 @@ SHARED_OPTIONS = ("nsp", "pooling")
 
 # How this command runs the model (not a property of the checkpoint): never taken from one.
 INFERENCE_OPTIONS = ("quantize", "quantize_backend", "runtime")
+
+
+def early_stopping_options(config, has_validation: bool) -> tuple[int, float]:
+    """``--early_stopping_patience`` and ``--early_stopping_min_delta``, checked (0: no early stopping)."""
+    patience = config.get("early_stopping_patience") or 0
+    min_delta = config.get("early_stopping_min_delta") or 0.0
+    if patience < 0:
+        raise UserError(
+            f"--early_stopping_patience must be at least 1 (0: no early stopping), not {patience}"
+        )
+    if min_delta < 0:
+        raise UserError(f"--early_stopping_min_delta must be at least 0, not {min_delta}")
+    if min_delta and not patience:
+        raise UserError("--early_stopping_min_delta applies with --early_stopping_patience N (N at least 1)")
+    if patience and not has_validation:
+        raise UserError(
+            "--early_stopping_patience needs a validation set to watch: set --data.validation_file"
+        )
+    return patience, min_delta
 
 
 def _refuse_inference_options(config) -> None:

@@ -7,13 +7,14 @@ import math
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
 from lightning.pytorch.cli import SaveConfigCallback
 
 from .io import atomic_open, write_json
@@ -71,9 +72,11 @@ class MetricsJsonWriter(L.Callback):
         chosen = self._best_validation(trainer)
         if chosen is not None and trainer.is_global_zero:
             epoch, step, metrics, path = chosen
-            self._write(
-                trainer, "val/", {**metrics, "best_checkpoint": {"path": path, "epoch": epoch, "step": step}}
-            )
+            record = {**metrics, "best_checkpoint": {"path": path, "epoch": epoch, "step": step}}
+            stopper = next((c for c in trainer.callbacks if isinstance(c, MainMetricEarlyStopping)), None)
+            if stopper is not None and stopper.stop is not None:
+                record["stopped_early"] = stopper.stop
+            self._write(trainer, "val/", record)
             pending = run_dir / PENDING_ARTIFACTS / str(step)
             for artifact in sorted(pending.glob("*")) if pending.is_dir() else []:
                 os.replace(artifact, run_dir / artifact.name)
@@ -102,16 +105,24 @@ class MetricsJsonWriter(L.Callback):
         path = Path(trainer.default_root_dir) / METRICS_FILE
         previous = json.loads(path.read_text()) if path.exists() else {}
         kept = {k: v for k, v in previous.items() if not k.startswith(prefix)}  # best_checkpoint too
-        write_json(path, {**kept, **metrics})
+        # How many inputs of each split's file were longer than max_seq_length (tasks.datamodule).
+        lengths = getattr(trainer.datamodule, "lengths", None)
+        measured = lengths.by_split if lengths is not None else None
+        write_json(path, {**kept, **metrics, **({"input_lengths": measured} if measured else {})})
 
 
 def run_callbacks(
-    run_dir: Path, main_metric: str | None, mode: str, every_n_steps: int = 0
+    run_dir: Path,
+    main_metric: str | None,
+    mode: str,
+    every_n_steps: int = 0,
+    patience: int = 0,
+    min_delta: float = 0.0,
 ) -> list[L.Callback]:
     """What every run of the app gets: best.ckpt (chosen by ``main_metric``; the last weights when
     there is none), last.ckpt (every validation, and every ``every_n_steps`` optimizer steps when
     set: a kill -9 then costs at most that many), metrics.json, the prediction writer and the
-    random states a resumed run needs."""
+    random states a resumed run needs; with ``patience``, early stopping on ``main_metric``."""
     from .writers import PredictionWriter
 
     def checkpoint(name: str, **options) -> ModelCheckpoint:
@@ -137,7 +148,54 @@ def run_callbacks(
     ]
     if every_n_steps > 0:
         callbacks.append(checkpoint("last", monitor="step", mode="max", every_n_train_steps=every_n_steps))
+    if patience > 0 and main_metric is not None:
+        callbacks.append(MainMetricEarlyStopping(main_metric, min_delta, patience, mode))
     return callbacks
+
+
+class MainMetricEarlyStopping(EarlyStopping):
+    """Lightning's early stopping on the task's main metric, checked after every validation (also
+    those within an epoch), that remembers the step of the best validation and says why it stopped:
+    ``stop`` is metrics.json's ``stopped_early`` (None while the run goes on). Its state (the
+    validations waited, the best score and step, the stop) is in last.ckpt: a resumed run counts on."""
+
+    def __init__(self, monitor: str, min_delta: float, patience: int, mode: str) -> None:
+        super().__init__(monitor, min_delta, patience, mode=mode, check_on_train_epoch_end=False)
+        self.best_step: int | None = None
+        self.stop: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_step": self.best_step, "stop": self.stop}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_step, self.stop = state_dict.get("best_step"), state_dict.get("stop")
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        self._at = (trainer.current_epoch, trainer.global_step)  # where the criteria are evaluated
+        before = self.stop
+        super()._run_early_stopping_check(trainer)
+        if self.stop is not None and self.stop is not before and trainer.is_global_zero:
+            epoch, step = self._at
+            print(f"early stopping at epoch {epoch}, step {step}: {self.stop['reason']}", file=sys.stderr)
+
+    def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
+        should_stop, reason = super()._evaluate_stopping_criteria(current)
+        epoch, step = self._at
+        if not should_stop and self.wait_count == 0:  # a new best
+            self.best_step = step
+        self.stop = None  # a resumed run that goes on past an earlier stop has not stopped (yet)
+        if should_stop:
+            best = f"best {float(self.best_score):.4g} at step {self.best_step}"
+            if torch.isfinite(current):
+                why = (
+                    f"{self.monitor} did not improve by more than {abs(self.min_delta):g} "
+                    f"for {self.wait_count} validations ({best})"
+                )
+            else:
+                why = f"{self.monitor} is {float(current)}, not finite ({best})"
+            self.stop = {"epoch": epoch, "step": step, "reason": why}
+        return should_stop, reason
 
 
 class SummaryWithoutFlops(ModelSummary):

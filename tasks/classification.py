@@ -141,7 +141,10 @@ class ClassificationDataModule(TaskDataModule):
 
             return self.feature_cache.stream(name, path, rows, tokenize, key)
         examples = self.read(split, path)
-        return self.feature_cache.examples(name, features.rows(examples), tokenize, key), len(examples)
+        source = str(path or self.split_file(split) or f"{self.dataset}[{split}]")  # as its Evaluation says
+        return self.feature_cache.examples(name, features.rows(examples), tokenize, key, source), len(
+            examples
+        )
 
     def prepare(self, split: str) -> list[Prepared]:
         if split == "predict" and self.predict_file is not None:

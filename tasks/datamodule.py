@@ -21,7 +21,7 @@ from .batching import IGNORE_INDEX as IGNORE_INDEX  # the padding label, importe
 from .batching import Batching, Collate, collate, token_budget_applies
 from .checkpoint import DATA_SETTINGS_KEY, load_task_tokenizer
 from .evaluation import Evaluation
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, InputLengthReport
 from .hub import find_split, load_hub_dataset
 from .io import UserError, check_output_paths
 from .options import check_at_least as check_at_least  # subclasses check their options with it
@@ -57,6 +57,8 @@ class TaskDataModule(L.LightningDataModule):
     # What the module is told (linked at instantiation): decided once, in the subclass's __init__.
     task: str | None = None
     label_names: list[str] | None = None
+    # What becomes of an input longer than max_seq_length (the input-length report says it).
+    long_inputs = "were truncated"
 
     def __init__(
         self,
@@ -93,6 +95,7 @@ class TaskDataModule(L.LightningDataModule):
         self.prepared: dict[str, list[Prepared]] = {}
         # (epoch, batches already trained in it): set when a run resumes from a mid-epoch checkpoint.
         self.resume_position: tuple[int, int] | None = None
+        self.lengths = InputLengthReport(self.long_inputs)  # inputs longer than max_seq_length, per file
 
     def use_tokenizer(self, tokenizer) -> None:
         """The tokenizer of the model's own source, handed over by the app (which opened it once)."""
@@ -142,7 +145,8 @@ class TaskDataModule(L.LightningDataModule):
     def feature_cache(self) -> FeatureCache:
         """Features of this tokenizer and max_seq_length, cached by the featurising functions' source."""
         owner, functions = type(self).__name__, self.feature_functions
-        return FeatureCache(self.cache_dir, owner, self.tokenizer, self.max_seq_length, functions)
+        sizes = (self.tokenizer, self.max_seq_length, functions)
+        return FeatureCache(self.cache_dir, owner, *sizes, report=self.lengths.note)
 
     # -- loaders -------------------------------------------------------------------------------
 
@@ -172,6 +176,7 @@ class TaskDataModule(L.LightningDataModule):
                 continue  # fit without a dev set: train only
             if split not in self.prepared:
                 self.prepared[split] = self.prepare(split)
+                self.lengths.gather(split, [p.evaluation for p in self.prepared[split]])
         if stage == "predict":
             outputs = [output.path for p in self.prepared["predict"] for output in p.evaluation.outputs]
             check_output_paths(outputs, inputs)

@@ -30,6 +30,17 @@ COMMAND_OPTIONS: dict[str, tuple[type, object, str]] = {
         False,
         "fit: replace the run already in the run directory (its checkpoints, metrics and evaluations)",
     ),
+    "early_stopping_patience": (
+        int,
+        0,
+        "fit: stop when the task's main metric has not improved for N validations in a row "
+        "(0: no early stopping); best.ckpt and metrics.json stay the best validation's",
+    ),
+    "early_stopping_min_delta": (
+        float,
+        0.0,
+        "fit: with --early_stopping_patience, an improvement of the main metric by this much or less does not count",
+    ),
     "keep_last_ckpt": (
         bool,
         True,

@@ -49,6 +49,7 @@ class QADataModule(TaskDataModule):
 
     feature_functions = (QAFeaturizer,)
     stored_settings = ("max_seq_length", "max_query_length", "doc_stride")
+    long_inputs = "were split into windows"  # (doc_stride apart)
 
     def __init__(
         self,
@@ -98,7 +99,8 @@ class QADataModule(TaskDataModule):
             )
         featurizer = self.featurizer(split)
         rows, step = list(example_rows(data.examples)), featurizer.batch_step(self.tokenizer, str(data.path))
-        table = self.feature_cache.examples(f"{split}-{data.path.name}", rows, step, featurizer.cache_key())
+        name, key = f"{split}-{data.path.name}", featurizer.cache_key()
+        table = self.feature_cache.examples(name, rows, step, key, str(data.path))
         rank_zero_info(
             f"{split}: {len(data.examples)} questions -> {len(table)} windows of up to "
             f"{featurizer.max_seq_length} tokens"

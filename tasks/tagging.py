@@ -48,6 +48,7 @@ class TaggingDataModule(TaskDataModule):
     """
 
     feature_functions = (TaggingFeaturizer.batch_function, split_words)  # their source keys the cache
+    long_inputs = "were split into windows"  # sentences: each word predicted once
     stored_settings = (
         "max_seq_length",
         "do_lower_case",
@@ -123,7 +124,7 @@ class TaggingDataModule(TaskDataModule):
         function = featurizer.batch_function(self.tokenizer, self.max_seq_length)
         rows = featurizer.rows(data.sentences, data.gold)
         return data, self.feature_cache.examples(
-            f"{split}-{Path(data.path).name}", rows, function, featurizer.cache_key()
+            f"{split}-{Path(data.path).name}", rows, function, featurizer.cache_key(), data.path
         )
 
     def prepare(self, split: str) -> list[Prepared]:

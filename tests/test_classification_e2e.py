@@ -192,6 +192,7 @@ def test_sst2_fit_writes_checkpoints_config_and_dev_metrics(sst2_run: Path):
         "val/evaluated_examples",
         "val/total_examples",
         "best_checkpoint",
+        "input_lengths",
     }
     # metrics.json describes best.ckpt: the first epoch with the highest accuracy
     per_epoch = epoch_metrics(sst2_run, "val/accuracy")
@@ -274,9 +275,9 @@ def test_evaluating_another_runs_checkpoint_writes_into_that_run_never_over_the_
     assert capfd.readouterr().err.rstrip().splitlines()[-1] == (
         f"wrote {folder}/ (config.validate.yaml, confusion_matrix.json, logs/, metrics.json)"
     )
-    assert set(read_metrics(folder)) == {"val/accuracy", "val/loss"}
+    assert set(read_metrics(folder)) == {"val/accuracy", "val/loss", "input_lengths"}
     assert run_cli("validate", *config, *ckpt, "--model.quantize", "int8") == 0
-    assert set(read_metrics(student / "eval" / "validation-dev-int8")) == {"val/accuracy", "val/loss"}
+    assert set(read_metrics(student / "eval" / "validation-dev-int8")) == {"val/accuracy", "val/loss", "input_lengths"}
 
     # --ckpt_path alone: the checkpoint's run, not outputs/sequenceclassifier/
     texts = tmp_path / "texts.txt"

@@ -106,6 +106,7 @@ def test_a_fit_shorter_than_an_epoch_validates_and_writes_checkpoints_and_metric
         "val/evaluated_examples",
         "val/total_examples",
         "best_checkpoint",
+        "input_lengths",
     }
     assert metrics["val/evaluated_examples"] == metrics["val/total_examples"] > 0  # the whole dev set
     assert metrics["best_checkpoint"]["step"] == 2

@@ -136,6 +136,8 @@ def test_metrics_json_keeps_the_other_prefix(tmp_path):
     trainer = SimpleNamespace(
         default_root_dir=str(tmp_path),
         is_global_zero=True,
+        datamodule=None,
+        callbacks=[],
         sanity_checking=False,
         state=SimpleNamespace(fn="validate"),
         callback_metrics={"val/f1": torch.tensor(0.5), "train/loss": torch.tensor(1.0)},
@@ -154,6 +156,8 @@ def test_metrics_json_of_a_fit_appears_only_when_it_ends(tmp_path, capsys):
     trainer = SimpleNamespace(
         default_root_dir=str(tmp_path),
         is_global_zero=True,
+        datamodule=None,
+        callbacks=[],
         sanity_checking=False,
         state=SimpleNamespace(fn="fit"),
         checkpoint_callbacks=[],

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..data.glue import GLUE_TASKS
 from ..data.tables import Example
+from ..feature_cache import INPUT_LENGTHS
 from ..io import UserError
 
 GENERIC_TASKS = ("classification", "regression")
@@ -30,6 +31,15 @@ def normalise_task(task: str) -> str:
 
 def is_regression(task: str | None) -> bool:
     return task in ("stsb", "regression")
+
+
+def whole_lengths(tokenizer: Any, texts: list, pairs: list | None = None, **options: Any) -> list[int]:
+    """The length in tokens of each input (a text, or a pair), special tokens included, as it would
+    be without truncation: what the input-length report compares with max_seq_length."""
+    plain = {"add_special_tokens": False, "return_attention_mask": False, "return_token_type_ids": False}
+    encoded = tokenizer(texts, pairs, **plain, verbose=False, **options)["input_ids"]
+    special = tokenizer.num_special_tokens_to_add(pair=pairs is not None)
+    return [len(ids) + special for ids in encoded]
 
 
 @dataclass(frozen=True)
@@ -97,14 +107,16 @@ class SentenceFeatures:
         """A batched function, rows -> features (one per row), for ``Dataset.map`` or a stream's chunks."""
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            pairs = batch["text_pair"] if self.pair else None
             encoded = tokenizer(
                 batch["text"],
-                batch["text_pair"] if self.pair else None,
+                pairs,
                 truncation="longest_first",
                 max_length=self.max_seq_length,
                 return_attention_mask=True,
             )
             features = {k: encoded[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+            features[INPUT_LENGTHS] = whole_lengths(tokenizer, batch["text"], pairs)
             features["example"] = batch["example"]  # the example (input line) each row answers
             if all(label is not None for label in batch["label"]):
                 features["labels"] = batch["label"]

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..data.tables import Example
+from ..feature_cache import INPUT_LENGTHS
 from ..io import UserError
+from .classification import whole_lengths
 
 FORMATS = ("npy", "google_jsonl")
 NO_WORD = -100  # [CLS], [SEP], padding: no word's vector takes them
@@ -38,10 +40,8 @@ class LineFeaturizer:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         firsts, seconds = batch["words"], batch["pair_words"]
         options = {"is_split_into_words": True, "truncation": True, "max_length": self.max_seq_length}
-        if any(s is not None for s in seconds):
-            encoding = self.tokenizer(firsts, [s or [] for s in seconds], **options)
-        else:
-            encoding = self.tokenizer(firsts, **options)
+        pairs = [s or [] for s in seconds] if any(s is not None for s in seconds) else None
+        encoding = self.tokenizer(firsts, pairs, **options)
         word_ids = []
         for i, first in enumerate(firsts):
             sides = encoding.sequence_ids(i)
@@ -58,6 +58,7 @@ class LineFeaturizer:
             "word_ids": word_ids,
             "num_words": [len(a) + len(b or []) for a, b in zip(firsts, seconds)],
             "example": batch["example"],
+            INPUT_LENGTHS: whole_lengths(self.tokenizer, firsts, pairs, is_split_into_words=True),
         }
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import datasets
 import numpy as np
 
 from ..data.squad import SquadAnswer, SquadExample
+from ..feature_cache import INPUT_LENGTHS
 from ..io import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class FeatureStats:
     truncated_questions: int = 0  # questions cut to max_query_length tokens
     answers_outside_window: int = 0  # training windows labelled [CLS] because the answer is elsewhere
     untokenizable_answers: int = 0  # answers made only of characters the tokenizer drops
+    # Each question's input in tokens (question cut to max_query_length, whole context, 3 special
+    # tokens): longer than max_seq_length, it is split into windows.
+    input_lengths: list[int] = field(default_factory=list)
 
 
 def window_spans(num_tokens: int, room: int, doc_stride: int) -> list[tuple[int, int]]:
@@ -139,8 +143,11 @@ class QAFeaturizer:
         """A batched ``Dataset.map`` step: rows of ``example_rows`` -> the columns of their windows."""
 
         def columns(batch: dict[str, list]) -> dict[str, list]:
-            features, _ = self(rows_to_examples(batch), tokenizer, source)
-            return feature_columns(features, batch["example_index"], self.with_labels)
+            features, stats = self(rows_to_examples(batch), tokenizer, source)
+            return {
+                **feature_columns(features, batch["example_index"], self.with_labels),
+                INPUT_LENGTHS: stats.input_lengths,
+            }
 
         return columns
 
@@ -197,6 +204,7 @@ class QAFeaturizer:
                 else None
             )
             prefix = [tokenizer.cls_token_id, *question_ids, tokenizer.sep_token_id]
+            stats.input_lengths.append(len(prefix) + len(doc_ids) + 1)
             features += self._windows(example_index, prefix, doc_ids, doc_offsets, answer_tokens, stats)
         if stats.truncated_questions:
             log.info(

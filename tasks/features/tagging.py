@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..data.conll import OUTSIDE, Sentence, check_label_set, normalize_scheme, split_tag
+from ..feature_cache import INPUT_LENGTHS
 
 IGNORE_INDEX = -100  # label of a position the loss skips (special tokens, later sub-tokens, context)
 
@@ -203,25 +204,35 @@ def document_features(
     document_context: bool,
     label_all_tokens: bool,
     label_names: list[str],
-) -> Iterator[dict[str, Any]]:
-    """The model inputs of one document's windows (``labels`` empty lists when untagged)."""
-    pieces = word_pieces(tokenizer, words, budget)
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The model inputs of one document's windows (``labels`` empty lists when untagged), and the
+    whole length in tokens of each of its sentences ([CLS] and [SEP] included)."""
+    pieces, lengths = word_pieces(tokenizer, words, budget)
+    features = []
     for window in build_windows(pieces, [list(range(len(words)))], budget, document_context):
         length = len(window.token_ids) + 2
-        yield {
-            "input_ids": [tokenizer.cls_token_id, *window.token_ids, tokenizer.sep_token_id],
-            "attention_mask": [1] * length,
-            "labels": window_labels(window, labels[window.sentence], length, label_all_tokens, label_names),
-            "sentence": sentence_ids[window.sentence],
-            "word_positions": [start + 1 for start in window.word_starts],  # + 1: after [CLS]
-            "word_indices": window.word_indices,
-            "num_predictable": sum(1 for word in pieces[window.sentence] if word),
-        }
+        features.append(
+            {
+                "input_ids": [tokenizer.cls_token_id, *window.token_ids, tokenizer.sep_token_id],
+                "attention_mask": [1] * length,
+                "labels": window_labels(
+                    window, labels[window.sentence], length, label_all_tokens, label_names
+                ),
+                "sentence": sentence_ids[window.sentence],
+                "word_positions": [start + 1 for start in window.word_starts],  # + 1: after [CLS]
+                "word_indices": window.word_indices,
+                "num_predictable": sum(1 for word in pieces[window.sentence] if word),
+            }
+        )
+    return features, [length + 2 for length in lengths]
 
 
-def word_pieces(tokenizer, sentences: list[list[str]], budget: int) -> list[list[list[int]]]:
+def word_pieces(
+    tokenizer, sentences: list[list[str]], budget: int
+) -> tuple[list[list[list[int]]], list[int]]:
     """Sub-token ids of each word of each sentence; [] for a word that tokenizes to nothing
-    (a control character, a zero-width space), so it cannot shift the words after it."""
+    (a control character, a zero-width space), so it cannot shift the words after it. Also the
+    number of sub-tokens of each sentence, counting those of a giant word beyond ``budget``."""
     encoded = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False, verbose=False)
     pieces: list[list[list[int]]] = []
     for index, words in enumerate(sentences):
@@ -230,7 +241,7 @@ def word_pieces(tokenizer, sentences: list[list[str]], budget: int) -> list[list
             if word is not None and len(per_word[word]) < budget:  # a giant "word" keeps its first pieces
                 per_word[word].append(token_id)
         pieces.append(per_word)
-    return pieces
+    return pieces, [len(ids) for ids in encoded["input_ids"]]
 
 
 def window_labels(
@@ -293,9 +304,10 @@ class TaggingFeaturizer:
 
         def featurize(batch: dict[str, list]) -> dict[str, list]:
             features: dict[str, list] = {key: [] for key in FEATURE_COLUMNS}
+            lengths: list[int] = []  # of each sentence: the input-length report's
             rows = zip(batch["sentence_ids"], batch["words"], batch["labels"], strict=True)
             for sentence_ids, words, word_labels in rows:
-                for feature in document_features(
+                windows, sentence_lengths = document_features(
                     tokenizer,
                     sentence_ids,
                     words,
@@ -304,10 +316,12 @@ class TaggingFeaturizer:
                     self.document_context,
                     self.label_all_tokens,
                     labels,
-                ):
+                )
+                lengths += sentence_lengths
+                for feature in windows:
                     for key, value in feature.items():
                         features[key].append(value)
-            return features
+            return {**features, INPUT_LENGTHS: lengths}
 
         return featurize
 
