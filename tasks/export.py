@@ -79,8 +79,9 @@ def hf_config_fields(module: TaskModule, kind: str) -> dict[str, Any]:
         "id2label": {str(i): name for i, name in enumerate(labels)},
         "label2id": {name: i for i, name in enumerate(labels)},
     }
-    if kind == "classification":
-        fields["problem_type"] = "single_label_classification"
+    if kind == "classification":  # a sigmoid per label, as our multi-label head: pipeline(top_k=None)
+        multilabel = getattr(module, "multilabel", False)
+        fields["problem_type"] = "multi_label_classification" if multilabel else "single_label_classification"
     return fields
 
 
