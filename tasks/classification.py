@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .class_weights import BALANCED, balanced_weights, check_class_weights
 from .data.classification_outputs import confusion_matrix_writer, prediction_files
 from .data.glue import GLUE_TASKS, hub_examples, iter_glue
 from .data.tables import Example, infer_label_names, iter_table
@@ -211,11 +212,26 @@ class SequenceClassifier(TaskModule):
     Multi-label's per-label thresholds (the ``thresholds`` buffer, so the checkpoint carries them)
     are chosen at each validation of a fit, each maximising its label's F1 on the validation set;
     validate, test and predict use the stored ones.
+
+    Args:
+        classifier_dropout: dropout before the head (default: the encoder's hidden dropout).
+        class_weights: ``balanced`` (from the train file's label counts) or one weight per label, for
+            the loss (multi-label: BCE's ``pos_weight``); see ``tasks.class_weights``. Stored in the
+            checkpoint.
+        tune_threshold: binary tasks: predict label 1 (the second label) when its probability reaches a threshold
+            chosen at each validation to maximise the main metric (stored in the checkpoint).
+            Multi-label tunes its per-label thresholds unless this is ``false`` (then 0.5).
     """
 
     main_metric_mode = "max"
 
-    def __init__(self, classifier_dropout: float | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        classifier_dropout: float | None = None,
+        class_weights: str | list[float] | None = None,
+        tune_threshold: bool | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.regression = is_regression(self.hparams.task)
         self.multilabel = is_multilabel(self.hparams.task)
@@ -227,6 +243,31 @@ class SequenceClassifier(TaskModule):
         self.metrics = metric_names(self.hparams.task, num_labels)
         if self.multilabel:
             self.register_buffer("thresholds", torch.full((num_labels,), DEFAULT_THRESHOLD))
+        self.binary_threshold = bool(tune_threshold) and not self.multilabel
+        if self.binary_threshold:
+            if num_labels != 2 or self.regression:
+                raise UserError(
+                    f"--model.tune_threshold applies to binary and multi-label tasks, not to "
+                    f"{self.hparams.task!r} with {num_labels} label(s)"
+                )
+            self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
+        check_class_weights(class_weights, num_labels, "regression" if self.regression else "")
+        # A buffer (None: not in the checkpoint): validate/test/predict compute the same loss.
+        given = None if class_weights is None else torch.ones(num_labels)
+        if class_weights not in (None, BALANCED):
+            given = torch.tensor(class_weights, dtype=torch.float)
+        self.register_buffer("class_weights", given)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and self.hparams.class_weights == BALANCED and datamodule is not None:
+            gold = [datamodule.features.gold(example) for example in datamodule.read("train")]
+            if self.multilabel:
+                counts = torch.tensor(gold).sum(0)
+            else:
+                counts = torch.bincount(torch.tensor(gold), minlength=len(self.label_names))
+            self.class_weights.copy_(balanced_weights(counts, len(gold), self.multilabel))
 
     @property
     def main_metric(self) -> str:
@@ -242,8 +283,8 @@ class SequenceClassifier(TaskModule):
         if self.multilabel:
             # The collate pads list columns to a multiple of 8: the first num_labels are the labels.
             targets = labels[:, : logits.shape[-1]].to(logits.dtype)
-            return F.binary_cross_entropy_with_logits(logits, targets)
-        return F.cross_entropy(logits, labels)
+            return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.class_weights)
+        return F.cross_entropy(logits, labels, weight=self.class_weights)
 
     def training_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return self.loss(outputs, batch["labels"])
@@ -270,9 +311,13 @@ class SequenceClassifier(TaskModule):
                 labels={self.label_names[i]: rounded[i] for i in over},
             )
         probabilities = logits.softmax(-1)
+        if self.binary_threshold:
+            label_id = int(probabilities[1] >= self.threshold.cpu())
+        else:
+            label_id = int(probabilities.argmax())
         return Classified(
             logits,
-            label=self.label_names[int(probabilities.argmax())],
+            label=self.label_names[label_id],
             probabilities={name: round(float(v), 6) for name, v in zip(self.label_names, probabilities)},
         )
 
@@ -284,6 +329,8 @@ class SequenceClassifier(TaskModule):
         if self.multilabel:
             return self._score_multilabel(logits, labels, evaluation)
         num_classes = None if self.regression else len(self.label_names)
+        if self.binary_threshold:
+            return self._score_binary(logits, labels, evaluation)
         values = compute_metrics(self.metrics, logits, labels, num_classes=num_classes)
         values["loss"] = self.loss(logits, labels).item()
         return values
@@ -294,15 +341,41 @@ class SequenceClassifier(TaskModule):
         """The multi-label metrics at the stored thresholds; a fit's validation first sets them to
         the ones that maximise each label's F1 here (so best.ckpt carries its validation's)."""
         probabilities = logits.sigmoid()
-        tuning = (
+        if self._tuning(evaluation) and self.hparams.tune_threshold is not False:
+            self.thresholds.copy_(best_thresholds(probabilities, labels))
+        values = multilabel_metrics(probabilities, labels, self.thresholds.cpu(), self.label_names)
+        values.update({f"threshold/{n}": float(t) for n, t in zip(self.label_names, self.thresholds)})
+        values["loss"] = self.loss(logits, labels).item()
+        return values
+
+    def _tuning(self, evaluation: Evaluation) -> bool:
+        """Whether this evaluation chooses the stored thresholds: a fit's validation (not the sanity check)."""
+        return (
             self.trainer.state.fn == "fit"
             and not self.trainer.sanity_checking
             and evaluation.split == "validation"
             and not evaluation.metric_suffix
         )
-        if tuning:
-            self.thresholds.copy_(best_thresholds(probabilities, labels))
-        values = multilabel_metrics(probabilities, labels, self.thresholds.cpu(), self.label_names)
-        values.update({f"threshold/{n}": float(t) for n, t in zip(self.label_names, self.thresholds)})
+
+    def _score_binary(
+        self, logits: torch.Tensor, labels: torch.Tensor, evaluation: Evaluation
+    ) -> dict[str, float]:
+        """The metrics with label 1 predicted at the stored threshold; a fit's validation first sets
+        it to the candidate (a midpoint between two probabilities, or 0.5) with the best main metric."""
+        positive = logits.softmax(-1)[:, 1]
+
+        def metrics_at(threshold: float) -> dict[str, float]:
+            return compute_metrics(self.metrics, (positive >= threshold).long(), labels, num_classes=2)
+
+        if self._tuning(evaluation):
+            ordered = positive.double().unique()  # ascending
+            midpoints = (ordered[1:] + ordered[:-1]) / 2
+            step = max(1, len(midpoints) // 256)  # a few hundred cuts are enough; each is scored
+            candidates = [DEFAULT_THRESHOLD, *midpoints[::step].tolist()]
+            main = self.metrics[0]
+            scored = [(metrics_at(t)[main], -abs(t - DEFAULT_THRESHOLD), t) for t in candidates]
+            self.threshold.fill_(max(scored)[2])
+        values = metrics_at(float(self.threshold))
+        values["threshold"] = float(self.threshold)
         values["loss"] = self.loss(logits, labels).item()
         return values

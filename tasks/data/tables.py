@@ -295,9 +295,9 @@ def _parse_labels(
     """A multi-label example's names, each checked as a single label is; repeats count once."""
     if not isinstance(value, list):
         raise DataError(path, f"labels must be a list of names, found {type(value).__name__}", line=line)
-    names = [_parse_label(path, line, name, label_names, regression=False) for name in value]
-    if "" in names:
+    if any(str(name).strip() == "" for name in value):
         raise DataError(path, "an empty label name in the label list", line=line)
+    names = [_parse_label(path, line, name, label_names, regression=False) for name in value]
     return tuple(dict.fromkeys(names))
 
 
