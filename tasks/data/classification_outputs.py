@@ -62,7 +62,7 @@ def prediction_records(
             fields["text_pair"] = item.text_pair
         if prediction.score is not None:
             fields["score"] = prediction.score
-        elif prediction.labels is not None:
+        elif getattr(prediction, "labels", None) is not None:  # multi-label
             fields["labels"] = prediction.labels
             fields["probabilities"] = prediction.probabilities
         else:
