@@ -261,7 +261,7 @@ class SequenceClassifier(TaskModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         datamodule = self.trainer.datamodule
-        if stage == "fit" and self.hparams.class_weights == BALANCED and datamodule is not None:
+        if stage == "fit" and self.hparams.get("class_weights") == BALANCED and datamodule is not None:
             gold = [datamodule.features.gold(example) for example in datamodule.read("train")]
             if self.multilabel:
                 counts = torch.tensor(gold).sum(0)
@@ -341,7 +341,7 @@ class SequenceClassifier(TaskModule):
         """The multi-label metrics at the stored thresholds; a fit's validation first sets them to
         the ones that maximise each label's F1 here (so best.ckpt carries its validation's)."""
         probabilities = logits.sigmoid()
-        if self._tuning(evaluation) and self.hparams.tune_threshold is not False:
+        if self._tuning(evaluation) and self.hparams.get("tune_threshold") is not False:
             self.thresholds.copy_(best_thresholds(probabilities, labels))
         values = multilabel_metrics(probabilities, labels, self.thresholds.cpu(), self.label_names)
         values.update({f"threshold/{n}": float(t) for n, t in zip(self.label_names, self.thresholds)})
