@@ -92,6 +92,12 @@ def _check_exportable(module: TaskModule, fmt: str, ckpt_path: str | Path) -> No
             f"{ckpt_path}: its head reads --model.head_layers {module.hparams.head_layers}, which transformers' "
             "BertFor* classes cannot express (they read the last layer): export it with --format onnx"
         )
+    if fmt == "onnx" and any(name in ("thresholds", "threshold") for name, _ in module.named_buffers()):
+        # The ONNX runtime rebuilds the module from bert_tasks.json: tuned thresholds would be lost.
+        raise UserError(
+            f"{ckpt_path}: its decision thresholds were tuned and are not carried by an ONNX export yet: "
+            "predict from the .ckpt, or export --format hf"
+        )
     if module.hparams.get("quantize"):
         raise UserError(
             f"{ckpt_path}: a quantized model; export the fp32 checkpoint (int8 is applied at load time)"

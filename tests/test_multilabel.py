@@ -212,3 +212,11 @@ def test_hf_export_pipeline_gives_predicts_probabilities(multilabel_run: Path, t
     for mine, scores in zip(read_jsonl(out), theirs, strict=True):
         probabilities = {s["label"]: s["score"] for s in scores}
         assert probabilities == pytest.approx(mine["probabilities"], abs=1e-4)  # sigmoids, not a softmax
+
+
+def test_onnx_export_refuses_tuned_thresholds(multilabel_run: Path, tmp_path: Path, capfd):
+    ckpt = multilabel_run / "checkpoints" / "best.ckpt"
+    capfd.readouterr()
+    assert run_cli("export", "--ckpt_path", ckpt, "--format", "onnx", "--output", tmp_path / "onnx") == 2
+    assert "thresholds were tuned and are not carried by an ONNX export" in capfd.readouterr().err
+    assert not (tmp_path / "onnx").exists()
