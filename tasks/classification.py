@@ -11,15 +11,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .class_weights import BALANCED, balanced_weights, check_class_weights
 from .data.classification_outputs import confusion_matrix_writer, prediction_files
 from .data.glue import GLUE_TASKS, hub_examples, iter_glue
 from .data.tables import Example, infer_label_names, iter_table
 from .data.text import LineCursor, iter_text
 from .datamodule import Prepared, TaskDataModule
 from .evaluation import Evaluation, OutputFile
-from .features.classification import SentenceFeatures, is_regression, normalise_task
+from .features.classification import SentenceFeatures, is_multilabel, is_regression, normalise_task
 from .io import UserError
 from .metrics.glue import compute_metrics
+from .metrics.multilabel import DEFAULT_THRESHOLD, best_thresholds, multilabel_metrics, predicted
 from .module import TaskModule
 
 
@@ -29,6 +31,8 @@ def metric_names(task: str | None, num_labels: int) -> tuple[str, ...]:
         return GLUE_TASKS[task].metrics
     if is_regression(task):
         return ("pearson", "spearman")
+    if is_multilabel(task):  # and per label: precision/<label>, recall/<label>, f1/<label>
+        return ("f1_micro", "f1_macro", "exact_match")
     return ("accuracy", "f1") if num_labels == 2 else ("accuracy",)
 
 
@@ -36,9 +40,11 @@ class ClassificationDataModule(TaskDataModule):
     """GLUE TSVs (``task`` = cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or generic CSV/TSV/JSONL.
 
     Args:
-        task: a GLUE task name, or ``classification`` / ``regression`` for generic files.
+        task: a GLUE task name, or ``classification`` / ``regression`` / ``multilabel`` for generic files.
         text_column, text_pair_column, label_column, index_column: generic files' columns (names,
             or 0-based positions with ``header: false``); GLUE tasks know theirs.
+        label_separator: multilabel's CSV/TSV label field: the names joined by this (JSONL: a list).
+            An empty field or list is an example with no labels.
         labels: the label set in id order (default: GLUE's, or the sorted labels of the train file).
         validation_mismatched_file: MNLI's dev_mismatched.tsv, scored as ``val/accuracy_mm``.
         header: whether generic CSV/TSV files start with a header row.
@@ -54,9 +60,13 @@ class ClassificationDataModule(TaskDataModule):
         labels: list[str] | None = None,
         validation_mismatched_file: str | None = None,
         header: bool = True,
+        label_separator: str = ",",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        if not label_separator:
+            raise UserError("--data.label_separator must not be empty")
+        self.label_separator = label_separator
         self.text_column, self.text_pair_column = text_column, text_pair_column
         self.label_column, self.index_column, self.header = label_column, index_column, header
         self.labels = list(labels) if labels is not None else None
@@ -122,7 +132,10 @@ class ClassificationDataModule(TaskDataModule):
         known = None if split == "train" and self.labels is None else self.label_names
         label_column = self.label_column if split != "predict" else None
         columns = (self.text_column, self.text_pair_column, label_column, self.index_column)
-        return iter_table(path, *columns, known, is_regression(self.task), labelled, self.header)
+        separator = self.label_separator if is_multilabel(self.task) else None
+        return iter_table(
+            path, *columns, known, is_regression(self.task), labelled, self.header, label_separator=separator
+        )
 
     # The predict file's reading shapes its streamed features: this module is in their cache key.
     feature_functions = (_iter_examples, SentenceFeatures.tokenizing)
@@ -161,7 +174,7 @@ class ClassificationDataModule(TaskDataModule):
             evaluation = Evaluation(split, source, [1] * len(examples), gold, examples, suffix)
             if split == "predict":
                 evaluation.outputs = self._outputs(lambda examples=examples: examples.__getitem__)
-            elif self.label_names and gold is not None:
+            elif self.label_names and gold is not None and not is_multilabel(self.task):
                 evaluation.write_artifacts = confusion_matrix_writer(
                     self.task, gold, self.label_names, suffix
                 )
@@ -192,22 +205,72 @@ class Classified:
     label: str | None = None
     probabilities: dict[str, float] | None = None
     score: float | None = None  # regression
+    labels: dict[str, float] | None = None  # multi-label: each label over its threshold, its probability
 
 
 class SequenceClassifier(TaskModule):
-    """[CLS] pooled output -> dropout -> linear; cross-entropy, or MSE for regression (STS-B)."""
+    """[CLS] pooled output -> dropout -> linear; cross-entropy, MSE for regression (STS-B), or a
+    sigmoid per label with binary cross-entropy for multi-label.
+
+    Multi-label's per-label thresholds (the ``thresholds`` buffer, so the checkpoint carries them)
+    are chosen at each validation of a fit, each maximising its label's F1 on the validation set;
+    validate, test and predict use the stored ones.
+
+    Args:
+        classifier_dropout: dropout before the head (default: the encoder's hidden dropout).
+        class_weights: ``balanced`` (from the train file's label counts) or one weight per label, for
+            the loss (multi-label: BCE's ``pos_weight``); see ``tasks.class_weights``. Stored in the
+            checkpoint.
+        tune_threshold: binary tasks: predict label 1 (the second label) when its probability reaches a threshold
+            chosen at each validation to maximise the main metric (stored in the checkpoint).
+            Multi-label tunes its per-label thresholds unless this is ``false`` (then 0.5).
+    """
 
     main_metric_mode = "max"
 
-    def __init__(self, classifier_dropout: float | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        classifier_dropout: float | None = None,
+        class_weights: str | list[float] | None = None,
+        tune_threshold: bool | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.regression = is_regression(self.hparams.task)
+        self.multilabel = is_multilabel(self.hparams.task)
         if not self.regression and not self.label_names:
             raise UserError("a classification task needs its label names (they come from the data module)")
         num_labels = 1 if self.regression else len(self.label_names)
         self.dropout = self.head_dropout(classifier_dropout)
         self.classifier = self.linear_head(num_labels)
         self.metrics = metric_names(self.hparams.task, num_labels)
+        if self.multilabel:
+            self.register_buffer("thresholds", torch.full((num_labels,), DEFAULT_THRESHOLD))
+        self.binary_threshold = bool(tune_threshold) and not self.multilabel
+        if self.binary_threshold:
+            if num_labels != 2 or self.regression:
+                raise UserError(
+                    f"--model.tune_threshold applies to binary and multi-label tasks, not to "
+                    f"{self.hparams.task!r} with {num_labels} label(s)"
+                )
+            self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
+        check_class_weights(class_weights, num_labels, "regression" if self.regression else "")
+        # A buffer (None: not in the checkpoint): validate/test/predict compute the same loss.
+        given = None if class_weights is None else torch.ones(num_labels)
+        if class_weights not in (None, BALANCED):
+            given = torch.tensor(class_weights, dtype=torch.float)
+        self.register_buffer("class_weights", given)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and self.hparams.get("class_weights") == BALANCED and datamodule is not None:
+            gold = [datamodule.features.gold(example) for example in datamodule.read("train")]
+            if self.multilabel:
+                counts = torch.tensor(gold).sum(0)
+            else:
+                counts = torch.bincount(torch.tensor(gold), minlength=len(self.label_names))
+            self.class_weights.copy_(balanced_weights(counts, len(gold), self.multilabel))
 
     @property
     def main_metric(self) -> str:
@@ -220,7 +283,11 @@ class SequenceClassifier(TaskModule):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.regression:
             return F.mse_loss(logits, labels.float())
-        return F.cross_entropy(logits, labels)
+        if self.multilabel:
+            # The collate pads list columns to a multiple of 8: the first num_labels are the labels.
+            targets = labels[:, : logits.shape[-1]].to(logits.dtype)
+            return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.class_weights)
+        return F.cross_entropy(logits, labels, weight=self.class_weights)
 
     def training_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return self.loss(outputs, batch["labels"])
@@ -236,10 +303,24 @@ class SequenceClassifier(TaskModule):
         (logits,) = outputs
         if self.regression:
             return Classified(logits, score=round(float(logits), 6))
+        if self.multilabel:
+            probabilities = logits.sigmoid()
+            chosen = predicted(probabilities, self.thresholds.cpu()).tolist()
+            rounded = [round(float(v), 6) for v in probabilities]
+            over = sorted((i for i, yes in enumerate(chosen) if yes), key=lambda i: -rounded[i])
+            return Classified(
+                logits,
+                probabilities=dict(zip(self.label_names, rounded)),
+                labels={self.label_names[i]: rounded[i] for i in over},
+            )
         probabilities = logits.softmax(-1)
+        if self.binary_threshold:
+            label_id = int(probabilities[1] >= self.threshold.cpu())
+        else:
+            label_id = int(probabilities.argmax())
         return Classified(
             logits,
-            label=self.label_names[int(probabilities.argmax())],
+            label=self.label_names[label_id],
             probabilities={name: round(float(v), 6) for name, v in zip(self.label_names, probabilities)},
         )
 
@@ -248,7 +329,56 @@ class SequenceClassifier(TaskModule):
             return {}
         logits = torch.stack([p.logits for p in predictions.values()])
         labels = torch.tensor([evaluation.gold[i] for i in predictions])
+        if self.multilabel:
+            return self._score_multilabel(logits, labels, evaluation)
         num_classes = None if self.regression else len(self.label_names)
+        if self.binary_threshold:
+            return self._score_binary(logits, labels, evaluation)
         values = compute_metrics(self.metrics, logits, labels, num_classes=num_classes)
+        values["loss"] = self.loss(logits, labels).item()
+        return values
+
+    def _score_multilabel(
+        self, logits: torch.Tensor, labels: torch.Tensor, evaluation: Evaluation
+    ) -> dict[str, float]:
+        """The multi-label metrics at the stored thresholds; a fit's validation first sets them to
+        the ones that maximise each label's F1 here (so best.ckpt carries its validation's)."""
+        probabilities = logits.sigmoid()
+        if self._tuning(evaluation) and self.hparams.get("tune_threshold") is not False:
+            self.thresholds.copy_(best_thresholds(probabilities, labels))
+        values = multilabel_metrics(probabilities, labels, self.thresholds.cpu(), self.label_names)
+        values.update({f"threshold/{n}": float(t) for n, t in zip(self.label_names, self.thresholds)})
+        values["loss"] = self.loss(logits, labels).item()
+        return values
+
+    def _tuning(self, evaluation: Evaluation) -> bool:
+        """Whether this evaluation chooses the stored thresholds: a fit's validation (not the sanity check)."""
+        return (
+            self.trainer.state.fn == "fit"
+            and not self.trainer.sanity_checking
+            and evaluation.split == "validation"
+            and not evaluation.metric_suffix
+        )
+
+    def _score_binary(
+        self, logits: torch.Tensor, labels: torch.Tensor, evaluation: Evaluation
+    ) -> dict[str, float]:
+        """The metrics with label 1 predicted at the stored threshold; a fit's validation first sets
+        it to the candidate (a midpoint between two probabilities, or 0.5) with the best main metric."""
+        positive = logits.softmax(-1)[:, 1]
+
+        def metrics_at(threshold: float) -> dict[str, float]:
+            return compute_metrics(self.metrics, (positive >= threshold).long(), labels, num_classes=2)
+
+        if self._tuning(evaluation):
+            ordered = positive.double().unique()  # ascending
+            midpoints = (ordered[1:] + ordered[:-1]) / 2
+            step = max(1, len(midpoints) // 256)  # a few hundred cuts are enough; each is scored
+            candidates = [DEFAULT_THRESHOLD, *midpoints[::step].tolist()]
+            main = self.metrics[0]
+            scored = [(metrics_at(t)[main], -abs(t - DEFAULT_THRESHOLD), t) for t in candidates]
+            self.threshold.fill_(max(scored)[2])
+        values = metrics_at(float(self.threshold))
+        values["threshold"] = float(self.threshold)
         values["loss"] = self.loss(logits, labels).item()
         return values

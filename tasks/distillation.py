@@ -304,6 +304,11 @@ class DistilledClassifier(Distillation, SequenceClassifier):
 
     task_class = SequenceClassifier
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.multilabel:  # the soft loss below is a softmax KL: one label per example
+            raise UserError("distillation is for single-label classification, not --data.task multilabel")
+
     def soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         if self.regression:
             return F.mse_loss(student.float(), teacher.float())

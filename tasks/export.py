@@ -79,8 +79,9 @@ def hf_config_fields(module: TaskModule, kind: str) -> dict[str, Any]:
         "id2label": {str(i): name for i, name in enumerate(labels)},
         "label2id": {name: i for i, name in enumerate(labels)},
     }
-    if kind == "classification":
-        fields["problem_type"] = "single_label_classification"
+    if kind == "classification":  # a sigmoid per label, as our multi-label head: pipeline(top_k=None)
+        multilabel = getattr(module, "multilabel", False)
+        fields["problem_type"] = "multi_label_classification" if multilabel else "single_label_classification"
     return fields
 
 
@@ -90,6 +91,12 @@ def _check_exportable(module: TaskModule, fmt: str, ckpt_path: str | Path) -> No
         raise UserError(
             f"{ckpt_path}: its head reads --model.head_layers {module.hparams.head_layers}, which transformers' "
             "BertFor* classes cannot express (they read the last layer): export it with --format onnx"
+        )
+    if fmt == "onnx" and any(name in ("thresholds", "threshold") for name, _ in module.named_buffers()):
+        # The ONNX runtime rebuilds the module from bert_tasks.json: tuned thresholds would be lost.
+        raise UserError(
+            f"{ckpt_path}: its decision thresholds were tuned and are not carried by an ONNX export yet: "
+            "predict from the .ckpt, or export --format hf"
         )
     if module.hparams.get("quantize"):
         raise UserError(

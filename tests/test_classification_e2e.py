@@ -277,7 +277,11 @@ def test_evaluating_another_runs_checkpoint_writes_into_that_run_never_over_the_
     )
     assert set(read_metrics(folder)) == {"val/accuracy", "val/loss", "input_lengths"}
     assert run_cli("validate", *config, *ckpt, "--model.quantize", "int8") == 0
-    assert set(read_metrics(student / "eval" / "validation-dev-int8")) == {"val/accuracy", "val/loss", "input_lengths"}
+    assert set(read_metrics(student / "eval" / "validation-dev-int8")) == {
+        "val/accuracy",
+        "val/loss",
+        "input_lengths",
+    }
 
     # --ckpt_path alone: the checkpoint's run, not outputs/sequenceclassifier/
     texts = tmp_path / "texts.txt"

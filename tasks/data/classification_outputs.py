@@ -47,7 +47,9 @@ def prediction_records(
     lookup: Callable[[int], Example | None], display: Callable[[str], str]
 ) -> Callable[[int, Any], list[str]]:
     """How the prediction writer renders ``predictions.jsonl``: per example ``i`` (``lookup(i)``),
-    ``{line, index, text[, text_pair], label, probabilities}`` with the labels' display names, or
+    ``{line, index, text[, text_pair], label, probabilities}`` with the labels' display names,
+    ``{line, index, text[, text_pair], labels, probabilities}`` for multi-label (``labels``: each
+    label over its threshold and its probability, most probable first), or
     ``{line, index, text[, text_pair], score}``; a blank line of a text file (None) is
     ``{line, text: ""}``, so that line i of the output answers line i of the input."""
 
@@ -60,6 +62,9 @@ def prediction_records(
             fields["text_pair"] = item.text_pair
         if prediction.score is not None:
             fields["score"] = prediction.score
+        elif getattr(prediction, "labels", None) is not None:  # multi-label
+            fields["labels"] = prediction.labels
+            fields["probabilities"] = prediction.probabilities
         else:
             fields["label"] = display(prediction.label)
             fields["probabilities"] = {display(name): p for name, p in prediction.probabilities.items()}

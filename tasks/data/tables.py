@@ -26,7 +26,8 @@ class Example:
     index: str  # the file's index/id column; without one, the 0-based row number
     text: str
     text_pair: str | None = None
-    label: str | float | None = None  # a label name, a regression score, or None (unlabelled)
+    # A label name, a regression score, a multi-label task's names (a tuple, maybe empty), or None.
+    label: str | float | tuple[str, ...] | None = None
     line: int = 0  # 1-based line in the file (the record's first line), for error messages
 
 
@@ -49,6 +50,7 @@ def iter_table(
     require_labels: bool = False,
     header: bool = True,
     file_format: str | None = None,
+    label_separator: str | None = None,
 ) -> Iterator[Example]:
     """Read examples from a CSV, TSV or JSONL file, with columns given by name or 0-based position.
 
@@ -57,7 +59,9 @@ def iter_table(
     (GLUE's convention). JSONL takes field names only. A file (or JSONL record set) without the
     label column gives unlabelled examples unless ``require_labels``. When ``label_names`` is
     given, a label outside it is an error; otherwise labels are kept as found (see
-    ``infer_label_names``). With ``regression`` labels are read as floats.
+    ``infer_label_names``). With ``regression`` labels are read as floats. With ``label_separator``
+    (multi-label) each label field holds several names: a JSON list in JSONL, names joined by the
+    separator in CSV/TSV; an empty list or field is a valid example with no labels.
     """
     fmt = (file_format or _format_from_suffix(path)).lower()
     if fmt not in FILE_FORMATS:
@@ -72,6 +76,7 @@ def iter_table(
             label_names,
             regression,
             require_labels,
+            label_separator,
         )
         return
     rows = _csv_rows(path) if fmt == "csv" else _tsv_rows(path)
@@ -95,12 +100,19 @@ def iter_table(
         require_labels=require_labels,
         line=header_line,
     )
-    yield from _iter_examples_from_rows(path, body, header_row, columns, label_names, regression)
+    yield from _iter_examples_from_rows(
+        path, body, header_row, columns, label_names, regression, label_separator=label_separator
+    )
 
 
 def infer_label_names(examples: Sequence[Example]) -> list[str]:
     """The distinct labels of ``examples`` in a stable order: numerically if all are integers."""
-    names = {str(e.label) for e in examples if e.label is not None}
+    names = {
+        str(name)
+        for e in examples
+        if e.label is not None
+        for name in (e.label if isinstance(e.label, tuple) else (e.label,))
+    }
 
     def is_int(name: str) -> bool:
         return name.lstrip("-").isdigit()
@@ -213,6 +225,7 @@ def _iter_examples_from_rows(
     label_names: Sequence[str] | None,
     regression: bool,
     score_range: tuple[float, float] | None = None,
+    label_separator: str | None = None,
 ) -> Iterator[Example]:
     needed = 1 + max(
         c for c in (columns.text, columns.text_pair, columns.label, columns.index) if c is not None
@@ -230,7 +243,11 @@ def _iter_examples_from_rows(
             raise DataError(path, f"expected at least {needed} columns, found {len(fields)}", line=line)
         label = None
         if columns.label is not None:
-            label = _parse_label(path, line, fields[columns.label], label_names, regression, score_range)
+            value = fields[columns.label]
+            if label_separator is not None:
+                label = _parse_labels(path, line, _split_names(value, label_separator), label_names)
+            else:
+                label = _parse_label(path, line, value, label_names, regression, score_range)
         yield Example(
             index=str(row_number) if columns.index is None else fields[columns.index],
             text=fields[columns.text],
@@ -266,6 +283,24 @@ def _parse_label(
     return label
 
 
+def _split_names(value: str, separator: str) -> list[str]:
+    """A CSV/TSV multi-label field: names joined by ``separator``, spaces around them dropped; an
+    empty field is no labels."""
+    return [name.strip() for name in value.split(separator)] if value.strip() else []
+
+
+def _parse_labels(
+    path: str | os.PathLike, line: int, value: object, label_names: Sequence[str] | None
+) -> tuple[str, ...]:
+    """A multi-label example's names, each checked as a single label is; repeats count once."""
+    if not isinstance(value, list):
+        raise DataError(path, f"labels must be a list of names, found {type(value).__name__}", line=line)
+    if any(str(name).strip() == "" for name in value):
+        raise DataError(path, "an empty label name in the label list", line=line)
+    names = [_parse_label(path, line, name, label_names, regression=False) for name in value]
+    return tuple(dict.fromkeys(names))
+
+
 def _format_from_suffix(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix == "json":
@@ -286,6 +321,7 @@ def _read_jsonl(
     label_names: Sequence[str] | None,
     regression: bool,
     require_labels: bool,
+    label_separator: str | None = None,
 ) -> Iterator[Example]:
     positional = [
         c for c in (text_column, text_pair_column, label_column, index_column) if isinstance(c, int)
@@ -322,7 +358,10 @@ def _read_jsonl(
             value = field(line, record, label_column)
             if value is None:
                 raise DataError(path, f"field {label_column!r} is null", line=line)
-            label = _parse_label(path, line, value, label_names, regression)
+            if label_separator is not None:  # multi-label: a JSON list of names
+                label = _parse_labels(path, line, value, label_names)
+            else:
+                label = _parse_label(path, line, value, label_names, regression)
         yield Example(
             index=str(row_number) if index_column is None else str(field(line, record, index_column)),
             text=text_field(line, record, text_column),

@@ -15,7 +15,7 @@ from ..data.tables import Example
 from ..feature_cache import INPUT_LENGTHS
 from ..io import UserError
 
-GENERIC_TASKS = ("classification", "regression")
+GENERIC_TASKS = ("classification", "regression", "multilabel")
 
 
 def normalise_task(task: str) -> str:
@@ -40,6 +40,11 @@ def whole_lengths(tokenizer: Any, texts: list, pairs: list | None = None, **opti
     encoded = tokenizer(texts, pairs, **plain, verbose=False, **options)["input_ids"]
     special = tokenizer.num_special_tokens_to_add(pair=pairs is not None)
     return [len(ids) + special for ids in encoded]
+
+
+def is_multilabel(task: str | None) -> bool:
+    """Several labels per example (a sigmoid per label), not one of them (a softmax)."""
+    return task == "multilabel"
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,16 @@ class SentenceFeatures:
         """What the cached features depend on besides the examples, the tokenizer and the code."""
         return asdict(self)
 
-    def gold(self, example: Example) -> int | float | None:
-        """The label id (or the score for regression) the loss and the scorer compare with."""
+    def gold(self, example: Example) -> int | float | list[float] | None:
+        """The label id (the score for regression; for multi-label, 1.0 at each of the example's
+        label ids and 0.0 elsewhere) the loss and the scorer compare with."""
         if example.label is None:
             return None
         if self.label_names is None:
             return float(example.label)
+        if is_multilabel(self.task):
+            names = set(example.label)
+            return [1.0 if name in names else 0.0 for name in self.label_names]
         return self.label_names.index(str(example.label))
 
     def row(self, example: Example) -> dict[str, Any]:
