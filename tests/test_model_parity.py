@@ -514,3 +514,19 @@ def test_dropout_keeps_its_mask_as_bools_with_the_same_numbers() -> None:
         results.append((y.detach(), x.grad))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert [t.dtype for t in saved] == [torch.float32, torch.bool]  # the formula's mask, then ours
+
+
+def test_to_grids_keeps_no_copy_of_the_tokens_for_the_backward() -> None:
+    """Re-padding into grids has index_copy_'s output and gradient, keeping only the slot indices."""
+    attention_mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    layout = model_lib.TokenLayout.real_tokens(attention_mask)
+    x0 = torch.randn(int(attention_mask.sum()), 6)
+    weights = torch.randn(layout.groups[-1].offset + layout.groups[-1].rows * layout.groups[-1].length, 6)
+    x, saved = x0.clone().requires_grad_(), []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        grids = layout.to_grids(x)
+    (grids * weights).sum().backward()
+    expected = torch.zeros_like(weights).index_copy_(0, layout.slots, x0)
+    assert torch.equal(grids.detach(), expected)
+    assert torch.equal(x.grad, weights[layout.slots])
+    assert [t.dtype for t in saved] == [torch.int64]
