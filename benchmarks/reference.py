@@ -6,6 +6,9 @@ One run = one task, one seed, one subprocess; ``benchmarks/finetune.py`` (speed)
 What it re-creates (transformers ``Trainer`` + ``AutoModelFor*``, i.e. ``BertFor*`` for BERT):
 
 * ``mrpc``: ``run_glue.py`` (sentence pair, ``BertForSequenceClassification``); accuracy and F1 of class 1.
+* ``sst2``: ``run_glue.py`` on a single-sentence task (GLUE SST-2 TSV); accuracy.
+* ``mlm``: ``run_mlm.py`` (``BertForMaskedLM``, lines concatenated into ``--max_seq_length`` blocks,
+  15% masked by ``DataCollatorForLanguageModeling``); the evaluation loss.
 * ``ner``: ``run_ner.py`` (``is_split_into_words``, label on the first sub-token of each word, -100
   elsewhere, labels = sorted train tags); seqeval's default (conlleval) micro entity P/R/F1.
 * ``qa``: ``run_qa.py`` (``only_second`` truncation, tokenizer ``stride`` = ``--doc_stride`` = the
@@ -92,7 +95,10 @@ def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
     sentences, words, tags = [], [], []
     with open(path, encoding="utf-8") as handle:
         for line in handle:
-            parts = line.rstrip("\r\n").split("\t")
+            line = line.rstrip("\r\n")
+            parts = line.split("\t") if "\t" in line else line.split()  # WNUT-17: tabs; CoNLL: spaces
+            if parts and parts[0] == "-DOCSTART-":
+                parts = []  # a document boundary ends a sentence, as a blank line
             if not "".join(parts).strip():
                 if words:
                     sentences.append((words, tags))
@@ -103,6 +109,19 @@ def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
     if words:
         sentences.append((words, tags))
     return sentences
+
+
+def read_sst2(path: str) -> list[tuple[str, int]]:
+    """(sentence, label) rows of a GLUE SST-2 TSV (header, no quoting)."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [(row[0], int(row[1])) for row in rows[1:] if row]
+
+
+def read_lines(path: str) -> list[str]:
+    """The non-blank lines of a text file (run_mlm's --line_by_line false reads the same)."""
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
 
 
 def read_squad(path: str) -> list[dict[str, Any]]:
@@ -134,7 +153,8 @@ class Task:
     train: datasets.Dataset
     eval: datasets.Dataset
     collator: Callable
-    score: Callable[[Any], dict[str, float]]  # trainer.predict(...).predictions -> metrics
+    # trainer.predict(...).predictions -> metrics; None: trainer.evaluate()'s loss is the metric
+    score: Callable[[Any], dict[str, float]] | None
     eval_examples: int
 
 
@@ -174,6 +194,53 @@ def mrpc_task(args: argparse.Namespace, tokenizer) -> Task:
         collator,
         score,
         len(eval_rows),
+    )
+
+
+def sst2_task(args: argparse.Namespace, tokenizer) -> Task:
+    """run_glue on a single-sentence task: accuracy."""
+
+    def encode(rows: list[tuple[str, int]]) -> datasets.Dataset:
+        sentences, labels = zip(*rows, strict=True)
+        encoded = tokenizer(
+            list(sentences), padding=padding_of(args), max_length=args.max_seq_length, truncation=True
+        )
+        return datasets.Dataset.from_dict({**encoded, "label": list(labels)})
+
+    eval_rows = read_sst2(args.eval_file)
+    gold = np.array([label for _, label in eval_rows])
+
+    def score(logits: np.ndarray) -> dict[str, float]:
+        return {"accuracy": float((logits.argmax(-1) == gold).mean())}
+
+    collator = default_data_collator if args.padding == "max_length" else DataCollatorWithPadding(tokenizer)
+    return Task(
+        AutoModelForSequenceClassification,
+        {"num_labels": 2, "finetuning_task": "sst2"},
+        encode(read_sst2(args.train_file)),
+        encode(eval_rows),
+        collator,
+        score,
+        len(eval_rows),
+    )
+
+
+def mlm_task(args: argparse.Namespace, tokenizer) -> Task:
+    """run_mlm (``--line_by_line`` false): every line tokenised, all concatenated and cut into blocks
+    of ``--max_seq_length`` tokens; 15% of tokens masked (80/10/10) by the collator; the metric is
+    the evaluation loss (``trainer.evaluate``: no logits over the vocabulary are gathered)."""
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+    def blocks(path: str) -> datasets.Dataset:
+        ids = [token for line in tokenizer(read_lines(path))["input_ids"] for token in line]
+        size = args.max_seq_length
+        chunks = [ids[start : start + size] for start in range(0, len(ids) - size + 1, size)]
+        return datasets.Dataset.from_dict({"input_ids": chunks})
+
+    evaluation = blocks(args.eval_file)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    return Task(
+        AutoModelForMaskedLM, {}, blocks(args.train_file), evaluation, collator, None, len(evaluation)
     )
 
 
@@ -327,7 +394,7 @@ def qa_task(args: argparse.Namespace, tokenizer) -> Task:
     return Task(AutoModelForQuestionAnswering, {}, train, evaluation, collator, score, len(eval_examples))
 
 
-TASKS = {"mrpc": mrpc_task, "ner": ner_task, "qa": qa_task}
+TASKS = {"mrpc": mrpc_task, "sst2": sst2_task, "ner": ner_task, "qa": qa_task, "mlm": mlm_task}
 
 # ----------------------------------------------------------------------------------------------
 # Training and measuring
@@ -428,8 +495,10 @@ def main(argv: list[str] | None = None) -> int:
     fed = collator.batches[:steps]  # gradient_accumulation_steps is 1: one batch per step
 
     started = time.perf_counter()
-    predictions = trainer.predict(task.eval).predictions
-    metrics = task.score(predictions)
+    if task.score is None:
+        metrics = {"loss": trainer.evaluate(task.eval)["eval_loss"]}
+    else:
+        metrics = task.score(trainer.predict(task.eval).predictions)
     eval_seconds = time.perf_counter() - started
 
     recipe = {

@@ -112,7 +112,7 @@ class TokenLayout:
         if self.slots is None:
             return x
         g = self.groups[-1]
-        return x.new_zeros(g.offset + g.rows * g.length, x.shape[-1]).index_copy_(0, self.slots, x)
+        return _ToGrids.apply(x, self.slots, g.offset + g.rows * g.length)
 
     def from_grids(self, y: torch.Tensor) -> torch.Tensor:
         """[G, C] stacked group grids -> [N, C] tokens."""
@@ -138,3 +138,19 @@ class TokenLayout:
     def to_batch_order(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C] in layout row order -> [B, C] in batch order."""
         return x if self.row_order is None else torch.empty_like(x).index_copy_(0, self.row_order, x)
+
+
+class _ToGrids(torch.autograd.Function):
+    """``zeros.index_copy_(0, slots, x)`` whose backward keeps only ``slots``: autograd's index_copy_
+    keeps ``x`` as well (for its shape), which held each layer's [N, 3H] q/k/v projection alive
+    until the backward: 320 MB of a 32 x 384-token step of a 6-layer H=384 encoder."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, slots: torch.Tensor, size: int) -> torch.Tensor:
+        ctx.save_for_backward(slots)
+        return x.new_zeros(size, x.shape[-1]).index_copy_(0, slots, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (slots,) = ctx.saved_tensors
+        return grad.index_select(0, slots), None, None

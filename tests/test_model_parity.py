@@ -455,3 +455,78 @@ def test_varlen_attention_is_not_taken_with_attention_dropout(monkeypatch) -> No
     model.eval()
     with pytest.raises(pytest.fail.Exception):  # and evaluation takes it
         model(input_ids, attention_mask, token_type_ids)
+
+
+def attention_by_autograd(q, k, v, key_mask, p):
+    """attention_with_dropout's function written out for autograd (what it computed before it
+    kept its own backward)."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    mask, keep = kernels.keep_mask(scores, p)
+    return (scores.softmax(-1) * mask @ v) / keep
+
+
+@pytest.mark.parametrize("queries", [9, 1])  # every token attends; [CLS] only
+def test_attention_with_dropout_keeps_bools_and_computes_autograds_numbers(queries: int, monkeypatch) -> None:
+    """The same mask (same seed), output and gradients as autograd on the written-out formula,
+    computed a few rows at a time, with no [b, heads, T, T] float tensor kept for the backward."""
+    monkeypatch.setattr(kernels, "_ATTENTION_CHUNK", 2 * 3 * 9 * 9)  # two rows a chunk: 3 chunks
+    generator = torch.Generator().manual_seed(41)
+    b, heads, T, d = 5, 3, 9, 4
+    q0, k0, v0 = (torch.randn(b, heads, n, d, generator=generator) for n in (queries, T, T))
+    key_mask = torch.rand(b, 1, 1, T, generator=generator) > 0.3
+    key_mask[:, ..., 0] = True
+    weights = torch.randn(b, heads, queries, d, generator=generator)
+    results, saved = [], []
+    for attention in (attention_by_autograd, kernels.attention_with_dropout):
+        saved.append([])
+        q, k, v = (t.clone().requires_grad_() for t in (q0, k0, v0))
+        torch.manual_seed(7)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved[-1].append(t) or t, lambda t: t):
+            y = attention(q, k, v, key_mask, 0.2)
+        (y * weights).sum().backward()
+        results.append((y.detach(), q.grad, k.grad, v.grad))
+    for ours, expected in zip(results[1], results[0], strict=True):
+        assert max_diff(ours, expected) < 1e-6
+    assert not torch.equal(results[1][0], attention_by_autograd(q0, k0, v0, key_mask, 0.0))  # dropped
+    # autograd keeps [b, heads, queries, T] floats (the probabilities); ours only q, k, v and bools
+    square = (b, heads, queries, T)
+    kept = [{(tuple(t.shape), t.dtype) for t in tensors} for tensors in saved]
+    assert (square, torch.float32) in kept[0]
+    assert (square, torch.float32) not in kept[1] and (square, torch.bool) in kept[1]
+
+
+def test_dropout_keeps_its_mask_as_bools_with_the_same_numbers() -> None:
+    """In training Dropout keeps a bool mask for the backward (not a float one), same output and gradient."""
+    x0, weights = torch.randn(6, 40), torch.randn(6, 40)
+    results, saved = [], []
+    for use_module in (False, True):
+        x = x0.clone().requires_grad_()
+        torch.manual_seed(9)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            if use_module:
+                y = kernels.Dropout(0.3).train()(x)
+            else:
+                mask, keep = kernels.keep_mask(x, 0.3)
+                y = x * mask.mul_(1.0 / keep)
+        (y * weights).sum().backward()
+        results.append((y.detach(), x.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert [t.dtype for t in saved] == [torch.float32, torch.bool]  # the formula's mask, then ours
+
+
+def test_to_grids_keeps_no_copy_of_the_tokens_for_the_backward() -> None:
+    """Re-padding into grids has index_copy_'s output and gradient, keeping only the slot indices."""
+    attention_mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    layout = model_lib.TokenLayout.real_tokens(attention_mask)
+    x0 = torch.randn(int(attention_mask.sum()), 6)
+    weights = torch.randn(layout.groups[-1].offset + layout.groups[-1].rows * layout.groups[-1].length, 6)
+    x, saved = x0.clone().requires_grad_(), []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        grids = layout.to_grids(x)
+    (grids * weights).sum().backward()
+    expected = torch.zeros_like(weights).index_copy_(0, layout.slots, x0)
+    assert torch.equal(grids.detach(), expected)
+    assert torch.equal(x.grad, weights[layout.slots])
+    assert [t.dtype for t in saved] == [torch.int64]
