@@ -221,7 +221,14 @@ def test_sst2_validate_test_predict(sst2_run: Path, monkeypatch, capfd):
 
     assert run_cli("test", *common) == 0  # the test file is the dev file here: the same numbers
     tested = read_metrics(sst2_run / "eval" / "test")
-    assert set(tested) == {"test/accuracy", "test/loss"}  # each evaluation has its own metrics.json
+    # each evaluation has its own metrics.json
+    assert set(tested) == {
+        "test/accuracy",
+        "test/loss",
+        "test/evaluated_examples",
+        "test/total_examples",
+        "input_lengths",
+    }
     assert tested["test/accuracy"] == pytest.approx(validated["val/accuracy"])
     assert (sst2_run / "metrics.json").read_bytes() == fit_record  # the fit's record is untouched
 
@@ -275,13 +282,10 @@ def test_evaluating_another_runs_checkpoint_writes_into_that_run_never_over_the_
     assert capfd.readouterr().err.rstrip().splitlines()[-1] == (
         f"wrote {folder}/ (config.validate.yaml, confusion_matrix.json, logs/, metrics.json)"
     )
-    assert set(read_metrics(folder)) == {"val/accuracy", "val/loss", "input_lengths"}
+    scored = {"val/accuracy", "val/loss", "val/evaluated_examples", "val/total_examples", "input_lengths"}
+    assert set(read_metrics(folder)) == scored
     assert run_cli("validate", *config, *ckpt, "--model.quantize", "int8") == 0
-    assert set(read_metrics(student / "eval" / "validation-dev-int8")) == {
-        "val/accuracy",
-        "val/loss",
-        "input_lengths",
-    }
+    assert set(read_metrics(student / "eval" / "validation-dev-int8")) == scored
 
     # --ckpt_path alone: the checkpoint's run, not outputs/sequenceclassifier/
     texts = tmp_path / "texts.txt"

@@ -61,13 +61,21 @@ def two_processes(*args: str) -> None:
 
 def assert_same_metrics(one: Path, two: Path) -> None:
     first, second = json.loads(one.read_text()), json.loads(two.read_text())
-    first.pop("best_checkpoint", None), second.pop("best_checkpoint", None)  # a fit's, with its own path
+    for scores in (first, second):
+        scores.pop("best_checkpoint", None)  # a fit's, with its own path
+        scores.pop("input_lengths", None)  # a fit's covers its train file too
     assert set(first) == set(second)
     # every dev example counted once, on one process and on two
     counts = [(first[k], first[k.replace("evaluated", "total")]) for k in first if "evaluated_examples" in k]
     assert counts and all(evaluated == total > 0 for evaluated, total in counts)
     for name, value in first.items():
         assert math.isclose(value, second[name], rel_tol=1e-6, abs_tol=1e-6), (name, value, second[name])
+
+
+def only(directory: Path, pattern: str) -> Path:
+    """The one file under ``directory`` that ``pattern`` matches (a predict's predict/<input>/ folder)."""
+    (found,) = directory.glob(pattern)
+    return found
 
 
 def assert_same_predictions(one: Path, two: Path) -> None:
@@ -108,14 +116,14 @@ def test_validate_and_predict_on_two_processes_equal_one(fitted, tmp_path: Path,
         args = [command, "--config", config, "--ckpt_path", checkpoint, *windows]
         assert run_cli(*args, "--trainer.default_root_dir", tmp_path / "one", *ONE, *QUIET) == 0
         two_processes(*args, "--trainer.default_root_dir", tmp_path / "two")
-    assert_same_metrics(tmp_path / "one" / "metrics.json", tmp_path / "two" / "metrics.json")
-    assert_same_predictions(tmp_path / "one" / prediction_file, tmp_path / "two" / prediction_file)
+    one, two = (tmp_path / name / "eval" / "validation" for name in ("one", "two"))
+    assert_same_metrics(one / "metrics.json", two / "metrics.json")
+    assert_same_predictions(
+        *(only(tmp_path / name, f"predict/*/{prediction_file}") for name in ("one", "two"))
+    )
     if task == "squad_v2":  # validate's official-format files too
         for name in ("predictions.json", "null_odds.json"):
-            assert (
-                json.loads((tmp_path / "one" / name).read_text()).keys()
-                == json.loads((tmp_path / "two" / name).read_text()).keys()
-            )
+            assert json.loads((one / name).read_text()).keys() == json.loads((two / name).read_text()).keys()
 
 
 def test_fit_on_two_processes_logs_what_its_best_checkpoint_scores_on_one(
@@ -137,4 +145,4 @@ def test_fit_on_two_processes_logs_what_its_best_checkpoint_scores_on_one(
     checkpoint = run_dir / "checkpoints" / "best.ckpt"
     again = ["validate", "--config", config, "--ckpt_path", checkpoint, *ONE, *QUIET]
     assert run_cli(*again, "--trainer.default_root_dir", tmp_path / "one") == 0
-    assert_same_metrics(run_dir / "metrics.json", tmp_path / "one" / "metrics.json")
+    assert_same_metrics(run_dir / "metrics.json", tmp_path / "one" / "eval" / "validation" / "metrics.json")

@@ -12,7 +12,7 @@ from bert_core import load_tokenizer
 from tasks.data.squad import read_squad
 from tasks.features.qa import QAFeaturizer
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, evaluation_metrics, run_cli
 
 # Short windows so that the sample's paragraphs span several of them.
 WINDOWS = ["--data.max_seq_length", "64", "--data.max_query_length", "24", "--data.doc_stride", "24"]
@@ -259,7 +259,7 @@ def test_partial_evaluation_scores_the_questions_it_evaluated(
         == 0
     )
     assert len(re.findall(note, capfd.readouterr().err)) == 1
-    validated = json.loads((again / "metrics.json").read_text())
+    validated = evaluation_metrics(again, "validation")
     validated.pop("input_lengths")  # the dev file's, whole: not cut by the limit
     assert validated == pytest.approx(
         {k: v for k, v in metrics.items() if k not in ("best_checkpoint", "input_lengths")}
@@ -268,5 +268,5 @@ def test_partial_evaluation_scores_the_questions_it_evaluated(
     whole = tmp_path / "whole"
     assert run_cli("validate", *common, "--ckpt_path", checkpoint, "--trainer.default_root_dir", whole) == 0
     assert "questions evaluated" not in capfd.readouterr().err
-    metrics = json.loads((whole / "metrics.json").read_text())
+    metrics = evaluation_metrics(whole, "validation")
     assert metrics["val/evaluated_examples"] == metrics["val/total_examples"] == total
