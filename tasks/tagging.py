@@ -49,7 +49,8 @@ class TaggingDataModule(TaskDataModule):
             tool: ``doccano`` (JSONL), ``labelstudio`` (JSON export) or ``spans-jsonl`` (ours:
             ``{"text", "spans": [{"start", "end", "label"}]}``), for every split (``data.spans``).
             Scored at the character level; predictions are written back in the same format. A
-            predict file is read in it too, unless ``predict_format`` is ``conll`` or ``text``.
+            predict file is read in it too, unless ``predict_format`` is ``conll`` or ``text`` or
+            the file is ``.txt``/``.text`` (raw text, one per line).
         misaligned_spans: a span that does not start and end on word boundaries: ``error``,
             ``warn`` (widened to whole words, reported once per file: the count and the first
             few) or ``expand`` (widened without the report).
@@ -130,8 +131,11 @@ class TaggingDataModule(TaskDataModule):
 
     def reads_spans(self, split: str) -> bool:
         """Whether a split's file is an annotation file (``format``): a predict file is, unless
-        ``predict_format`` names conll or text."""
-        return self.format != "conll" and (split != "predict" or self.predict_format == "auto")
+        ``predict_format`` names conll or text, or it is a ``.txt``/``.text`` file (raw text)."""
+        if self.format == "conll" or split != "predict":
+            return self.format != "conll"
+        suffix = Path(self.split_file(split) or "").suffix.lower()
+        return self.predict_format == "auto" and suffix not in (".txt", ".text")
 
     def _read_spans(self, split: str, path: str) -> conll.TaggedSplit:
         labelled = split != "predict"

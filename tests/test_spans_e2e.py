@@ -117,3 +117,15 @@ def test_misaligned_spans_error_stops_fit_with_one_line(tiny_bert_dir, tmp_path,
     assert run_cli(*fit) == 2
     err = capsys.readouterr().err
     assert f"{train}:1: span [0, 5) PER 'Angel' does not start and end on word boundaries" in err
+
+
+@pytest.mark.parametrize(
+    ("predict_file", "predict_format", "as_spans"),
+    [("new.jsonl", "auto", True), ("notes.txt", "auto", False), ("new.jsonl", "text", False)],
+)
+def test_which_predict_files_are_read_as_annotation_files(predict_file, predict_format, as_spans):
+    from tasks.tagging import TaggingDataModule
+
+    data = TaggingDataModule(format="doccano", predict_file=predict_file, predict_format=predict_format)
+    assert data.reads_spans("predict") is as_spans and data.reads_spans("test")
+    assert not TaggingDataModule(predict_file=predict_file).reads_spans("predict")
