@@ -213,3 +213,14 @@ def test_the_samples_are_the_conll_sample():
     records = read_records(ROOT / "data" / "ner" / "train.doccano.jsonl", "doccano", labelled=True)
     assert [(r.text, r.spans) for r in records] == [conll_as_text(s) for s in sentences]
     assert isinstance(records[0], SpanRecord)
+
+
+def test_labelstudio_span_past_the_end_names_the_task(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text(
+        json.dumps([labelstudio_task("Bob", [(0, 3, "PER")]), labelstudio_task("Ann", [(0, 9, "PER")], id=4)])
+    )
+    with pytest.raises(
+        DataError, match=r"export.json: task 2 \(id 4\): span \[0, 9\) 'PER' goes past the end"
+    ):
+        read_spans(path, "labelstudio")

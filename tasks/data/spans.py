@@ -75,10 +75,10 @@ class SpanData:
     misaligned: list[str] = field(default_factory=list)  # one description per misaligned span
 
 
-def _error(path: str | os.PathLike, record: SpanRecord | None, where: str, problem: str) -> DataError:
-    line = record.line if record is not None else None
-    prefix = "" if line is not None else f"{where}: "
-    return DataError(path, prefix + problem, line=line)
+def _error(path: str | os.PathLike, record: SpanRecord, problem: str) -> DataError:
+    """A DataError naming the record: its JSONL line, or its Label Studio task (number and id)."""
+    prefix = "" if record.line is not None else f"{record.where}: "
+    return DataError(path, prefix + problem, line=record.line)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,14 +179,19 @@ def _labelstudio_records(path: str | os.PathLike, labelled: bool, source: str) -
     records = []
     for number, task in enumerate(tasks, 1):
         where = f"task {number}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
-        text = task.get("data", {}).get("text") if isinstance(task, dict) else None
+        data = task.get("data") if isinstance(task, dict) else None
+        text = data.get("text") if isinstance(data, dict) else None
         if not isinstance(text, str):
             raise DataError(path, f'{where}: no "data.text" string')
         spans: list[CharSpan] = []
         if labelled:
             for item in _task_result(path, task, where, source):
-                value = item.get("value", {}) if isinstance(item, dict) else {}
-                if item.get("type", "labels") != "labels" or "start" not in value:
+                value = item.get("value") if isinstance(item, dict) else None
+                if (
+                    not isinstance(value, dict)
+                    or item.get("type", "labels") != "labels"
+                    or "start" not in value
+                ):
                     continue  # relations, choices and other controls carry no span
                 labels = value.get("labels") or [None]
                 spans.extend(
@@ -209,12 +214,11 @@ def _task_result(path: str | os.PathLike, task: dict[str, Any], where: str, sour
 def _check_spans(path: str | os.PathLike, record: SpanRecord) -> None:
     for start, end, label in record.spans:
         if not 0 <= start < end:
-            raise _error(path, record, record.where, f"span [{start}, {end}) {label!r} is empty or negative")
+            raise _error(path, record, f"span [{start}, {end}) {label!r} is empty or negative")
         if end > len(record.text):
             raise _error(
                 path,
                 record,
-                record.where,
                 f"span [{start}, {end}) {label!r} goes past the end of its text ({len(record.text)} characters)",
             )
 
@@ -246,7 +250,7 @@ def align(
             if misaligned == "error":
                 problem = f"span [{start}, {end}) {label} {record.text[start:end]!r} does not start and end on word boundaries"
                 hint = " (--data.misaligned_spans warn or expand widens it to whole words)"
-                raise _error(path, record, record.where, problem + hint)
+                raise _error(path, record, problem + hint)
             if not touched:
                 report.append(f"{described} covers no word: dropped")
                 continue
@@ -262,7 +266,7 @@ def align(
                 f"overlapping spans [{a[0]}, {a[1]}) {a[2]} {record.text[a[0] : a[1]]!r} and "
                 f"[{b[0]}, {b[1]}) {b[2]} {record.text[b[0] : b[1]]!r}: NER tags one entity per word"
             )
-            raise _error(path, record, record.where, problem)
+            raise _error(path, record, problem)
     spans = [(words[first][0], words[last - 1][1], label) for label, first, last in ordered]
     return AlignedRecord(words, ordered, spans)
 
@@ -313,7 +317,7 @@ def drop_unseen_types(
                     f"span [{start}, {end}) type {label!r} is not in the train file's label set "
                     f"({', '.join(sorted(known_types)) or 'none'}); pass --data.unseen_tags map_to_o to read it as O"
                 )
-                raise _error(data.path, record, record.where, problem)
+                raise _error(data.path, record, problem)
             dropped += 1
         if data.gold_spans is not None and dropped:
             kept = [span for span in spans if span[2] in known_types]
