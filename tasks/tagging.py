@@ -15,14 +15,14 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from .data import conll
+from .data import conll, spans
 from .data.words import LineWordCounts, entity_lines, line_words, reads_as_text, split_words
 from .datamodule import Prepared, TaskDataModule
 from .decoding.tagging import DECODINGS, TaggedSentence, TaggingContext, WindowOutput
 from .evaluation import Evaluation, OutputFile
 from .features.tagging import IGNORE_INDEX, TaggingFeaturizer, lines_as_rows, windows_per_sentence
 from .io import DataError, UserError
-from .metrics.ner import ner_scores
+from .metrics.ner import char_span_scores, ner_scores, token_accuracy
 from .module import TaskModule
 from .registry import TASKS
 
@@ -45,6 +45,15 @@ class TaggingDataModule(TaskDataModule):
             file's first lines look like CoNLL columns (a ``-DOCSTART-`` line, or columns ending
             in a tag), else text for ``.txt`` files and CoNLL for the others.
         labels: the label set in id order (default: from the train file; filled in from a checkpoint).
+        format: ``conll`` (columns), or raw text with character-offset spans from an annotation
+            tool: ``doccano`` (JSONL), ``labelstudio`` (JSON export) or ``spans-jsonl`` (ours:
+            ``{"text", "spans": [{"start", "end", "label"}]}``), for every split (``data.spans``).
+            Scored at the character level; predictions are written back in the same format. A
+            predict file is read in it too, unless ``predict_format`` is ``conll`` or ``text`` or
+            the file is ``.txt``/``.text`` (raw text, one per line).
+        misaligned_spans: a span that does not start and end on word boundaries: ``error``,
+            ``warn`` (widened to whole words, reported once per file: the count and the first
+            few) or ``expand`` (widened without the report).
     """
 
     feature_functions = (TaggingFeaturizer.batch_function, split_words)  # their source keys the cache
@@ -67,9 +76,18 @@ class TaggingDataModule(TaskDataModule):
         unseen_tags: Literal["error", "map_to_o"] = "error",
         predict_format: Literal["auto", "conll", "text"] = "auto",
         labels: list[str] | None = None,
+        format: Literal["conll", "doccano", "labelstudio", "spans-jsonl"] = "conll",
+        misaligned_spans: Literal["error", "warn", "expand"] = "warn",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        if format not in ("conll", *spans.FORMATS):
+            raise UserError(f"--data.format must be conll, {', '.join(spans.FORMATS)}, not {format!r}")
+        if misaligned_spans not in spans.MISALIGNED_POLICIES:
+            choices = ", ".join(spans.MISALIGNED_POLICIES)
+            raise UserError(f"--data.misaligned_spans must be one of {choices}, not {misaligned_spans!r}")
+        self.format, self.misaligned_spans = format, misaligned_spans
+        self.span_data: dict[str, spans.SpanData] = {}  # the splits read from annotation files
         try:
             self.tag_scheme = conll.scheme_for_labels(labels, tag_scheme)
         except ValueError as err:
@@ -94,6 +112,9 @@ class TaggingDataModule(TaskDataModule):
         a dev or test tag of a type the train file lacks is an error or O (``unseen_tags``)."""
         if split not in self.splits:
             path = self.split_file(split)
+            if path is not None and self.reads_spans(split):
+                self.splits[split] = self._read_spans(split, path)
+                return self.splits[split]
             if path is None and (rows := self.hub_split(split)) is None:
                 raise UserError(f"no {split} file: set --data.{split}_file")
             file = conll.read_conll(path, self.tag_column) if path is not None else None
@@ -108,6 +129,26 @@ class TaggingDataModule(TaskDataModule):
                 gold = conll.gold_in_scheme(origin, sentences, self.tag_scheme, known, self.unseen_tags)
             self.splits[split] = conll.TaggedSplit(str(path or origin), sentences, gold, file)
         return self.splits[split]
+
+    def reads_spans(self, split: str) -> bool:
+        """Whether a split's file is an annotation file (``format``): a predict file is, unless
+        ``predict_format`` names conll or text, or it is a ``.txt``/``.text`` file (raw text)."""
+        if self.format == "conll" or split != "predict":
+            return self.format != "conll"
+        suffix = Path(self.split_file(split) or "").suffix.lower()
+        return self.predict_format == "auto" and suffix not in (".txt", ".text")
+
+    def _read_spans(self, split: str, path: str) -> conll.TaggedSplit:
+        labelled = split != "predict"
+        data = spans.read_spans(path, self.format, labelled, self.misaligned_spans)
+        gold = None
+        if labelled:
+            if split != "train":
+                known = conll.entity_types(self.label_names or [])
+                spans.drop_unseen_types(data, known, self.unseen_tags)
+            gold = conll.gold_in_scheme(path, data.sentences, self.tag_scheme)
+        self.span_data[split] = data
+        return conll.TaggedSplit(path, data.sentences, gold)
 
     def featurizer(self, data_format: Literal["conll", "text"] = "conll") -> TaggingFeaturizer:
         """How this data module's sentences become windows (its fields: the feature cache key)."""
@@ -129,18 +170,34 @@ class TaggingDataModule(TaskDataModule):
 
     def prepare(self, split: str) -> list[Prepared]:
         path = self.split_file(split)
-        if split == "predict" and path is not None and reads_as_text(path, self.predict_format):
+        text = split == "predict" and path is not None and not self.reads_spans(split)
+        if text and reads_as_text(path, self.predict_format):
             return [self._prepare_text(path)]
         data, features = self.build(split)
         windows = windows_per_sentence(features, len(data.sentences)).tolist()
         context = TaggingContext([len(s.words) for s in data.sentences], self.tag_scheme)
         outputs = []
-        if split == "predict":  # the file again, with a predicted-tag column (a Hub data set: JSONL)
+        if (span_data := self.span_data.get(split)) is not None:
+            context.word_offsets, context.gold_spans = span_data.offsets, span_data.gold_spans
+            if split == "predict":
+                outputs = [self._span_predictions(span_data)]
+        elif split == "predict":  # the file again, with a predicted-tag column (a Hub data set: JSONL)
             render, footer = data.prediction_lines(self.tag_scheme)
             written = self.predictions_path("predictions.conll")
             outputs = [OutputFile(written, lambda s, p: render(s, p.tags), footer=footer)]
         evaluation = Evaluation(split, data.path, windows, data.gold, context, outputs=outputs)
         return [Prepared(features, evaluation)]
+
+    def _span_predictions(self, data: spans.SpanData) -> OutputFile:
+        """The annotation file again, in its own format, with the predicted entities."""
+        writer = spans.SpanWriter(data.records, data.format)
+        offsets = data.offsets
+
+        def render(index: int, prediction: TaggedSentence) -> list[str]:
+            return writer.render(index, spans.tags_to_char_spans(prediction.tags, offsets[index]))
+
+        path = self.predictions_path(writer.file_name)
+        return OutputFile(path, render, header=writer.header, footer=lambda: writer.footer)
 
     def _prepare_text(self, path: str) -> Prepared:
         """Raw text, streamed into the feature cache; decoding and the writer read each line again."""
@@ -250,6 +307,14 @@ class TaggingModule(TaskModule):
         if evaluation.gold is None:
             return {}
         gold, done = [evaluation.gold[i] for i in predictions], predictions.values()
-        scores = ner_scores(gold, [p.tags for p in done], self.scheme, self.strict_metrics)
+        context = evaluation.context
+        if context.gold_spans is not None:  # text with character offsets: scored in characters
+            predicted = [
+                spans.tags_to_char_spans(p.tags, context.word_offsets[i]) for i, p in predictions.items()
+            ]
+            scores = char_span_scores([context.gold_spans[i] for i in predictions], predicted)
+            scores["token_accuracy"] = token_accuracy(gold, [p.tags for p in done])
+        else:
+            scores = ner_scores(gold, [p.tags for p in done], self.scheme, self.strict_metrics)
         scores["loss"] = sum(p.loss_sum for p in done) / max(sum(p.labelled for p in done), 1)
         return scores

@@ -141,6 +141,10 @@ class TaggingContext:
 
     sentence_lengths: Sequence[int]  # words per sentence
     tag_scheme: str  # the scheme of the labels (and of the gold tags)
+    # Text read with character offsets (--data.format doccano, ...): each word's character span
+    # per sentence, and the gold entities in characters; scored at the character level.
+    word_offsets: Sequence[Sequence[tuple[int, int]]] | None = None
+    gold_spans: Sequence[Sequence[tuple[int, int, str]]] | None = None
 
 
 @dataclass

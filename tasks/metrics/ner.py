@@ -6,7 +6,7 @@ Token accuracy is returned as a secondary number only: with most tokens tagged O
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB1, IOB2, IOBES
@@ -55,11 +55,44 @@ def ner_scores(
             scores[f"f1_{name}"] = float(row["f1-score"])
             scores[f"precision_{name}"] = float(row["precision"])
             scores[f"recall_{name}"] = float(row["recall"])
-    total = sum(len(tags) for tags in gold_lists)
+    scores["token_accuracy"] = token_accuracy(gold_lists, predicted_lists)
+    return scores
+
+
+def token_accuracy(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> float:
+    """The share of words whose predicted tag equals the gold tag."""
+    total = sum(len(tags) for tags in gold)
     correct = sum(
         g == p
-        for gold_tags, pred_tags in zip(gold_lists, predicted_lists, strict=True)
+        for gold_tags, pred_tags in zip(gold, predicted, strict=True)
         for g, p in zip(gold_tags, pred_tags, strict=True)
     )
-    scores["token_accuracy"] = correct / total if total else 0.0
+    return correct / total if total else 0.0
+
+
+def char_span_scores(
+    gold: Sequence[Iterable[tuple[int, int, str]]], predicted: Sequence[Iterable[tuple[int, int, str]]]
+) -> dict[str, float]:
+    """Micro precision/recall/F1 and per-type scores over entities ``(start, end, type)`` in
+    characters, per text: an entity counts when its offsets and type match exactly. The keys of
+    ``ner_scores`` (without token accuracy); on word-aligned entities the numbers are seqeval's."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold texts but {len(predicted)} predicted")
+    counts: dict[str, list[int]] = {}  # type -> [true positives, gold, predicted]
+    for index, (gold_spans, predicted_spans) in enumerate(zip(gold, predicted, strict=True)):
+        gold_set = {(index, *span) for span in gold_spans}
+        predicted_set = {(index, *span) for span in predicted_spans}
+        for entities, column in ((gold_set & predicted_set, 0), (gold_set, 1), (predicted_set, 2)):
+            for entity in entities:
+                counts.setdefault(entity[3], [0, 0, 0])[column] += 1
+    scores = _precision_recall_f1(*(sum(c[i] for c in counts.values()) for i in range(3)), "")
+    for name in sorted(counts):
+        scores.update(_precision_recall_f1(*counts[name], f"_{name}"))
     return scores
+
+
+def _precision_recall_f1(correct: int, gold: int, predicted: int, suffix: str) -> dict[str, float]:
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {f"precision{suffix}": precision, f"recall{suffix}": recall, f"f1{suffix}": f1}
