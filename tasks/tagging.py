@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import conll, spans
+from .data.tagged import TaggedFiles
 from .data.words import LineWordCounts, entity_lines, line_words, reads_as_text, split_words
 from .datamodule import Prepared, TaskDataModule
 from .decoding.tagging import DECODINGS, TaggedSentence, TaggingContext, WindowOutput
@@ -81,21 +82,17 @@ class TaggingDataModule(TaskDataModule):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if format not in ("conll", *spans.FORMATS):
-            raise UserError(f"--data.format must be conll, {', '.join(spans.FORMATS)}, not {format!r}")
-        if misaligned_spans not in spans.MISALIGNED_POLICIES:
-            choices = ", ".join(spans.MISALIGNED_POLICIES)
-            raise UserError(f"--data.misaligned_spans must be one of {choices}, not {misaligned_spans!r}")
-        self.format, self.misaligned_spans = format, misaligned_spans
-        self.span_data: dict[str, spans.SpanData] = {}  # the splits read from annotation files
         try:
-            self.tag_scheme = conll.scheme_for_labels(labels, tag_scheme)
+            tag_scheme = conll.scheme_for_labels(labels, tag_scheme)
         except ValueError as err:
             raise UserError(str(err)) from None
-        self.tag_column, self.label_all_tokens = tag_column, label_all_tokens
-        self.document_context, self.unseen_tags = document_context, unseen_tags
-        self.predict_format = predict_format
+        self.files = TaggedFiles(
+            format, tag_column, tag_scheme, unseen_tags, misaligned_spans, predict_format
+        )
+        self.tag_scheme, self.tag_column = tag_scheme, tag_column  # stored in checkpoints (stored_settings)
+        self.label_all_tokens, self.document_context = label_all_tokens, document_context
         self.splits: dict[str, conll.TaggedSplit] = {}
+        self.span_data: dict[str, spans.SpanData] = {}  # the splits read from annotation files
         # Decided once, here: the CLI links task and labels to the model right after instantiation.
         self.task = "ner"
         self.label_names = list(labels) if labels is not None else self._train_label_names()
@@ -108,47 +105,18 @@ class TaggingDataModule(TaskDataModule):
         return conll.label_names_for(types, self.tag_scheme)
 
     def read(self, split: str) -> conll.TaggedSplit:
-        """The split (a file, or the Hub data set's) and its tags in the training scheme, read once;
-        a dev or test tag of a type the train file lacks is an error or O (``unseen_tags``)."""
+        """The split (a file, or the Hub data set's) in the training scheme, read once."""
         if split not in self.splits:
             path = self.split_file(split)
-            if path is not None and self.reads_spans(split):
-                self.splits[split] = self._read_spans(split, path)
-                return self.splits[split]
-            if path is None and (rows := self.hub_split(split)) is None:
-                raise UserError(f"no {split} file: set --data.{split}_file")
-            file = conll.read_conll(path, self.tag_column) if path is not None else None
-            if file is not None and split != "predict" and not file.has_tags:
-                problem = f"no tag column: a {split} file needs a token and a tag per line"
-                raise DataError(path, problem, line=file.sentences[0].line)
-            origin = file.path if file else f"{self.dataset}[{split}]"
-            sentences = file.sentences if file else conll.hub_sentences(rows)
-            gold = None
-            if split != "predict":
-                known = None if split == "train" else conll.entity_types(self.label_names or [])
-                gold = conll.gold_in_scheme(origin, sentences, self.tag_scheme, known, self.unseen_tags)
-            self.splits[split] = conll.TaggedSplit(str(path or origin), sentences, gold, file)
+            hub = None
+            if path is None:
+                if (rows := self.hub_split(split)) is None:
+                    raise UserError(f"no {split} file: set --data.{split}_file")
+                hub = (rows, f"{self.dataset}[{split}]")
+            self.splits[split], span_data = self.files.read(split, path, self.label_names, hub)
+            if span_data is not None:
+                self.span_data[split] = span_data
         return self.splits[split]
-
-    def reads_spans(self, split: str) -> bool:
-        """Whether a split's file is an annotation file (``format``): a predict file is, unless
-        ``predict_format`` names conll or text, or it is a ``.txt``/``.text`` file (raw text)."""
-        if self.format == "conll" or split != "predict":
-            return self.format != "conll"
-        suffix = Path(self.split_file(split) or "").suffix.lower()
-        return self.predict_format == "auto" and suffix not in (".txt", ".text")
-
-    def _read_spans(self, split: str, path: str) -> conll.TaggedSplit:
-        labelled = split != "predict"
-        data = spans.read_spans(path, self.format, labelled, self.misaligned_spans)
-        gold = None
-        if labelled:
-            if split != "train":
-                known = conll.entity_types(self.label_names or [])
-                spans.drop_unseen_types(data, known, self.unseen_tags)
-            gold = conll.gold_in_scheme(path, data.sentences, self.tag_scheme)
-        self.span_data[split] = data
-        return conll.TaggedSplit(path, data.sentences, gold)
 
     def featurizer(self, data_format: Literal["conll", "text"] = "conll") -> TaggingFeaturizer:
         """How this data module's sentences become windows (its fields: the feature cache key)."""
@@ -170,8 +138,8 @@ class TaggingDataModule(TaskDataModule):
 
     def prepare(self, split: str) -> list[Prepared]:
         path = self.split_file(split)
-        text = split == "predict" and path is not None and not self.reads_spans(split)
-        if text and reads_as_text(path, self.predict_format):
+        text = split == "predict" and path is not None and not self.files.reads_spans(split, path)
+        if text and reads_as_text(path, self.files.predict_format):
             return [self._prepare_text(path)]
         data, features = self.build(split)
         windows = windows_per_sentence(features, len(data.sentences)).tolist()

@@ -126,6 +126,8 @@ def test_misaligned_spans_error_stops_fit_with_one_line(tiny_bert_dir, tmp_path,
 def test_which_predict_files_are_read_as_annotation_files(predict_file, predict_format, as_spans):
     from tasks.tagging import TaggingDataModule
 
-    data = TaggingDataModule(format="doccano", predict_file=predict_file, predict_format=predict_format)
-    assert data.reads_spans("predict") is as_spans and data.reads_spans("test")
-    assert not TaggingDataModule(predict_file=predict_file).reads_spans("predict")
+    files = TaggingDataModule(
+        format="doccano", predict_file=predict_file, predict_format=predict_format
+    ).files
+    assert files.reads_spans("predict", predict_file) is as_spans and files.reads_spans("test", "dev.jsonl")
+    assert not TaggingDataModule(predict_file=predict_file).files.reads_spans("predict", predict_file)
