@@ -106,8 +106,9 @@ class MetricsJsonWriter(L.Callback):
         previous = json.loads(path.read_text()) if path.exists() else {}
         kept = {k: v for k, v in previous.items() if not k.startswith(prefix)}  # best_checkpoint too
         # How many inputs of each split's file were longer than max_seq_length (tasks.datamodule).
-        lengths = getattr(trainer.datamodule, "lengths", None)
-        measured = lengths.by_split if lengths is not None else None
+        measured = (
+            trainer.datamodule.input_lengths() if hasattr(trainer.datamodule, "input_lengths") else None
+        )
         write_json(path, {**kept, **metrics, **({"input_lengths": measured} if measured else {})})
 
 

@@ -137,6 +137,16 @@ class ClassificationDataModule(TaskDataModule):
             path, *columns, known, is_regression(self.task), labelled, self.header, label_separator=separator
         )
 
+    def train_label_counts(self) -> tuple[list[int], int]:
+        """How many training examples carry each label (in id order), and how many there are: what
+        ``--model.class_weights balanced`` is computed from."""
+        gold = [self._features.gold(example) for example in self.read("train")]
+        counts = [0] * len(self.label_names or [])
+        for label in gold:
+            for index in (i for i, on in enumerate(label) if on) if isinstance(label, list) else (label,):
+                counts[index] += 1
+        return counts, len(gold)
+
     # The predict file's reading shapes its streamed features: this module is in their cache key.
     feature_functions = (_iter_examples, SentenceFeatures.tokenizing)
 
@@ -265,12 +275,9 @@ class SequenceClassifier(TaskModule):
         super().setup(stage)
         datamodule = self.trainer.datamodule
         if stage == "fit" and self.hparams.get("class_weights") == BALANCED and datamodule is not None:
-            gold = [datamodule.features.gold(example) for example in datamodule.read("train")]
-            if self.multilabel:
-                counts = torch.tensor(gold).sum(0)
-            else:
-                counts = torch.bincount(torch.tensor(gold), minlength=len(self.label_names))
-            self.class_weights.copy_(balanced_weights(counts, len(gold), self.multilabel))
+            counts, total = datamodule.train_label_counts()
+            weights = balanced_weights(torch.tensor(counts), total, self.multilabel)
+            self.class_weights.copy_(weights)
 
     @property
     def main_metric(self) -> str:

@@ -207,6 +207,10 @@ class TaskDataModule(L.LightningDataModule):
         """``--data.predictions_file``, else ``default_name`` in the command's folder."""
         return predictions_path(self.predictions_file, self.run_dir, default_name)
 
+    def input_lengths(self) -> dict[str, dict[str, Any]]:
+        """metrics.json's ``input_lengths``: per prepared split, its inputs longer than max_seq_length."""
+        return self.lengths.by_split
+
     def state_dict(self) -> dict[str, Any]:
         """Saved by Lightning in every checkpoint (see ``stored_settings``); nothing is loaded
         back from it here: the CLI applies the stored settings before the data module is built."""

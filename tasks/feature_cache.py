@@ -13,6 +13,7 @@ import importlib.metadata
 import inspect
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 import datasets
 from datasets.arrow_writer import ArrowWriter
 from datasets.utils import tqdm
-from lightning.pytorch.utilities import rank_zero_info
+
+from .rundir import is_global_rank_zero
 
 Featurize = Callable[[dict[str, list]], dict[str, list]]  # batched: columns in, columns out
 Rows = Callable[[], Iterable[dict[str, Any] | None]]  # one item per example, in order
@@ -72,8 +74,8 @@ class InputLengthReport:
         self.by_split: dict[str, dict[str, Any]] = {}
 
     def note(self, source: str, lengths: InputLengths) -> None:
-        if source not in self.by_file:
-            rank_zero_info(lengths.line(source, self.handled))
+        if source not in self.by_file and is_global_rank_zero():
+            print(lengths.line(source, self.handled), file=sys.stderr)
         self.by_file[source] = lengths
 
     def gather(self, split: str, evaluations: Iterable[Any]) -> None:
