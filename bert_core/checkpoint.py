@@ -246,15 +246,7 @@ def save_pretrained(
     classes (``BertForTokenClassification``, ``BertForQuestionAnswering``) have none: they then
     load without an "unexpected keys" report.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_hf_dict()
-    config["architectures"] = [architecture or type(model).__name__]
-    config.update(config_fields or {})
-    (directory / "config.json").write_text(
-        json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
-    state = {k: v.detach().contiguous() for k, v in split_qkv(model.state_dict()).items()}
+    state = model.state_dict()
     if not with_pooler:
         state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
     if head is not None:
@@ -263,15 +255,38 @@ def save_pretrained(
                 f"task head tensors must be named {' or '.join(_HF_TASK_HEADS)}*, got {sorted(head)}"
             )
         state = {"bert." + k: v for k, v in state.items()}
-        state.update({k: v.detach().contiguous() for k, v in head.items()})
+        state.update(head)
+    save_state(directory, model.config, state, architecture or type(model).__name__, config_fields)
+    source = getattr(model, "source_directory", None)
+    if source is not None:
+        write_tokenizer_files(source, directory, name=getattr(model, "source_name", str(source)))
+
+
+def save_state(
+    directory: str | os.PathLike,
+    config: BertConfig,
+    state: dict[str, torch.Tensor],
+    architecture: str,
+    config_fields: dict | None = None,
+) -> None:
+    """``config.json`` and ``model.safetensors`` in ``directory`` from a ``state`` under our names
+    (fused ``qkv``), for a model of class ``architecture``: what ``save_pretrained`` writes, without
+    a model to hold the tensors (a pre-training run writes its best checkpoint's weights from the
+    file, not through a second model)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config = config.to_hf_dict()
+    hf_config["architectures"] = [architecture]
+    hf_config.update(config_fields or {})
+    (directory / "config.json").write_text(
+        json.dumps(hf_config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    state = {k: v.detach().contiguous() for k, v in split_qkv(state).items()}
     save_safetensors(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     # safetensors creates its file owner-only (0600); give it the mode a plain open would (0644 under umask 022)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(directory / "model.safetensors", 0o666 & ~umask)
-    source = getattr(model, "source_directory", None)
-    if source is not None:
-        write_tokenizer_files(source, directory, name=getattr(model, "source_name", str(source)))
 
 
 # CheckpointError, ResolvedSource and resolve_source are re-exported for callers of the old layout.
@@ -284,5 +299,6 @@ __all__ = [
     "split_qkv",
     "load_pretrained",
     "save_pretrained",
+    "save_state",
     "tf_name_to_hf",
 ]

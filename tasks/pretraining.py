@@ -230,7 +230,13 @@ class PreTrainingModule(TaskModule):
         # The weights of best.ckpt (lowest val/mlm_loss) when the run validated; else the last ones.
         callback = self.trainer.checkpoint_callback
         best = callback.best_model_path if callback is not None else ""
-        state = read_weights(best)["state_dict"] if best else None
+        state = None
+        if best:
+            checkpoint = read_weights(best)  # mapped: the step costs no tensor read
+            # Saved after the last optimizer step, best.ckpt holds the weights in memory: written
+            # from them, its tensors are never paged in (91 MB above the fit's peak, MiniLM).
+            if checkpoint["global_step"] != self.trainer.global_step:
+                state = checkpoint["state_dict"]
         path = self.save_pretrained(self.run_dir / "pretrained", state)
         which = f"the weights of {best}" if best else "the last weights"
         print(f"pre-trained model written to {path} ({which}; use it as --model.pretrained)", flush=True)

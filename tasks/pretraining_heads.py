@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from bert_core import BertForPreTraining
+from bert_core.checkpoint import save_state
 from bert_core.config import BertConfig
 from bert_core.vocab import write_vocab_files
 
@@ -54,10 +55,13 @@ def write_pretrained(
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model = BertForPreTraining(config)
-    model.bert.load_state_dict(_under(state, "encoder."))
-    model.cls.load_state_dict(_under(state, "cls."))
-    model.save_pretrained(tmp)
+    # BertForPreTraining's names, written from ``state`` itself: building that model to load the
+    # state into held a third copy of the weights (and their initialisation) above the fit's peak.
+    hf_state = {f"bert.{k}": v for k, v in _under(state, "encoder.").items()}
+    hf_state.update({f"cls.{k}": v for k, v in _under(state, "cls.").items()})
+    # float32, as that model held them (no copy when they are already)
+    hf_state = {k: v.float() if v.is_floating_point() else v for k, v in hf_state.items()}
+    save_state(tmp, config, hf_state, BertForPreTraining.__name__)
     vocab, lower = tokenizer_payload["vocab"], tokenizer_payload["do_lower_case"]
     write_vocab_files(vocab, lower, tmp, model_max_length=config.max_position_embeddings)
     fsync_tree(tmp)  # on the disk before the rename publishes it

@@ -120,6 +120,32 @@ def test_fit_writes_a_pretrained_directory_that_transformers_and_task_configs_lo
     assert (tmp_path / "sst2" / "checkpoints" / "best.ckpt").is_file()
 
 
+def test_pretrained_directory_holds_best_ckpts_weights_read_from_the_file_only_when_training_went_on(
+    tiny_bert_dir, tmp_path
+):
+    """on_fit_end writes pretrained/ from best.ckpt's file when training stepped after its save, and
+    from the weights in memory (the same ones: the file's tensors are never paged in) when not."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    module = PreTrainingModule(pretrained=str(tiny_bert_dir))
+    best_weights = {k: v + 1.0 for k, v in module.state_dict().items()}  # differ from the module's
+    best = tmp_path / "best.ckpt"
+    torch.save({"global_step": 5, "state_dict": best_weights}, best)
+    callback = SimpleNamespace(best_model_path=str(best))
+    embeddings = "bert.embeddings.word_embeddings.weight"
+    for step, expected in ((7, best_weights), (5, module.state_dict())):
+        run_dir = tmp_path / f"step{step}"
+        module.trainer = SimpleNamespace(
+            is_global_zero=True, checkpoint_callback=callback, global_step=step, default_root_dir=run_dir
+        )
+        module.on_fit_end()
+        written = load_file(run_dir / "pretrained" / "model.safetensors")
+        assert torch.equal(written[embeddings], expected["encoder.embeddings.word_embeddings.weight"])
+        assert torch.equal(written["cls.predictions.bias"], expected["cls.predictions.bias"])
+
+
 def test_nsp_and_whole_word_masking_through_the_cli(tiny_bert_dir, tmp_path):
     run_dir = tmp_path / "nsp"
     fit = ["fit", "--config", CONFIG, "--model.pretrained", tiny_bert_dir, *QUIET]
