@@ -162,6 +162,22 @@ def padding_of(args: argparse.Namespace) -> str | bool:
     return "max_length" if args.padding == "max_length" else False
 
 
+def binary_glue_task(
+    args: argparse.Namespace,
+    tokenizer,
+    name: str,
+    train: datasets.Dataset,
+    evaluation: datasets.Dataset,
+    score,
+) -> Task:
+    """run_glue's model and collator for a two-label GLUE task, over its encoded splits."""
+    collator = default_data_collator if args.padding == "max_length" else DataCollatorWithPadding(tokenizer)
+    model_args = {"num_labels": 2, "finetuning_task": name}
+    return Task(
+        AutoModelForSequenceClassification, model_args, train, evaluation, collator, score, len(evaluation)
+    )
+
+
 def mrpc_task(args: argparse.Namespace, tokenizer) -> Task:
     def encode(rows: list[tuple[str, str, int]]) -> datasets.Dataset:
         first, second, labels = zip(*rows, strict=True)
@@ -185,15 +201,8 @@ def mrpc_task(args: argparse.Namespace, tokenizer) -> Task:
         f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
         return {"accuracy": float((predicted == gold).mean()), "f1": f1}
 
-    collator = default_data_collator if args.padding == "max_length" else DataCollatorWithPadding(tokenizer)
-    return Task(
-        AutoModelForSequenceClassification,
-        {"num_labels": 2, "finetuning_task": "mrpc"},
-        encode(read_mrpc(args.train_file)),
-        encode(eval_rows),
-        collator,
-        score,
-        len(eval_rows),
+    return binary_glue_task(
+        args, tokenizer, "mrpc", encode(read_mrpc(args.train_file)), encode(eval_rows), score
     )
 
 
@@ -213,15 +222,8 @@ def sst2_task(args: argparse.Namespace, tokenizer) -> Task:
     def score(logits: np.ndarray) -> dict[str, float]:
         return {"accuracy": float((logits.argmax(-1) == gold).mean())}
 
-    collator = default_data_collator if args.padding == "max_length" else DataCollatorWithPadding(tokenizer)
-    return Task(
-        AutoModelForSequenceClassification,
-        {"num_labels": 2, "finetuning_task": "sst2"},
-        encode(read_sst2(args.train_file)),
-        encode(eval_rows),
-        collator,
-        score,
-        len(eval_rows),
+    return binary_glue_task(
+        args, tokenizer, "sst2", encode(read_sst2(args.train_file)), encode(eval_rows), score
     )
 
 

@@ -22,6 +22,7 @@ from .io import UserError
 from .module import TaskModule
 from .options import COMMAND_OPTIONS, LINKED_OPTIONS, TRAINER_DEFAULTS
 from .outputs import CKPT_SHORTHANDS, EVALUATION_FOLDERS, default_run, evaluation_folder, now, summary_line
+from .preflight import explicit_options
 from .progress import progress_callback
 from .rundir import busy_run_error, lock_run_directory, run_files
 from .source import Source
@@ -297,18 +298,6 @@ def _refuse_inference_options(config) -> None:
         raise UserError("--model.runtime onnx applies to validate, test and predict, not to fit")
     if config.get("ckpt_path") and Source(config.ckpt_path).kind == Source.ONNX:
         raise UserError(f"--ckpt_path {config.ckpt_path}: an ONNX export cannot resume a fit; give the .ckpt")
-
-
-def explicit_options(args: list[str]) -> set[str]:
-    """The model and data options given on the command line, as ``model.x`` / ``data.x`` (from
-    ``--model.x`` or ``--model.init_args.x``)."""
-    names = set()
-    for arg in args:
-        key = arg.split("=", 1)[0]
-        for group in ("model", "data"):
-            if key.startswith(f"--{group}."):
-                names.add(f"{group}." + key.removeprefix(f"--{group}.").removeprefix("init_args."))
-    return names
 
 
 def check_same_task(ckpt_path: str, stored: dict, config) -> None:

@@ -104,10 +104,7 @@ class Invocation:
         names = set()
         for config in self.configs:
             names |= set(_init_args(config.get(group)))
-        for arg in self.args:
-            key = arg.split("=", 1)[0]
-            if key.startswith(f"--{group}."):
-                names.add(key.removeprefix(f"--{group}.").removeprefix("init_args."))
+        names |= {key.partition(".")[2] for key in explicit_options(self.args) if key.startswith(f"{group}.")}
         return {name: self.value(f"{group}.{name}") for name in names if name != "class_path"}
 
     def run_dir(self) -> Path:
@@ -117,6 +114,18 @@ class Invocation:
             return Path(given)
         class_path = self.value("model.class_path")
         return default_run(self.command, self.value("ckpt_path"), self.config_paths, class_path)
+
+
+def explicit_options(args: list[str]) -> set[str]:
+    """The model and data options given on the command line, as ``model.x`` / ``data.x`` (from
+    ``--model.x`` or ``--model.init_args.x``)."""
+    names = set()
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        for group in ("model", "data"):
+            if key.startswith(f"--{group}."):
+                names.add(f"{group}." + key.removeprefix(f"--{group}.").removeprefix("init_args."))
+    return names
 
 
 def preflight(args: list[str]) -> list[str]:
