@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .class_weights import BALANCED, balanced_weights, check_class_weights
+from .class_weights import fill_balanced, weights_buffer
 from .data.classification_outputs import confusion_matrix_writer, prediction_files
 from .data.glue import GLUE_TASKS, hub_examples, iter_glue
 from .data.tables import Example, infer_label_names, iter_table
@@ -264,20 +264,12 @@ class SequenceClassifier(TaskModule):
                     f"{self.hparams.task!r} with {num_labels} label(s)"
                 )
             self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
-        check_class_weights(class_weights, num_labels, "regression" if self.regression else "")
-        # A buffer (None: not in the checkpoint): validate/test/predict compute the same loss.
-        given = None if class_weights is None else torch.ones(num_labels)
-        if class_weights not in (None, BALANCED):
-            given = torch.tensor(class_weights, dtype=torch.float)
-        self.register_buffer("class_weights", given)
+        what = "regression" if self.regression else ""
+        self.register_buffer("class_weights", weights_buffer(class_weights, num_labels, what))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = self.trainer.datamodule
-        if stage == "fit" and self.hparams.get("class_weights") == BALANCED and datamodule is not None:
-            counts, total = datamodule.train_label_counts()
-            weights = balanced_weights(torch.tensor(counts), total, self.multilabel)
-            self.class_weights.copy_(weights)
+        fill_balanced(self, stage, self.multilabel)
 
     @property
     def main_metric(self) -> str:

@@ -42,7 +42,7 @@ def test_balanced_weights_equal_hand_computed_values():
         ("often", "", "must be 'balanced' or a list of numbers, not 'often'"),
         ([1.0], "", "needs 2 positive numbers (one per label), not [1.0]"),
         ([1.0, 0.0], "", "needs 2 positive numbers"),
-        ([1.0, 2.0], "regression", "applies to classification, not to regression"),
+        ([1.0, 2.0], "regression", "applies to classification and tagging, not to regression"),
     ],
 )
 def test_bad_class_weights_are_user_errors(option, what, fragment):
@@ -121,3 +121,44 @@ def test_the_checkpoint_carries_weights_and_threshold(mixing_bert_dir: Path, tmp
     for record in map(json.loads, out.read_text().splitlines()):
         positive = record["probabilities"]["positive"] >= threshold - 1e-6
         assert record["label"] == ("positive" if positive else "negative")
+
+
+def test_tagging_weights_scale_each_word_by_its_gold_tag(tiny_bert_dir: Path):
+    from tasks.features.tagging import IGNORE_INDEX
+    from tasks.tagging import TaggingModule
+
+    module = TaggingModule(
+        pretrained=str(tiny_bert_dir), label_names=["O", "B-X", "I-X"], class_weights=[0.5, 2, 2]
+    )
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, 5.0, 5.0]]])  # [1, 3 tokens, 3 tags]
+    labels = torch.tensor([[0, 1, IGNORE_INDEX]])  # the third token is a later sub-token: not scored
+    o_loss = math.log(1 + 2 * math.exp(-2))  # gold O at logits [2, 0, 0]
+    x_loss = math.log(3)  # gold B-X at logits [0, 0, 0]
+    loss = module.training_loss(logits, {"labels": labels})
+    assert loss.item() == pytest.approx((0.5 * o_loss + 2 * x_loss) / 2.5)
+
+
+def test_tagging_balanced_weights_come_from_the_train_files_tag_counts(tiny_bert_dir: Path, tmp_path: Path):
+    train = ROOT / "data" / "ner" / "train.conll"
+    tags = [
+        line.split()[-1] for line in train.read_text().splitlines() if line.strip() and "DOCSTART" not in line
+    ]
+    run_dir = tmp_path / "run"
+    fit = ["fit", "--config", ROOT / "configs" / "ner.yaml", "--model.pretrained", tiny_bert_dir]
+    fit += [
+        "--model.class_weights",
+        "balanced",
+        "--trainer.max_steps",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
+    fit += ["--trainer.default_root_dir", run_dir, "--data.test_file", "null", "--data.predict_file", "null"]
+    assert run_cli(*fit, *FAST) == 0
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    names = checkpoint["hyper_parameters"]["label_names"]
+    expected = [
+        len(tags) / (len(names) * max(tags.count(name), 1)) if name in tags else 1.0 for name in names
+    ]
+    assert checkpoint["state_dict"]["class_weights"].tolist() == pytest.approx(expected)
+    assert expected[names.index("O")] == min(expected)  # O, the commonest tag, weighs least
