@@ -234,6 +234,8 @@ class SequenceClassifier(TaskModule):
         tune_threshold: binary tasks: predict label 1 (the second label) when its probability reaches a threshold
             chosen at each validation to maximise the main metric (stored in the checkpoint).
             Multi-label tunes its per-label thresholds unless this is ``false`` (then 0.5).
+        threshold_metric: the metric the binary threshold maximises instead of the main one, e.g.
+            ``f1`` (label 1's F1) when label 1 is a rare class whose F1 matters more than accuracy.
     """
 
     main_metric_mode = "max"
@@ -243,6 +245,7 @@ class SequenceClassifier(TaskModule):
         classifier_dropout: float | None = None,
         class_weights: str | list[float] | None = None,
         tune_threshold: bool | None = None,
+        threshold_metric: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -264,6 +267,14 @@ class SequenceClassifier(TaskModule):
                     f"{self.hparams.task!r} with {num_labels} label(s)"
                 )
             self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
+        if threshold_metric is not None and (
+            not self.binary_threshold or threshold_metric not in self.metrics
+        ):
+            raise UserError(
+                f"--model.threshold_metric needs --model.tune_threshold true on a binary task and one of "
+                f"its metrics ({', '.join(self.metrics)}), not {threshold_metric!r}"
+            )
+        self.threshold_metric = threshold_metric or self.metrics[0]
         what = "regression" if self.regression else ""
         self.register_buffer("class_weights", weights_buffer(class_weights, num_labels, what))
 
@@ -374,8 +385,8 @@ class SequenceClassifier(TaskModule):
             midpoints = (ordered[1:] + ordered[:-1]) / 2
             step = max(1, len(midpoints) // 256)  # a few hundred cuts are enough; each is scored
             candidates = [DEFAULT_THRESHOLD, *midpoints[::step].tolist()]
-            main = self.metrics[0]
-            scored = [(metrics_at(t)[main], -abs(t - DEFAULT_THRESHOLD), t) for t in candidates]
+            target = self.threshold_metric
+            scored = [(metrics_at(t)[target], -abs(t - DEFAULT_THRESHOLD), t) for t in candidates]
             self.threshold.fill_(max(scored)[2])
         values = metrics_at(float(self.threshold))
         values["threshold"] = float(self.threshold)

@@ -162,3 +162,39 @@ def test_tagging_balanced_weights_come_from_the_train_files_tag_counts(tiny_bert
     ]
     assert checkpoint["state_dict"]["class_weights"].tolist() == pytest.approx(expected)
     assert expected[names.index("O")] == min(expected)  # O, the commonest tag, weighs least
+
+
+@pytest.mark.parametrize("metric, expected", [(None, 0.5), ("f1", 0.35)])
+def test_the_threshold_maximises_the_metric_asked_for(tiny_bert_dir: Path, metric, expected):
+    module = SequenceClassifier(
+        pretrained=str(tiny_bert_dir),
+        task="classification",
+        label_names=["0", "1"],
+        tune_threshold=True,
+        threshold_metric=metric,
+    )
+    module._tuning = lambda evaluation: True  # as in a fit's validation
+    positive = torch.tensor([0.1, 0.2, 0.3, 0.45, 0.4, 0.9], dtype=torch.float64)
+    logits = torch.stack([torch.zeros_like(positive), torch.log(positive / (1 - positive))], -1)
+    # accuracy is 5/6 at 0.5 and at 0.35 (the tie goes to 0.5); label 1's F1 is 2/3 at 0.5, 0.8 at 0.35
+    values = module._score_binary(logits.float(), torch.tensor([0, 0, 0, 0, 1, 1]), evaluation=None)
+    assert values["threshold"] == pytest.approx(expected, abs=1e-6)
+    assert values["f1"] == pytest.approx(0.8 if metric else 2 / 3)
+
+
+def test_threshold_metric_must_be_one_of_a_binary_tasks_metrics(tiny_bert_dir: Path):
+    with pytest.raises(UserError, match="--model.threshold_metric needs"):
+        SequenceClassifier(
+            pretrained=str(tiny_bert_dir),
+            task="classification",
+            label_names=["0", "1"],
+            threshold_metric="f1",
+        )
+    with pytest.raises(UserError, match="not 'recall'"):
+        SequenceClassifier(
+            pretrained=str(tiny_bert_dir),
+            task="classification",
+            label_names=["0", "1"],
+            tune_threshold=True,
+            threshold_metric="recall",
+        )
