@@ -50,6 +50,18 @@ class ClassificationDataModule(TaskDataModule):
         header: whether generic CSV/TSV files start with a header row.
     """
 
+    # A generic table's columns too: the checkpoint alone validates and predicts on files laid out
+    # as its train file was (a command-line --data.* option still overrides).
+    stored_settings = (
+        "max_seq_length",
+        "text_column",
+        "text_pair_column",
+        "label_column",
+        "index_column",
+        "header",
+        "label_separator",
+    )
+
     def __init__(
         self,
         task: str = "classification",

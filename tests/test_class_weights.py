@@ -74,14 +74,19 @@ def test_tune_threshold_is_for_binary_tasks(tiny_bert_dir: Path):
         )
 
 
-def test_the_checkpoint_carries_weights_and_threshold(mixing_bert_dir: Path, tmp_path: Path):
+def test_the_checkpoint_carries_weights_threshold_and_columns(mixing_bert_dir: Path, tmp_path: Path):
+    """SST-2's TSV read as a user's own table (named columns, labels "0"/"1", label 1's F1 as the
+    threshold's target): validate and predict from the checkpoint alone read the same columns."""
     run_dir = tmp_path / "run"
     fit = ["fit", "--config", ROOT / "configs" / "sst2.yaml", "--model.pretrained", mixing_bert_dir]
+    fit += ["--data.task", "classification", "--data.text_column", "sentence", "--data.label_column", "label"]
     fit += [
         "--model.class_weights",
         "balanced",
         "--model.tune_threshold",
         "true",
+        "--model.threshold_metric",
+        "f1",
         "--model.learning_rate",
         "1e-3",
     ]
@@ -109,7 +114,7 @@ def test_the_checkpoint_carries_weights_and_threshold(mixing_bert_dir: Path, tmp
     common = ["--ckpt_path", ckpt, "--trainer.default_root_dir", tmp_path / "eval", *FAST]
     assert run_cli("validate", "--data.validation_file", SST2 / "dev.tsv", *common) == 0
     validated = json.loads((tmp_path / "eval" / "eval" / "validation-dev" / "metrics.json").read_text())
-    for key in ("val/accuracy", "val/threshold", "val/loss"):
+    for key in ("val/accuracy", "val/f1", "val/threshold", "val/loss"):
         assert validated[key] == pytest.approx(fitted[key]), key
 
     out = tmp_path / "predictions.jsonl"
@@ -119,8 +124,8 @@ def test_the_checkpoint_carries_weights_and_threshold(mixing_bert_dir: Path, tmp
     )
     threshold = state["threshold"].item()
     for record in map(json.loads, out.read_text().splitlines()):
-        positive = record["probabilities"]["positive"] >= threshold - 1e-6
-        assert record["label"] == ("positive" if positive else "negative")
+        positive = record["probabilities"]["1"] >= threshold - 1e-6
+        assert record["label"] == ("1" if positive else "0")
 
 
 def test_tagging_weights_scale_each_word_by_its_gold_tag(tiny_bert_dir: Path):
