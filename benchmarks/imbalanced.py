@@ -19,6 +19,8 @@ Each fit's last checkpoint predicts the test file; the table shows label 1's (th
 precision, recall and F1 and the accuracy, mean ± sd over the seeds.
 
     nice python benchmarks/imbalanced.py --seeds 1 2 3 [--epochs 3] [--work DIR]
+
+Given an earlier ``--work`` directory, finished runs are scored again rather than refitted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,6 +96,10 @@ def minority_scores(predicted: list[str], gold: list[str]) -> dict[str, float]:
 
 def fit_and_score(work: Path, variant: str, seed: int, epochs: int, gold: list[str]) -> dict[str, float]:
     run = work / f"{variant.replace(' + ', '+')}-{seed}"
+    out = run / "test-predictions.jsonl"
+    if out.is_file():  # a finished run of an earlier, interrupted benchmark: scored again, not refitted
+        return minority_scores([json.loads(line)["label"] for line in out.read_text().splitlines()], gold)
+    shutil.rmtree(run, ignore_errors=True)  # an unfinished one starts again
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     data = ["--data.task", "classification", "--data.text_column", "sentence", "--data.label_column", "label"]
     fit = [sys.executable, "-m", "tasks", "fit", "--config", "configs/sst2.yaml", *data]
@@ -101,7 +108,6 @@ def fit_and_score(work: Path, variant: str, seed: int, epochs: int, gold: list[s
     fit += ["--data.batch_size", "32", "--model.learning_rate", "5e-5", "--trainer.max_epochs", str(epochs)]
     fit += ["--trainer.default_root_dir", run, *VARIANTS[variant], *quiet]
     subprocess.run([str(a) for a in fit], cwd=ROOT, check=True)
-    out = run / "test-predictions.jsonl"
     predict = [sys.executable, "-m", "tasks", "predict", "--ckpt_path", run / "checkpoints" / "last.ckpt"]
     predict += ["--data.predict_file", work / "test.tsv", "--data.predictions_file", out]
     predict += ["--trainer.default_root_dir", run, *quiet]
