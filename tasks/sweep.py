@@ -20,12 +20,9 @@ A database storage also gets Optuna's heartbeat, for workers on machines that sh
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
-import socket
 import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +32,10 @@ from .preflight import Invocation, preflight
 from .rundir import lock_run_directory, release_all, run_files
 from .sweep_grid import Cell, Grid, cells, check_options_exist, parse_seeds, read_grid
 from .sweep_results import summarize
+from .sweep_workers import GRACE_S, HEARTBEAT_S, Heartbeat, WorkerLock, worker_is_dead
 
-WORKERS = "workers"  # <sweep dir>/workers/<host>-<pid>.lock: a live worker holds its file's flock
-HEARTBEAT_S, GRACE_S = 60, 180  # Optuna's heartbeat on database storages
 # Options the sweep chooses itself for each trial.
-_OWN_OPTIONS = ("--seed_everything", "--ckpt_path", "--overwrite", "--trainer.default_root_dir")
+_OWN_OPTIONS = ("--seed_everything", "--ckpt_path", "--overwrite")  # default_root_dir: the sweep's run
 
 
 @dataclass
@@ -63,7 +59,14 @@ class Sweep:
 
     def fit_args(self, cell: Cell) -> list[str]:
         run_dir = self.directory / cell.name
-        return ["fit", "--config", self.config, *self.passthrough, *cell.fit_options(), f"--trainer.default_root_dir={run_dir}"]
+        return [
+            "fit",
+            "--config",
+            self.config,
+            *self.passthrough,
+            *cell.fit_options(),
+            f"--trainer.default_root_dir={run_dir}",
+        ]
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -76,7 +79,9 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         epilog="Other options (--trainer.max_epochs, --data.train_file, ...) are given to every trial's fit.",
     )
     parser.add_argument("--config", "-c", required=True, help="the task config, e.g. configs/mrpc.yaml")
-    parser.add_argument("--grid", default="paper", help="'paper' (default) or a grid YAML file (lists or ranges)")
+    parser.add_argument(
+        "--grid", default="paper", help="'paper' (default) or a grid YAML file (lists or ranges)"
+    )
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 42,43,44 (default: the config's seed)")
     parser.add_argument("--trials", type=int, help="run at most this many trials in this worker, then stop")
     parser.add_argument(
@@ -86,7 +91,10 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--study", help="the study's name (default: the config's name)")
     parser.add_argument(
-        "--prune", type=lambda v: v.lower() in ("true", "1", "yes"), default=False, metavar="true|false",
+        "--prune",
+        type=lambda v: v.lower() in ("true", "1", "yes"),
+        default=False,
+        metavar="true|false",
         help="stop trials whose main metric at an epoch's validation is below the median of the others' (Optuna's MedianPruner)",
     )
     return parser.parse_known_args(argv)
@@ -110,7 +118,9 @@ def prepare(args: argparse.Namespace, passthrough: list[str]) -> Sweep:
     for arg in passthrough:
         key = arg.split("=", 1)[0]
         if key in _OWN_OPTIONS:
-            raise UserError(f"{key}: the sweep chooses it for each trial" + (" (use --seeds)" if "seed" in key else ""))
+            raise UserError(
+                f"{key}: the sweep chooses it for each trial" + (" (use --seeds)" if "seed" in key else "")
+            )
     invocation = Invocation.read(["fit", "--config", args.config, *passthrough])  # the config, as YAML
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials must be at least 1, not {args.trials}")
@@ -127,9 +137,13 @@ def prepare(args: argparse.Namespace, passthrough: list[str]) -> Sweep:
     study = args.study or default_study
     directory = run_dir / ("sweep" if study == default_study else f"sweep-{study}")
     # The fit's own up-front checks (data files, config paths), for a trial directory not yet made.
-    preflight(["fit", "--config", args.config, *passthrough, f"--trainer.default_root_dir={directory / '.check'}"])
+    preflight(
+        ["fit", "--config", args.config, *passthrough, f"--trainer.default_root_dir={directory / '.check'}"]
+    )
     if not invocation.value("data.validation_file") and not invocation.value("data.dataset"):
-        raise UserError(f"{args.config}: a sweep scores each trial on validation: give --data.validation_file")
+        raise UserError(
+            f"{args.config}: a sweep scores each trial on validation: give --data.validation_file"
+        )
     url = args.storage or f"sqlite:///{(directory / 'sweep.db').resolve()}"
     if args.storage is None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -137,8 +151,17 @@ def prepare(args: argparse.Namespace, passthrough: list[str]) -> Sweep:
     metric = _main_metric(model_class, invocation.value("data.task"))
     direction = "minimize" if metric.endswith("loss") else "maximize"
     return Sweep(
-        args.config, passthrough, grid, seeds, cells(grid.configurations(), seeds), directory, url, study,
-        metric, direction, args.prune,
+        args.config,
+        passthrough,
+        grid,
+        seeds,
+        cells(grid.configurations(), seeds),
+        directory,
+        url,
+        study,
+        metric,
+        direction,
+        args.prune,
     )
 
 
@@ -181,7 +204,9 @@ def open_storage(url: str):
 
             storage = optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
     except Exception as err:  # the drivers' errors differ: any of them is a storage that does not open
-        raise UserError(f"--storage {url}: cannot be opened ({type(err).__name__}: {one_line(err)[:200]})") from None
+        raise UserError(
+            f"--storage {url}: cannot be opened ({type(err).__name__}: {one_line(err)[:200]})"
+        ) from None
     _storages[url] = storage
     return storage
 
@@ -201,8 +226,11 @@ def load_study(sweep: Sweep):
     for attempt in range(5):  # two workers starting at once may race to create it
         try:
             study = optuna.create_study(
-                study_name=sweep.study_name, storage=storage, direction=sweep.direction,
-                sampler=CellSampler(sweep.cells), load_if_exists=True,
+                study_name=sweep.study_name,
+                storage=storage,
+                direction=sweep.direction,
+                sampler=CellSampler(sweep.cells),
+                load_if_exists=True,
             )
             break
         except Exception:
@@ -249,9 +277,11 @@ class CellSampler:
 # -- the worker ---------------------------------------------------------------------------------
 
 
-def run_worker(sweep: Sweep, study, max_trials: int | None) -> int:
-    """Run trials until every cell is done (or ``max_trials``); 0, or 2 after a trial's user error."""
-    worker = _WorkerLock(sweep.directory)
+def run_worker(sweep: Sweep, study, max_trials: int | None, run: Callable | None = None) -> int:
+    """Run trials until every cell is done (or ``max_trials``); 0, or 2 after a trial's user error.
+    ``run(sweep, study, trial, cell)`` runs one claimed cell and tells the study (``run_trial``)."""
+    run = run or run_trial
+    worker = WorkerLock(sweep.directory)
     try:
         done = 0
         while max_trials is None or done < max_trials:
@@ -265,7 +295,7 @@ def run_worker(sweep: Sweep, study, max_trials: int | None) -> int:
                 trial.set_user_attr("unused", True)
                 study.tell(trial, state=_state("FAIL"))
                 break
-            code = run_trial(sweep, study, trial, cell)
+            code = run(sweep, study, trial, cell)
             summarize(sweep, study, show=False)  # sweep.json says where the study stands after each trial
             done += 1
             if code != 0:
@@ -277,7 +307,9 @@ def run_worker(sweep: Sweep, study, max_trials: int | None) -> int:
 
 def free_cells(sweep: Sweep, trials: list) -> list[int]:
     """Cells that no trial has completed, pruned or is running."""
-    taken = {cell_of(t, len(sweep.cells)) for t in trials if t.state.name in ("COMPLETE", "PRUNED", "RUNNING")}
+    taken = {
+        cell_of(t, len(sweep.cells)) for t in trials if t.state.name in ("COMPLETE", "PRUNED", "RUNNING")
+    }
     return [c for c in range(len(sweep.cells)) if c not in taken]
 
 
@@ -307,7 +339,7 @@ def run_trial(sweep: Sweep, study, trial, cell: Cell) -> int:
     record_params(trial, sweep)
     run_dir = sweep.directory / cell.name
     trial.set_user_attr("run_dir", str(run_dir))
-    heartbeat = _Heartbeat(study, trial)
+    heartbeat = Heartbeat(study, trial)
     started = time.time()
     try:
         lock_run_directory(run_dir, "sweep")  # another worker fitting this cell: refused (a UserError)
@@ -316,7 +348,10 @@ def run_trial(sweep: Sweep, study, trial, cell: Cell) -> int:
             args = sweep.fit_args(cell)
             if (run_dir / "checkpoints" / "last.ckpt").is_file():
                 args.append("--ckpt_path=last")  # resumed: ends as the uninterrupted run would
-                print(f"note: {run_dir}: resuming the interrupted trial from checkpoints/last.ckpt", file=sys.stderr)
+                print(
+                    f"note: {run_dir}: resuming the interrupted trial from checkpoints/last.ckpt",
+                    file=sys.stderr,
+                )
             elif run_files(run_dir):
                 args.append("--overwrite=true")
             if sweep.prune:
@@ -345,7 +380,9 @@ def run_trial(sweep: Sweep, study, trial, cell: Cell) -> int:
         release_all()
     heartbeat.stop()
     trial.set_user_attr("wall_s", round(time.time() - started, 1))
-    pruned = PRUNED_AT in next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number).user_attrs
+    pruned = (
+        PRUNED_AT in next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number).user_attrs
+    )
     if pruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
@@ -387,54 +424,7 @@ def _state(name: str):
     return optuna.trial.TrialState[name]
 
 
-# -- dead workers -------------------------------------------------------------------------------
-
-
-class _WorkerLock:
-    """This worker's lock file, held (flock) for its life: free means the worker is gone."""
-
-    def __init__(self, sweep_dir: Path):
-        folder = sweep_dir / WORKERS
-        folder.mkdir(parents=True, exist_ok=True)
-        self.name = f"{WORKERS}/{socket.gethostname()}-{os.getpid()}.lock"
-        self.path = sweep_dir / self.name
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        os.close(self.fd)
-
-
-def worker_is_dead(sweep_dir: Path, name: str | None) -> bool:
-    """Whether the worker that holds (held) ``workers/<host>-<pid>.lock`` is gone: its lock is free,
-    or, on this host, its file is gone. A worker whose file this machine cannot see is not judged."""
-    if not name:
-        return False
-    path = sweep_dir / name
-    if not path.exists():
-        return Path(name).name.rsplit("-", 1)[0] == socket.gethostname()
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False  # held: alive
-    finally:
-        os.close(fd)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-    return True
-
-
-def fail_dead_trials(sweep: Sweep, study, worker: _WorkerLock) -> None:
+def fail_dead_trials(sweep: Sweep, study, worker: WorkerLock) -> None:
     """RUNNING trials of dead workers (and stale heartbeats) are failed: their cells are free again."""
     import optuna
 
@@ -443,28 +433,7 @@ def fail_dead_trials(sweep: Sweep, study, worker: _WorkerLock) -> None:
         owner = trial.user_attrs.get("worker")
         if owner != worker.name and worker_is_dead(sweep.directory, owner):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            print(f"note: trial {trial.number} was running in a worker that is gone ({owner}): run again", file=sys.stderr)
-
-
-class _Heartbeat:
-    """Optuna's heartbeat for a trial run with ask/tell (a database storage with heartbeats only)."""
-
-    def __init__(self, study, trial):
-        from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-
-        storage = study._storage
-        self._stop = threading.Event()
-        self._thread = None
-        if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
-
-            storage.record_heartbeat(trial._trial_id)
-
-            def beat() -> None:
-                while not self._stop.wait(HEARTBEAT_S):
-                    storage.record_heartbeat(trial._trial_id)
-
-            self._thread = threading.Thread(target=beat, daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
+            print(
+                f"note: trial {trial.number} was running in a worker that is gone ({owner}): run again",
+                file=sys.stderr,
+            )

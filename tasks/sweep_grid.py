@@ -126,7 +126,9 @@ def read_grid(spec: str) -> Grid:
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
         raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(content, dict) or not content:
-        raise UserError(f"{path}: a grid file maps options to lists of values (model.learning_rate: [3.0e-5, 5.0e-5])")
+        raise UserError(
+            f"{path}: a grid file maps options to lists of values (model.learning_rate: [3.0e-5, 5.0e-5])"
+        )
     lines = {str(k.value): k.start_mark.line + 1 for k, _ in root.value} if root is not None else {}
     lists: dict[str, list[Any]] = {}
     ranges: dict[str, dict[str, Any]] = {}
@@ -148,7 +150,10 @@ def read_grid(spec: str) -> Grid:
                     if unknown
                     else f"{where}: the range of {key} needs low and high"
                 )
-            if not all(isinstance(value[k], (int, float)) for k in ("low", "high")) or value["low"] > value["high"]:
+            if (
+                not all(isinstance(value[k], (int, float)) for k in ("low", "high"))
+                or value["low"] > value["high"]
+            ):
                 raise UserError(f"{where}: the range of {key}: low and high are numbers, low <= high")
             if value.get("log") and value.get("step") is not None:
                 raise UserError(f"{where}: the range of {key}: log and step do not go together")
@@ -161,7 +166,9 @@ def read_grid(spec: str) -> Grid:
     if ranges and not (isinstance(samples, int) and samples > 0):
         raise UserError(f"{path}: ranges are sampled: give '{SAMPLES_KEY}: N', the number of configurations")
     if samples is not None and not ranges:
-        raise UserError(f"{path}, line {lines.get(SAMPLES_KEY, '?')}: {SAMPLES_KEY} needs a range to draw from")
+        raise UserError(
+            f"{path}, line {lines.get(SAMPLES_KEY, '?')}: {SAMPLES_KEY} needs a range to draw from"
+        )
     return Grid(lists, ranges, samples or 0, str(path))
 
 
@@ -177,7 +184,11 @@ def check_options_exist(grid: Grid, model_class: str | None, data_class: str | N
     for key in [*grid.lists, *grid.ranges]:
         group, _, name = key.partition(".")
         if known[group] is not None and name not in known[group]:
-            owner = "lightning's Trainer" if group == "trainer" else f"{config}'s {group} ({model_class if group == 'model' else data_class})"
+            owner = (
+                "lightning's Trainer"
+                if group == "trainer"
+                else f"{config}'s {group} ({model_class if group == 'model' else data_class})"
+            )
             raise UserError(f"{grid.source}: {key}: not an option of {owner}")
 
 

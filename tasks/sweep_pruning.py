@@ -32,7 +32,9 @@ class ReportToStudy(L.Callback):
 
             from .sweep import open_storage, pruner
 
-            study = optuna.load_study(study_name=self.study, storage=open_storage(self.storage), pruner=pruner())
+            study = optuna.load_study(
+                study_name=self.study, storage=open_storage(self.storage), pruner=pruner()
+            )
             self._trial = optuna.trial.Trial(study, self.trial_id)
         return self._trial
 
@@ -43,7 +45,9 @@ class ReportToStudy(L.Callback):
         prune = False
         if trainer.is_global_zero and value is not None:
             trial = self._open()
-            trial.report(float(value), trainer.current_epoch)  # steps are epochs: comparable across batch sizes
+            trial.report(
+                float(value), trainer.current_epoch
+            )  # steps are epochs: comparable across batch sizes
             prune = trial.should_prune()
             if prune:
                 trial.set_user_attr(PRUNED_AT, {"epoch": trainer.current_epoch, "step": trainer.global_step})

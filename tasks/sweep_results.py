@@ -91,9 +91,9 @@ def _configurations(sweep, entries: list[dict[str, Any]]) -> list[dict[str, Any]
                 "mean": statistics.fmean(values) if values else None,
                 "sd": statistics.stdev(values) if len(values) > 1 else None,
                 "wall_s": round(sum(e["wall_s"] or 0 for e in group), 1),
-                "_best_run": max(done, key=lambda e: e["metric"] * (1 if sweep.direction == "maximize" else -1))[
-                    "run_dir"
-                ]
+                "_best_run": max(
+                    done, key=lambda e: e["metric"] * (1 if sweep.direction == "maximize" else -1)
+                )["run_dir"]
                 if done
                 else None,
             }
@@ -105,7 +105,10 @@ def _best(configurations: list[dict[str, Any]], direction: str) -> dict[str, Any
     """The best mean among configurations done at every seed (else among those done at some)."""
     sign = 1 if direction == "maximize" else -1
     seeds = max((len(c["metrics"]) for c in configurations), default=0)
-    for pool in ([c for c in configurations if c["complete"] == seeds], [c for c in configurations if c["complete"]]):
+    for pool in (
+        [c for c in configurations if c["complete"] == seeds],
+        [c for c in configurations if c["complete"]],
+    ):
         if pool:
             winner = max(pool, key=lambda c: (sign * c["mean"], -c["configuration"]))
             best = {k: winner[k] for k in ("configuration", "options", "mean", "sd", "complete")}
@@ -157,8 +160,16 @@ def table(summary: dict[str, Any]) -> str:
             state = states[(row["configuration"], str(seed))]
             value = row["metrics"].get(str(seed))
             cells.append(f"{value:9.4f}" if state == "COMPLETE" else f"{short[state]:>9}")
-        mean = "-" if row["mean"] is None else f"{row['mean']:.4f}" + ("" if row["sd"] is None else f" +- {row['sd']:.4f}")
-        lines.append(f"{row['configuration']:>3}  {name:<{width}}" + "".join(f"  {c}" for c in cells) + f"  {mean:>17}  {_clock(row['wall_s']):>8}")
+        mean = (
+            "-"
+            if row["mean"] is None
+            else f"{row['mean']:.4f}" + ("" if row["sd"] is None else f" +- {row['sd']:.4f}")
+        )
+        lines.append(
+            f"{row['configuration']:>3}  {name:<{width}}"
+            + "".join(f"  {c}" for c in cells)
+            + f"  {mean:>17}  {_clock(row['wall_s']):>8}"
+        )
     best = summary["best"]
     if best is not None:
         sd = "" if best["sd"] is None else f" +- {best['sd']:.4f}"
