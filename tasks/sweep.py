@@ -187,28 +187,41 @@ def open_storage(url: str):
     ``journal://PATH``); a UserError when it cannot be opened."""
     if url in _storages:
         return _storages[url]
+    for attempt in range(5):
+        try:
+            storage = _new_storage(url)
+            break
+        except Exception as err:  # the drivers' errors differ: any of them is a storage that does not open
+            # Two workers creating one database's tables at once: the second finds them made. Retry.
+            if type(err).__name__ == "IntegrityError" and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise UserError(
+                f"--storage {url}: cannot be opened ({type(err).__name__}: {one_line(err)[:200]})"
+            ) from None
+    _storages[url] = storage
+    return storage
+
+
+def _new_storage(url: str):
+    import warnings
+
     import optuna
 
-    try:
-        if "://" in url and not url.startswith("journal://"):
-            sqlite = url.startswith("sqlite")
-            storage = optuna.storages.RDBStorage(
+    if "://" in url and not url.startswith("journal://"):
+        sqlite = url.startswith("sqlite")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's
+            return optuna.storages.RDBStorage(
                 url,
                 # Concurrent workers on one SQLite file wait for its lock instead of failing at once.
                 engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else None,
                 heartbeat_interval=None if sqlite else HEARTBEAT_S,
                 grace_period=None if sqlite else GRACE_S,
             )
-        else:
-            from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend
 
-            storage = optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
-    except Exception as err:  # the drivers' errors differ: any of them is a storage that does not open
-        raise UserError(
-            f"--storage {url}: cannot be opened ({type(err).__name__}: {one_line(err)[:200]})"
-        ) from None
-    _storages[url] = storage
-    return storage
+    return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
 
 
 def pruner():
@@ -291,6 +304,8 @@ def run_worker(sweep: Sweep, study, max_trials: int | None, run: Callable | None
             trial = study.ask()  # the claim: a trial number no other worker gets
             cell = choose_cell(sweep, study.get_trials(deepcopy=False), trial.number)
             trial.set_user_attr("worker", worker.name)
+            if cell is not None:
+                trial.set_user_attr("cell", cell.index)
             if cell is None:  # another worker took the last free cell meanwhile
                 trial.set_user_attr("unused", True)
                 study.tell(trial, state=_state("FAIL"))
@@ -335,7 +350,6 @@ def run_trial(sweep: Sweep, study, trial, cell: Cell) -> int:
     from .cli import main as cli_main
     from .sweep_pruning import PRUNED_AT
 
-    trial.set_user_attr("cell", cell.index)
     record_params(trial, sweep)
     run_dir = sweep.directory / cell.name
     trial.set_user_attr("run_dir", str(run_dir))
