@@ -20,6 +20,9 @@ A database storage also gets Optuna's heartbeat, for workers on machines that sh
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -193,7 +196,8 @@ def open_storage(url: str):
             break
         except Exception as err:  # the drivers' errors differ: any of them is a storage that does not open
             # Two workers creating one database's tables at once: the second finds them made. Retry.
-            if type(err).__name__ == "IntegrityError" and attempt < 4:
+            racing = type(err).__name__ == "IntegrityError" or "already exists" in str(err)
+            if racing and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise UserError(
@@ -209,8 +213,12 @@ def _new_storage(url: str):
     import optuna
 
     if "://" in url and not url.startswith("journal://"):
-        sqlite = url.startswith("sqlite")
-        with warnings.catch_warnings():
+        sqlite = url.startswith("sqlite:///")
+        # Workers starting together on one SQLite file make its tables one at a time.
+        lock = (
+            _file_lock(Path(url.removeprefix("sqlite:///") + ".lock")) if sqlite else contextlib.nullcontext()
+        )
+        with warnings.catch_warnings(), lock:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's
             return optuna.storages.RDBStorage(
                 url,
@@ -222,6 +230,20 @@ def _new_storage(url: str):
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a directory that does not exist: the storage says so itself
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def pruner():
