@@ -25,6 +25,7 @@ import fcntl
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,8 +209,6 @@ def open_storage(url: str):
 
 
 def _new_storage(url: str):
-    import warnings
-
     import optuna
 
     if "://" in url and not url.startswith("journal://"):
@@ -464,7 +463,10 @@ def fail_dead_trials(sweep: Sweep, study, worker: WorkerLock) -> None:
     """RUNNING trials of dead workers (and stale heartbeats) are failed: their cells are free again."""
     import optuna
 
-    optuna.storages.fail_stale_trials(study)
+    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():  # a database's heartbeats
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = trial.user_attrs.get("worker")
         if owner != worker.name and worker_is_dead(sweep.directory, owner):
