@@ -67,6 +67,7 @@ class Sweep:
             "fit",
             "--config",
             self.config,
+            "--trainer.devices=1",
             *self.passthrough,
             *cell.fit_options(),
             f"--trainer.default_root_dir={run_dir}",
@@ -136,6 +137,13 @@ def prepare(args: argparse.Namespace, passthrough: list[str]) -> Sweep:
     else:
         seed = invocation.value("seed_everything")
         seeds = [int(seed) if str(seed).lstrip("-").isdigit() else 42]
+    devices = invocation.value("trainer.devices")
+    if devices is not None and str(devices) not in ("1", "auto"):
+        # A multi-process fit inside the sweep's process would start copies of the sweep itself.
+        raise UserError(
+            f"--trainer.devices {devices}: a sweep's trials use one device each; run one sweep worker per "
+            "device instead (CUDA_VISIBLE_DEVICES=i python -m tasks sweep ... on one --storage)"
+        )
     run_dir = invocation.run_dir()
     default_study = Path(args.config).stem
     study = args.study or default_study
@@ -210,6 +218,8 @@ def open_storage(url: str):
 
 def _new_storage(url: str):
     import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "[I ...] A new study created" lines
 
     if "://" in url and not url.startswith("journal://"):
         sqlite = url.startswith("sqlite:///")
