@@ -285,9 +285,15 @@ def load_study(sweep: Sweep):
     if stored is None:
         study.set_user_attr("definition", sweep.definition())
     elif stored != _jsonable(sweep.definition()):
+        ours = _jsonable(sweep.definition())
+        differs = [key for key in ours if stored.get(key) != ours[key]]
+        what = {
+            "cells": "grid or seeds",
+            "options": f"options (it has: {' '.join(stored.get('options', []))})",
+        }
         raise UserError(
-            f"study {sweep.study_name} in {sweep.storage_url} was made with another grid, seeds or options: "
-            "give the same ones, or --study NAME for a new study"
+            f"study {sweep.study_name} in {sweep.storage_url} was made with another "
+            f"{', '.join(what.get(key, key) for key in differs)}: give the same, or --study NAME for a new study"
         )
     return study
 

@@ -149,8 +149,8 @@ def table(summary: dict[str, Any]) -> str:
     states = {(e["configuration"], str(e["seed"])): e["state"] for e in summary["trials"]}
     head = f"{'#':>3}  {'configuration':<{width}}" + "".join(f"  {'seed ' + str(s):>9}" for s in seeds)
     lines = [
-        f"sweep {summary['study']}: {summary['metric']} on validation, {len(names)} configurations x "
-        f"{len(seeds)} seeds ({sum(e['state'] == 'COMPLETE' for e in summary['trials'])} of "
+        f"sweep {summary['study']}: {summary['metric']} on validation, {_count(len(names), 'configuration')} x "
+        f"{_count(len(seeds), 'seed')} ({sum(e['state'] == 'COMPLETE' for e in summary['trials'])} of "
         f"{len(summary['trials'])} trials complete)",
         head + f"  {'mean +- sd':>17}  {'wall':>8}",
     ]
@@ -175,7 +175,7 @@ def table(summary: dict[str, Any]) -> str:
         sd = "" if best["sd"] is None else f" +- {best['sd']:.4f}"
         lines.append(
             f"best: #{best['configuration']} {describe(best['options'])}: {summary['metric']} {best['mean']:.4f}{sd} "
-            f"over {best['complete']} seed(s); {best['checkpoint']} -> {best['run_dir']}/checkpoints/best.ckpt"
+            f"over {_count(best['complete'], 'seed')}; {best['checkpoint']} -> {best['run_dir']}/checkpoints/best.ckpt"
         )
     return "\n".join(lines)
 
@@ -183,3 +183,7 @@ def table(summary: dict[str, Any]) -> str:
 def _clock(seconds: float | None) -> str:
     seconds = int(seconds or 0)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
