@@ -20,9 +20,6 @@ A database storage also gets Optuna's heartbeat, for workers on machines that sh
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import os
 import sys
 import time
 import warnings
@@ -34,9 +31,10 @@ from typing import Any
 from .io import CommandParser, UserError, one_line
 from .preflight import Invocation, preflight
 from .rundir import lock_run_directory, release_all, run_files
-from .sweep_grid import Cell, Grid, cells, check_options_exist, parse_seeds, read_grid
+from .sweep_grid import Cell, Grid, cell_of, cells, check_options_exist, parse_seeds, read_grid
 from .sweep_results import summarize
-from .sweep_workers import GRACE_S, HEARTBEAT_S, Heartbeat, WorkerLock, worker_is_dead
+from .sweep_storage import PRUNED_AT, open_storage
+from .sweep_workers import Heartbeat, WorkerLock, worker_is_dead
 
 # Options the sweep chooses itself for each trial.
 _OWN_OPTIONS = ("--seed_everything", "--ckpt_path", "--overwrite")  # default_root_dir: the sweep's run
@@ -191,77 +189,6 @@ def _main_metric(model_class: str | None, task: str | None) -> str:
     return kind.main_metric
 
 
-_storages: dict[str, Any] = {}
-
-
-def open_storage(url: str):
-    """An Optuna storage for ``url`` (one per process): a database URL, or a journal file path (or
-    ``journal://PATH``); a UserError when it cannot be opened."""
-    if url in _storages:
-        return _storages[url]
-    for attempt in range(5):
-        try:
-            storage = _new_storage(url)
-            break
-        except Exception as err:  # the drivers' errors differ: any of them is a storage that does not open
-            # Two workers creating one database's tables at once: the second finds them made. Retry.
-            racing = type(err).__name__ == "IntegrityError" or "already exists" in str(err)
-            if racing and attempt < 4:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            raise UserError(
-                f"--storage {url}: cannot be opened ({type(err).__name__}: {one_line(err)[:200]})"
-            ) from None
-    _storages[url] = storage
-    return storage
-
-
-def _new_storage(url: str):
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "[I ...] A new study created" lines
-
-    if "://" in url and not url.startswith("journal://"):
-        sqlite = url.startswith("sqlite:///")
-        # Workers starting together on one SQLite file make its tables one at a time.
-        lock = (
-            _file_lock(Path(url.removeprefix("sqlite:///") + ".lock")) if sqlite else contextlib.nullcontext()
-        )
-        with warnings.catch_warnings(), lock:
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat's
-            return optuna.storages.RDBStorage(
-                url,
-                # Concurrent workers on one SQLite file wait for its lock instead of failing at once.
-                engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else None,
-                heartbeat_interval=None if sqlite else HEARTBEAT_S,
-                grace_period=None if sqlite else GRACE_S,
-            )
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal://")))
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # a directory that does not exist: the storage says so itself
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def pruner():
-    """The pruner of ``--prune true``: below the median of the other trials at the same epoch."""
-    import optuna
-
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-
-
 def load_study(sweep: Sweep):
     """The sweep's study, made by the first worker; a later one must bring the same grid and options."""
     import optuna
@@ -365,11 +292,6 @@ def free_cells(sweep: Sweep, trials: list) -> list[int]:
     return [c for c in range(len(sweep.cells)) if c not in taken]
 
 
-def cell_of(trial, n_cells: int) -> int | None:
-    """The cell a trial runs: trial n < n_cells runs cell n; a later trial says which in its attrs."""
-    return trial.user_attrs.get("cell", trial.number if trial.number < n_cells else None)
-
-
 def choose_cell(sweep: Sweep, trials: list, number: int) -> Cell | None:
     """Trial n runs cell n; a later trial (a failed cell's retry) one of the free cells, workers
     taking different ones by their trial numbers."""
@@ -385,7 +307,6 @@ def run_trial(sweep: Sweep, study, trial, cell: Cell) -> int:
     import optuna
 
     from .cli import main as cli_main
-    from .sweep_pruning import PRUNED_AT
 
     record_params(trial, sweep)
     run_dir = sweep.directory / cell.name

@@ -100,6 +100,11 @@ def cells(configurations: list[dict[str, Any]], seeds: list[int]) -> list[Cell]:
     return [Cell(i, c, options, seed) for i, ((c, options), seed) in enumerate(pairs)]
 
 
+def cell_of(trial, n_cells: int) -> int | None:
+    """The cell a trial runs: trial n < n_cells runs cell n; a later trial says which in its attrs."""
+    return trial.user_attrs.get("cell", trial.number if trial.number < n_cells else None)
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]

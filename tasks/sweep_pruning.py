@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import lightning as L
 
-PRUNED_AT = "pruned_at"  # the trial's user attribute: {"epoch", "step"} where it was stopped
+from .sweep_storage import PRUNED_AT
 
 
 class ReportToStudy(L.Callback):
@@ -30,7 +30,7 @@ class ReportToStudy(L.Callback):
         if self._trial is None:
             import optuna
 
-            from .sweep import open_storage, pruner
+            from .sweep_storage import open_storage, pruner
 
             study = optuna.load_study(
                 study_name=self.study, storage=open_storage(self.storage), pruner=pruner()

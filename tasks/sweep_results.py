@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_open, write_json
-from .sweep_grid import describe
+from .sweep_grid import cell_of, describe
 
 SWEEP_FILE = "sweep.json"
 BEST_LINK = "best.ckpt"
@@ -22,8 +22,6 @@ _RANK = {"COMPLETE": 4, "RUNNING": 3, "PRUNED": 2, "FAIL": 1, "WAITING": 0}
 
 def summarize(sweep, study, show: bool = True) -> dict[str, Any]:
     """Write sweep.json (and the best link); print the table when ``show``."""
-    from .sweep import cell_of
-
     chosen: dict[int, Any] = {}
     for trial in study.get_trials(deepcopy=False):
         cell = cell_of(trial, len(sweep.cells))

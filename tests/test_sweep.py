@@ -157,7 +157,7 @@ def test_two_workers_on_one_study_run_every_cell_exactly_once(tmp_path, storage)
 
 
 def _storage(url: str):
-    from tasks.sweep import open_storage
+    from tasks.sweep_storage import open_storage
 
     return open_storage(url)
 
