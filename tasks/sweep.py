@@ -106,12 +106,15 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str]) -> int:
     args, passthrough = _parse(argv)
     sweep = prepare(args, passthrough)  # every refusal comes before the first fit
-    from .sweep_results import BEST_LINK, SWEEP_FILE
+    from .sweep_results import BEST_LINK, PLOT_FILE, SWEEP_FILE, plot
 
     study = load_study(sweep)
     code = run_worker(sweep, study, args.trials)
     summary = summarize(sweep, study)
-    written = [SWEEP_FILE] + ([BEST_LINK] if summary["best"] is not None else [])
+    drawn = plot(summary, sweep.directory / PLOT_FILE)
+    written = (
+        [SWEEP_FILE] + ([BEST_LINK] if summary["best"] is not None else []) + ([PLOT_FILE] if drawn else [])
+    )
     print(f"wrote {sweep.directory}/ ({', '.join(written)}, one run directory per trial)")
     return code
 

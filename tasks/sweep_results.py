@@ -16,6 +16,7 @@ from .sweep_grid import cell_of, describe
 
 SWEEP_FILE = "sweep.json"
 BEST_LINK = "best.ckpt"
+PLOT_FILE = "sweep.png"
 # Which of a cell's trials speaks for it (a completed one first; then the newest).
 _RANK = {"COMPLETE": 4, "RUNNING": 3, "PRUNED": 2, "FAIL": 1, "WAITING": 0}
 
@@ -181,6 +182,35 @@ def table(summary: dict[str, Any]) -> str:
 def _clock(seconds: float | None) -> str:
     seconds = int(seconds or 0)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def plot(summary: dict[str, Any], path: Path) -> Path | None:
+    """Each configuration's seeds (grey) and mean +- sd (an error bar): ``sweep.png``; None when
+    nothing is complete yet."""
+    from .report import new_figure
+
+    rows = [c for c in summary["configurations"] if c["complete"]]
+    if not rows:
+        return None
+    figure, (ax,) = new_figure(max(5.0, 0.45 * len(rows) + 2.5), 4.0)
+    for x, row in enumerate(rows):
+        done = [
+            e["metric"]
+            for e in summary["trials"]
+            if e["configuration"] == row["configuration"] and e["state"] == "COMPLETE"
+        ]
+        ax.scatter([x] * len(done), done, s=12, color="0.65", zorder=1)
+    means = [r["mean"] for r in rows]
+    ax.errorbar(range(len(rows)), means, yerr=[r["sd"] or 0.0 for r in rows], fmt="o", capsize=4, zorder=2)
+    ax.set_xticks(
+        range(len(rows)), [describe(r["options"]) for r in rows], rotation=60, ha="right", fontsize=7
+    )
+    ax.set_xlim(-0.5, len(rows) - 0.5)
+    ax.set_ylabel(f"{summary['metric']} (validation)")
+    ax.set_title(f"sweep {summary['study']}: mean ± sd over seeds", fontsize=9)
+    with atomic_open(path, "wb", encoding=None) as handle:
+        figure.savefig(handle, format="png")
+    return path
 
 
 def _count(n: int, noun: str) -> str:

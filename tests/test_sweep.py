@@ -80,6 +80,7 @@ def test_sweep_json_and_the_table_agree_with_each_trials_own_fit(swept):
     link = run / "sweep" / "best.ckpt"
     assert link.resolve() == (Path(best_run) / "checkpoints" / "best.ckpt").resolve()
     assert f"best: #{winner} " in stdout
+    assert (run / "sweep" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_finished_sweep_run_again_fits_nothing(swept, capfd):
