@@ -211,3 +211,34 @@ def _wait_for(condition, process, timeout: float = 300.0) -> None:
         )
         assert time.time() < deadline, "timed out"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("value, stopped", [(0.2, True), (0.9, False)])
+def test_prune_stops_a_trial_below_the_median_at_its_validation(tmp_path, value, stopped):
+    """``--prune true``'s callback: the main metric of each validation goes to the trial; below the
+    median of 5 finished trials at that epoch, the fit stops there and the trial says where."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from tasks.sweep_pruning import ReportToStudy
+    from tasks.sweep_storage import PRUNED_AT
+
+    url = str(tmp_path / "study.journal")
+    study = optuna.create_study(study_name="pruning", storage=_storage(url), direction="maximize")
+    for finished in (0.5, 0.6, 0.7, 0.8, 0.9):
+        trial = study.ask()
+        trial.report(finished, 0)
+        study.tell(trial, finished)
+    trial = study.ask()
+    callback = ReportToStudy(url, "pruning", trial._trial_id)
+    trainer = SimpleNamespace(
+        sanity_checking=False, is_global_zero=True, current_epoch=0, global_step=8, should_stop=False,
+        callback_metrics={"val/accuracy": torch.tensor(value)},
+        strategy=SimpleNamespace(broadcast=lambda decision, src: decision),
+    )  # fmt: skip
+    callback.on_validation_end(trainer, SimpleNamespace(main_metric="val/accuracy"))
+    assert trainer.should_stop is stopped
+    reported = study.trials[-1]
+    assert reported.intermediate_values == {0: pytest.approx(value)}
+    assert reported.user_attrs.get(PRUNED_AT) == ({"epoch": 0, "step": 8} if stopped else None)
