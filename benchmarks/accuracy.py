@@ -105,7 +105,9 @@ def argmax_score(result: dict, work: Path) -> float:
         "--model.decoding", "argmax", "--trainer.default_root_dir", out_dir, *QUIET,
     ]  # fmt: skip
     subprocess.run([str(c) for c in command], cwd=ROOT, env=_environment(), check=True, capture_output=True)
-    score = json.loads((out_dir / "metrics.json").read_text())["val/f1"]
+    # validate writes into the run's eval/<name>/ (the run: --trainer.default_root_dir)
+    written = max(out_dir.glob("eval/*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    score = json.loads(written.read_text())["val/f1"]
     kept.write_text(json.dumps({"val/f1": score}))
     return score
 
