@@ -314,10 +314,20 @@ def run_trial(sweep: Sweep, study, trial, cell: Cell) -> int:
     record_params(trial, sweep)
     run_dir = sweep.directory / cell.name
     trial.set_user_attr("run_dir", str(run_dir))
+    try:
+        lock_run_directory(run_dir, "sweep")
+    except UserError as err:
+        if " is in use by " not in str(err):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        # another worker fits this cell (a retry both claimed): it is theirs
+        print(f"note: {one_line(err)}: leaving the cell to it", file=sys.stderr)
+        trial.set_user_attr("unused", True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return 0
     heartbeat = Heartbeat(study, trial)
     started = time.time()
     try:
-        lock_run_directory(run_dir, "sweep")  # another worker fitting this cell: refused (a UserError)
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.is_file():  # else: fitted to the end by a worker that died before telling
             args = sweep.fit_args(cell)

@@ -242,3 +242,34 @@ def test_prune_stops_a_trial_below_the_median_at_its_validation(tmp_path, value,
     reported = study.trials[-1]
     assert reported.intermediate_values == {0: pytest.approx(value)}
     assert reported.user_attrs.get(PRUNED_AT) == ({"epoch": 0, "step": 8} if stopped else None)
+
+
+def test_a_cell_another_worker_is_fitting_is_left_to_it(tmp_path, capfd):
+    """Two workers that claimed one failed cell at once: the one that finds its run directory locked
+    leaves it (its trial unused), without fitting."""
+    from tasks.sweep import Sweep, load_study, run_trial
+    from tasks.sweep_grid import Grid, cells
+
+    grid = Grid({"model.learning_rate": [1e-5]}, {}, 0, "test")
+    sweep = Sweep(
+        "configs/sst2.yaml", [], grid, [1], cells(grid.configurations(), [1]), tmp_path,
+        str(tmp_path / "study.journal"), "busy", "val/accuracy", "maximize", False,
+    )  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom tasks.rundir import lock_run_directory\n"
+         f"lock_run_directory({str(tmp_path / sweep.cells[0].name)!r}, 'fit'); print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        study = load_study(sweep)
+        claimed = study.ask()
+        claimed.set_user_attr("cell", 0)  # as run_worker records the claim
+        assert run_trial(sweep, study, claimed, sweep.cells[0]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    (trial,) = study.trials
+    assert trial.state.name == "FAIL" and trial.user_attrs["unused"] is True
+    assert "is in use by fit" in capfd.readouterr().err
+    assert not (tmp_path / sweep.cells[0].name / "config.yaml").exists()  # nothing fitted
