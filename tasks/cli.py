@@ -29,6 +29,7 @@ EXTRA_COMMANDS = {
         "remove the least important attention heads and/or top layers of a checkpoint",
     ),
     "export": ("tasks.export:main", "export a fine-tuned checkpoint to Hugging Face format or ONNX"),
+    "sweep": ("tasks.sweep:main", "fine-tune a grid of configurations over seeds as one resumable study"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "fine-tune on the train file, validating on the dev file each epoch",

@@ -165,6 +165,11 @@ def _app_options() -> list[Option]:
     ]
 
 
+def trainer_options() -> list[Option]:
+    """Lightning's Trainer options, read from its source (none if it moved)."""
+    return _trainer_options()
+
+
 def _trainer_options() -> list[Option]:
     trainer = _lightning_trainer_class()
     if trainer is None:
