@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+RTD_WEIGHT = 50.0  # ELECTRA's lambda: the binary loss is much smaller per token than the MLM loss
 SequenceStats = tuple[float, float, float, float | None, bool | None]
 
 
@@ -58,3 +59,70 @@ def pretraining_scores(values: list[SequenceStats], nsp: bool) -> dict[str, floa
         scores["nsp_accuracy"] = sum(bool(v[4]) for v in values) / len(values)
         scores["loss"] += scores["nsp_loss"]
     return scores
+
+
+def electra_stats(
+    generator_logits: torch.Tensor, rtd_logits: torch.Tensor, replaced: torch.Tensor, batch: dict[str, Any]
+) -> list[tuple]:
+    """Per sequence: (generator loss sum, masked tokens, generator correct, RTD loss sum, real tokens,
+    RTD correct, the real tokens' P(replaced) and labels, for the split's AUC)."""
+    B, T = batch["input_ids"].shape
+    labels = batch["mlm_labels"]
+    logits = generator_logits.float()
+    losses = F.cross_entropy(logits, labels, reduction="none").double().cpu()
+    correct = (logits.argmax(-1) == labels).double().cpu()
+    rows = (batch["mlm_positions"] // T).cpu()
+    loss_sums = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, losses)
+    counts = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, torch.ones_like(losses))
+    corrects = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, correct)
+    mask = batch.get("attention_mask")
+    real = torch.ones(B, T, dtype=torch.bool) if mask is None else mask.bool().cpu()
+    rtd_logits, replaced = rtd_logits.float().cpu(), replaced.cpu()
+    rtd_losses = F.binary_cross_entropy_with_logits(rtd_logits, replaced.float(), reduction="none").double()
+    stats = []
+    for b in range(B):
+        keep = real[b]
+        scores, truth = torch.sigmoid(rtd_logits[b][keep]), replaced[b][keep]
+        stats.append(
+            (
+                loss_sums[b].item(), counts[b].item(), corrects[b].item(), rtd_losses[b][keep].sum().item(),
+                float(keep.sum()), float(((scores > 0.5) == truth).sum()), scores.tolist(), truth.tolist(),
+            )
+        )  # fmt: skip
+    return stats
+
+
+def electra_scores(values: list[tuple]) -> dict[str, float]:
+    """``generator_mlm_loss`` and ``generator_mlm_accuracy`` (over the masked tokens), ``rtd_loss``
+    and ``rtd_accuracy`` (over every real token; replaced when P > 0.5), ``rtd_auc`` (ROC AUC of
+    P(replaced) over the split's tokens), ``loss`` = generator_mlm_loss + 50 x rtd_loss."""
+    masked = max(sum(v[1] for v in values), 1.0)
+    tokens = max(sum(v[4] for v in values), 1.0)
+    scores = {
+        "generator_mlm_loss": sum(v[0] for v in values) / masked,
+        "generator_mlm_accuracy": sum(v[2] for v in values) / masked,
+        "rtd_loss": sum(v[3] for v in values) / tokens,
+        "rtd_accuracy": sum(v[5] for v in values) / tokens,
+        "rtd_auc": roc_auc([s for v in values for s in v[6]], [t for v in values for t in v[7]]),
+    }
+    scores["loss"] = scores["generator_mlm_loss"] + RTD_WEIGHT * scores["rtd_loss"]
+    return scores
+
+
+def roc_auc(scores: list[float], labels: list[bool]) -> float:
+    """Mann-Whitney's AUC: the chance a replaced token scores above an original one (ties half);
+    NaN when the split has only one class."""
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return float("nan")
+    values = torch.tensor(scores, dtype=torch.float64)
+    order = torch.argsort(values)
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    unique, inverse = torch.unique(values, return_inverse=True)  # ties share their mean rank
+    sums = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks)
+    counts = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(ranks))
+    ranks = (sums / counts)[inverse]
+    positive_ranks = float(ranks[torch.tensor(labels, dtype=torch.bool)].sum())
+    return (positive_ranks - positives * (positives + 1) / 2) / (positives * negatives)
