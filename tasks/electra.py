@@ -125,27 +125,40 @@ class Electra(nn.Module):
         for module in (self.generator.embeddings, self.generator_head, self.discriminator_head):
             module.apply(lambda m: init_weights(m, config.initializer_range))
 
-    def forward(self, encode, batch: dict[str, torch.Tensor], seed: int | None = None) -> ElectraOutputs:
-        """``encode(batch)``: the discriminator's output for a batch. ``seed`` fixes the sampling
-        (validation); without it, torch's global random state draws."""
+    def forward(
+        self, encode, batch: dict[str, torch.Tensor], seeds: list[int] | None = None
+    ) -> ElectraOutputs:
+        """``encode(batch)``: the discriminator's output for a batch. ``seeds`` (one per sequence)
+        fix the sampling for evaluation, however the sequences are batched or spread over ranks;
+        without them, torch's global random state draws."""
         ids, positions = batch["input_ids"], batch["mlm_positions"]
         out = self.generator(ids, batch.get("attention_mask"), batch.get("token_type_ids"), skip_padding=True)
         generator_logits = self.generator_head(out.last_hidden_state.flatten(0, 1)[positions])  # [M, V]
         with torch.no_grad():  # ELECTRA does not back-propagate through the sampling
-            rng = None
-            if seed is not None:
-                rng = torch.Generator(device=generator_logits.device).manual_seed(seed)
-            probabilities = F.softmax(generator_logits.float(), dim=-1)
-            sampled = (
-                torch.multinomial(probabilities, 1, generator=rng).squeeze(-1)
-                if len(positions)
-                else positions
-            )
+            sampled = sample(generator_logits, positions // ids.shape[1], seeds)  # [M]
             original = ids.flatten().index_put((positions,), batch["mlm_labels"])  # [B * T]
             corrupted = original.index_put((positions,), sampled)
             replaced = (corrupted != original).view_as(ids)  # [B, T]
         hidden = encode({**batch, "input_ids": corrupted.view_as(ids)}).last_hidden_state  # [B, T, H]
         return ElectraOutputs(generator_logits, self.discriminator_head(hidden), replaced)
+
+
+def sample(logits: torch.Tensor, rows: torch.Tensor, seeds: list[int] | None) -> torch.Tensor:
+    """One token per row of ``logits`` [M, V] from its softmax. With ``seeds``, the Gumbel-max
+    trick (argmax of logits + Gumbel noise: an exact softmax sample) with each sequence's noise
+    drawn from its own seed (``rows``: the sequence of each position)."""
+    logits = logits.float()
+    if seeds is None:
+        if not len(logits):
+            return rows
+        return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(-1)
+    noise = torch.empty_like(logits)
+    for row in rows.unique().tolist():
+        at = rows == row
+        rng = torch.Generator(device=logits.device).manual_seed(int(seeds[row]))
+        uniform = torch.rand(int(at.sum()), logits.shape[1], generator=rng, device=logits.device)
+        noise[at] = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+    return (logits + noise).argmax(-1)
 
 
 def electra_losses(

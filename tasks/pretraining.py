@@ -230,10 +230,11 @@ class PreTrainingModule(TaskModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if self.electra is not None:
-            # Evaluation samples from a seed fixed by the batch's first sequence (the batches are fixed).
+            # Evaluation samples each sequence's replacements from a seed of its own: the same at
+            # every validation, on any number of processes.
             example = batch.get("example")
-            seed = None if self.training or example is None else self.VALIDATION_SEED + int(example[0])
-            return self.electra(self.encode, batch, seed)
+            seeds = None if self.training or example is None else (self.VALIDATION_SEED + example).tolist()
+            return self.electra(self.encode, batch, seeds)
         out = self.encode(batch)
         hidden = out.last_hidden_state.flatten(0, 1)[batch["mlm_positions"]]  # [M, H]: masked only
         mlm_logits = self.cls.predictions(hidden)  # [M, V]
