@@ -151,9 +151,10 @@ def table(title: str, rows: list[Row], metric: str) -> str:
     return "\n".join(lines)
 
 
-def sst2(args: argparse.Namespace, work: Path) -> str:
+def sst2_data(args: argparse.Namespace) -> list[str]:
+    """The SST-2 files (train.5k, dev as validation and test) and batch size of every SST-2 run."""
     data_dir = Path(args.sst2)
-    data = [
+    return [
         "--data.train_file",
         str(data_dir / "train.5k.tsv"),
         "--data.validation_file",
@@ -163,6 +164,10 @@ def sst2(args: argparse.Namespace, work: Path) -> str:
         "--data.batch_size",
         str(args.batch_size),
     ]
+
+
+def sst2(args: argparse.Namespace, work: Path) -> str:
+    data = sst2_data(args)
     teacher, student = work / "sst2_teacher", work / "sst2_student"
     pruned = work / "sst2_pruned.ckpt"
     if not args.skip_training:
@@ -254,14 +259,7 @@ def compressed_sizes(ckpt: Path) -> tuple[int, int]:
 
 def sparsity(args: argparse.Namespace, work: Path) -> str:
     """Gradual magnitude pruning to each of ``--sparsities`` on SST-2, over ``--seeds``."""
-    data_dir = Path(args.sst2)
-    data = [
-        "--data.train_file",
-        str(data_dir / "train.5k.tsv"),
-        "--data.validation_file",
-        str(data_dir / "dev.tsv"),
-    ]
-    data += ["--data.batch_size", str(args.batch_size)]
+    data = sst2_data(args)
     rows, seeds = [], {}
     for target in args.sparsities:
         for seed in args.seeds:

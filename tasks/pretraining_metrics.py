@@ -1,4 +1,5 @@
 """Pre-training metrics over a whole split, from sums kept per sequence. Pure torch, no Lightning.
+ELECTRA's (``electra_stats``, ``electra_scores``) keep the generator's and the discriminator's sums.
 
 Each sequence's outputs shrink to ``(masked-token loss sum, masked tokens, correct ones, NSP loss,
 NSP correct)`` as its batch is evaluated; the split's metrics are then ratios of the totals, so
@@ -22,14 +23,8 @@ def sequence_stats(
 ) -> list[SequenceStats]:
     """Per sequence of ``batch``: ``mlm_logits`` ``[M, V]`` at the masked positions (flat indices
     into ``[B * T]``), ``nsp_logits`` ``[B, 2]`` or None without NSP."""
-    B, T = batch["input_ids"].shape
-    labels = batch["mlm_labels"]
-    losses = F.cross_entropy(mlm_logits.float(), labels, reduction="none").double().cpu()
-    correct = (mlm_logits.argmax(-1) == labels).double().cpu()
-    rows = (batch["mlm_positions"] // T).cpu()
-    loss_sums = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, losses)
-    counts = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, torch.ones_like(losses))
-    corrects = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, correct)
+    B = len(batch["input_ids"])
+    loss_sums, counts, corrects = masked_sums(mlm_logits, batch)
     if nsp_logits is not None:
         nsp_labels = batch["next_sentence_label"]
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels, reduction="none").tolist()
@@ -40,6 +35,19 @@ def sequence_stats(
         (loss_sums[b].item(), counts[b].item(), corrects[b].item(), nsp_loss[b], nsp_correct[b])
         for b in range(B)
     ]
+
+
+def masked_sums(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """Per sequence [B] (float64, CPU): the masked tokens' loss sum, their count, the correct ones."""
+    B, T = batch["input_ids"].shape
+    labels = batch["mlm_labels"]
+    losses = F.cross_entropy(logits.float(), labels, reduction="none").double().cpu()
+    correct = (logits.argmax(-1) == labels).double().cpu()
+    rows = (batch["mlm_positions"] // T).cpu()
+    loss_sums = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, losses)
+    counts = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, torch.ones_like(losses))
+    corrects = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, correct)
+    return loss_sums, counts, corrects
 
 
 def pretraining_scores(values: list[SequenceStats], nsp: bool) -> dict[str, float]:
@@ -67,14 +75,7 @@ def electra_stats(
     """Per sequence: (generator loss sum, masked tokens, generator correct, RTD loss sum, real tokens,
     RTD correct, the real tokens' P(replaced) and labels, for the split's AUC)."""
     B, T = batch["input_ids"].shape
-    labels = batch["mlm_labels"]
-    logits = generator_logits.float()
-    losses = F.cross_entropy(logits, labels, reduction="none").double().cpu()
-    correct = (logits.argmax(-1) == labels).double().cpu()
-    rows = (batch["mlm_positions"] // T).cpu()
-    loss_sums = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, losses)
-    counts = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, torch.ones_like(losses))
-    corrects = torch.zeros(B, dtype=torch.float64).index_add_(0, rows, correct)
+    loss_sums, counts, corrects = masked_sums(generator_logits, batch)
     mask = batch.get("attention_mask")
     real = torch.ones(B, T, dtype=torch.bool) if mask is None else mask.bool().cpu()
     rtd_logits, replaced = rtd_logits.float().cpu(), replaced.cpu()
