@@ -29,6 +29,10 @@ on this CPU); only a sparse kernel (or structured pruning: heads, layers) would 
 
     nice python benchmarks/deploy.py --only sparsity --sparsities 0 0.5 0.7 0.9 --seeds 1
     nice python benchmarks/deploy.py --only sparsity --sparsities 0 0.5 --seeds 1 2 3   # the 1-point check
+
+``--sparsity_schedule oneshot`` (a bounded run: one fit per seed) prunes the dense fit's best.ckpt
+with ``prune --magnitude S`` instead, without training after: the lower bound of what pruning keeps.
+A dense run already in --work (its best.ckpt) is reused, not fit again.
 """
 
 from __future__ import annotations
@@ -261,22 +265,30 @@ def sparsity(args: argparse.Namespace, work: Path) -> str:
     """Gradual magnitude pruning to each of ``--sparsities`` on SST-2, over ``--seeds``."""
     data = sst2_data(args)
     rows, seeds = [], {}
+    oneshot = args.sparsity_schedule == "oneshot"
     for target in args.sparsities:
         for seed in args.seeds:
             run_dir = work / f"sst2_sparsity{round(100 * target)}_seed{seed}"
-            if not args.skip_training:
+            ckpt = run_dir / "checkpoints" / "best.ckpt"
+            dense = work / f"sst2_sparsity0_seed{seed}" / "checkpoints" / "best.ckpt"
+            if oneshot and target > 0:
+                ckpt = work / f"sst2_oneshot{round(100 * target)}_seed{seed}.ckpt"
+                if not args.skip_training:
+                    run("prune", "--ckpt_path", dense, "--magnitude", str(target), "--output", ckpt)
+            elif not args.skip_training and not (oneshot and ckpt.is_file()):
                 run(
                     "fit", "--config", "configs/sst2.yaml", *data, "--trainer.max_epochs", str(args.epochs),
                     "--seed_everything", str(seed), "--model.sparsity_target", str(target), *args.encoder,
                     "--overwrite", "true", *FAST, "--trainer.default_root_dir", run_dir,
                 )  # fmt: skip
-            row = Row(f"{round(100 * target)}% sparse (seed {seed})", run_dir / "checkpoints" / "best.ckpt")
+            row = Row(f"{round(100 * target)}% sparse (seed {seed})", ckpt)
             validate(row, ROOT / "configs" / "sst2.yaml", data, "val/accuracy", work, args.int8_backend)
             seeds.setdefault(target, []).append(row)
         rows.append(seeds[target][0])
     time_rows(rows, args.rounds)
     lines = [
-        f"\nSST-2 magnitude pruning (dev, {rows[0].sentences} sentences; gradual cubic schedule, "
+        f"\nSST-2 magnitude pruning (dev, {rows[0].sentences} sentences; "
+        f"{'one-shot prune of the dense fit, no training after' if oneshot else 'gradual cubic schedule'}, "
         f"{args.epochs} epoch(s), seeds {' '.join(map(str, args.seeds))})",
         "| sparsity | encoder weights at zero | dev accuracy (mean) | per seed | safetensors | gzipped | "
         "predict sentences/s | speed vs dense |",
@@ -313,6 +325,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("sst2", "wnut", "sparsity"), default=None)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.9])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds of the sparsity fits")
+    parser.add_argument("--sparsity_schedule", choices=("gradual", "oneshot"), default="gradual")
     parser.add_argument(
         "--int8_backend",
         default="torch.ao",
