@@ -4,6 +4,8 @@ reaches its sparsity, keeps the zeros through ``--ckpt_path last`` and exports t
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -48,19 +50,28 @@ def zeros(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     }
 
 
-def test_gradual_pruning_reaches_its_target_keeps_zeros_through_resume_and_export(mixing_bert_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    args = ("fit", "--config", ROOT / "configs" / "sst2.yaml", *DATA, *FAST_TRAINER_ARGS, *SPARSE)
-    args += ("--model.pretrained", mixing_bert_dir, "--trainer.default_root_dir", run_dir)
+FIT = ("fit", "--config", ROOT / "configs" / "sst2.yaml", *DATA, *FAST_TRAINER_ARGS)
+
+
+@pytest.fixture(scope="module")
+def sparse_run(mixing_bert_dir, tmp_path_factory):
+    """One epoch of SST-2's sample pruned gradually to 50%; its first best.ckpt kept aside."""
+    root = tmp_path_factory.mktemp("sparsity")
+    args = (*FIT, *SPARSE, "--model.pretrained", mixing_bert_dir, "--trainer.default_root_dir", root / "run")
     assert run_cli(*args, "--trainer.max_epochs", "1") == 0
+    shutil.copy(root / "run" / "checkpoints" / "best.ckpt", root / "first_best.ckpt")
+    return root, args
+
+
+def test_gradual_pruning_reaches_its_target_keeps_zeros_through_resume_and_export(sparse_run, tmp_path):
+    root, args = sparse_run
+    run_dir = root / "run"
     first = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     module, _ = load_task_module(run_dir / "checkpoints" / "last.ckpt")
     weights = prunable_weights(module.encoder)
     assert len(weights) == 2 * 4  # qkv, attention output, intermediate, output in each of 2 layers
-    for (
-        name,
-        weight,
-    ) in weights.items():  # every matrix exactly half zero, from the schedule's end (step 5 of 8)
+    # every matrix exactly half zero, from the schedule's end (step 5 of 8)
+    for name, weight in weights.items():
         assert int((weight == 0).sum()) == weight.numel() // 2, name
     assert first[SPARSITY_KEY]["sparsity"] == 0.5
     assert first["callbacks"]["MagnitudePruning"]["sparsity"] == 0.5
@@ -73,17 +84,10 @@ def test_gradual_pruning_reaches_its_target_keeps_zeros_through_resume_and_expor
     assert before and all(torch.equal(before[k], after[k]) for k in before)
     assert not torch.equal(first["state_dict"][next(iter(before))], second["state_dict"][next(iter(before))])
 
-    # validate takes the sparse checkpoint; the HF export is dense, with the zeros.
-    validate = ("validate", "--config", ROOT / "configs" / "sst2.yaml", *DATA, *FAST_TRAINER_ARGS)
-    assert run_cli(*validate, "--ckpt_path", run_dir / "checkpoints" / "last.ckpt") == 0
-    assert "val/accuracy" in evaluation_metrics(run_dir)
+    # The HF export is dense, with the zeros.
     out = tmp_path / "hf"
-    assert (
-        run_cli(
-            "export", "--ckpt_path", run_dir / "checkpoints" / "last.ckpt", "--format", "hf", "--output", out
-        )
-        == 0
-    )
+    export = ("export", "--ckpt_path", run_dir / "checkpoints" / "last.ckpt", "--format", "hf")
+    assert run_cli(*export, "--output", out) == 0
     exported = load_file(out / "model.safetensors")
     linear = [
         v for k, v in exported.items() if ".layer." in k and k.endswith("weight") and "LayerNorm" not in k
@@ -92,12 +96,9 @@ def test_gradual_pruning_reaches_its_target_keeps_zeros_through_resume_and_expor
     assert sum(int((v == 0).sum()) for v in linear) == sum(v.numel() for v in linear) // 2
 
 
-def test_prune_magnitude_one_shot_and_bad_sparsities(mixing_bert_dir, tmp_path, capsys):
-    run_dir = tmp_path / "dense"
-    fit = ("fit", "--config", ROOT / "configs" / "sst2.yaml", *DATA, *FAST_TRAINER_ARGS)
-    fit += ("--model.pretrained", mixing_bert_dir, "--trainer.default_root_dir", run_dir)
-    assert run_cli(*fit, "--trainer.max_steps", "2") == 0
-    ckpt, out = run_dir / "checkpoints" / "best.ckpt", tmp_path / "sparse.ckpt"
+def test_prune_magnitude_one_shot_and_bad_sparsities(sparse_run, tmp_path, capsys):
+    root, args = sparse_run
+    ckpt, out = root / "first_best.ckpt", tmp_path / "sparse.ckpt"
     assert run_cli("prune", "--ckpt_path", ckpt, "--magnitude", "0.7", "--output", out) == 0
     assert "encoder weights at zero: 70.0%" in capsys.readouterr().out
     stored = torch.load(out, weights_only=True)
@@ -106,14 +107,16 @@ def test_prune_magnitude_one_shot_and_bad_sparsities(mixing_bert_dir, tmp_path, 
     for name, pruned in zeros(stored["state_dict"]).items():  # the smallest |w| of each matrix went
         kept = dense[name][~pruned].abs().min()
         assert dense[name][pruned].abs().max() <= kept, name
+    # validate takes a sparse checkpoint
     validate = ("validate", "--config", ROOT / "configs" / "sst2.yaml", *DATA, *FAST_TRAINER_ARGS)
     assert run_cli(*validate, "--ckpt_path", out, "--trainer.default_root_dir", tmp_path / "v") == 0
+    assert "val/accuracy" in evaluation_metrics(tmp_path / "v")
     capsys.readouterr()
 
     assert run_cli("prune", "--ckpt_path", ckpt, "--magnitude", "1.0", "--output", tmp_path / "x.ckpt") == 2
     err = capsys.readouterr().err.strip()
     assert "--magnitude must be in [0, 1), not 1.0" in err and len(err.splitlines()) == 1
-    assert run_cli(*fit[:-1], tmp_path / "bad", "--model.sparsity_target", "-0.1") == 2
+    assert run_cli(*args[:-1], tmp_path / "bad", "--model.sparsity_target", "-0.1") == 2
     err = capsys.readouterr().err.strip()
     assert "--model.sparsity_target must be in [0, 1), not -0.1" in err and len(err.splitlines()) == 1
     cubic = ("--magnitude", "0.5", "--schedule", "cubic", "--output", tmp_path / "y.ckpt")
