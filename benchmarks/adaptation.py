@@ -11,8 +11,11 @@ Three experiments on the data under ../shared/data, with the embedded all-MiniLM
   jieba words; held-out perplexity before/after; Weibo NER from both encoders (dev F1).
 * frozen: WNUT-17 NER fine-tuned vs frozen encoder with the last four layers concatenated vs
   frozen last layer (the BERT paper's Table 7 on a small model), entity F1 and wall time.
+* electra: the tweets adapted with MLM (``--steps`` steps) and with ELECTRA
+  (``configs/pretrain_electra.yaml``) for the same wall time (``--trainer.max_time``: the MLM run's
+  seconds), then WNUT-17 NER from the base, the MLM-adapted and the ELECTRA-adapted encoder.
 
-    python benchmarks/adaptation.py [--only english,chinese,frozen,control] [--steps 200] [--seeds 42]
+    python benchmarks/adaptation.py [--only english,chinese,frozen,control,electra] [--steps 200] [--seeds 42]
 
 Every run is a ``python -m tasks`` subprocess; run directories go under --out.
 """
@@ -122,7 +125,7 @@ def ner(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="english,chinese,frozen,control")
+    parser.add_argument("--only", default="english,chinese,frozen,control", help="also: electra")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--epochs", type=int, default=3, help="NER fine-tuning epochs")
@@ -138,7 +141,7 @@ def main() -> None:
     wnut = SHARED / "wnut17"
     rows = []
 
-    if "english" in only or "frozen" in only:
+    if "english" in only or "frozen" in only or "electra" in only:
         corpus = write_lines(out / "text" / "tweets.train.txt", conll_texts(wnut / "train.conll", " "))
         heldout = write_lines(out / "text" / "tweets.dev.txt", conll_texts(wnut / "dev.conll", " "))
     if "english" in only:
@@ -161,6 +164,32 @@ def main() -> None:
                     out / f"wnut-{label}-{seed}",
                     seed,
                 )
+                rows.append(("WNUT-17", label, seed, metrics["val/f1"], metrics.get("test/f1"), seconds))
+
+    if "electra" in only:  # MLM against ELECTRA at equal wall time, each then fine-tuned on WNUT-17
+        _, mlm, mlm_seconds, mlm_dir = adaptation("tweets", corpus, heldout, out, args.steps, [])
+        minutes, seconds = divmod(int(mlm_seconds), 60)
+        electra, electra_seconds = run(
+            "fit", "--config", "configs/pretrain_electra.yaml", "--data.train_file", corpus,
+            "--data.validation_file", heldout, "--data.document_per_line", "true", "--data.batch_size", "16",
+            "--trainer.max_steps", "-1", "--trainer.max_epochs", "1000", "--trainer.max_time",
+            f"00:00:{minutes:02d}:{seconds:02d}", "--overwrite", "true", out=out / "tweets-electra",
+        )  # fmt: skip
+        print("| objective | steps | whole run | held-out |")
+        print("|---|---|---|---|")
+        steps = json.loads((out / "tweets-electra" / "metrics.json").read_text())["best_checkpoint"]["step"]
+        print(f"| MLM | {args.steps} | {mlm_seconds:.0f} s | MLM accuracy {mlm['val/mlm_accuracy']:.3f} |")
+        print(
+            f"| ELECTRA | best at step {steps} | {electra_seconds:.0f} s | RTD accuracy {electra['val/rtd_accuracy']:.3f}, "
+            f"AUC {electra['val/rtd_auc']:.3f}, generator MLM accuracy {electra['val/generator_mlm_accuracy']:.3f} |\n"
+        )
+        sources = (("all-MiniLM-L6-v2", "all-MiniLM-L6-v2"), ("MLM-adapted", mlm_dir))
+        for seed in seeds:
+            for label, source in (*sources, ("ELECTRA-adapted", out / "tweets-electra" / "pretrained")):
+                metrics, seconds = ner(
+                    wnut / "train.conll", wnut / "dev.conll", wnut / "test.conll", str(source),
+                    out / f"wnut-{label}-{seed}", seed,
+                )  # fmt: skip
                 rows.append(("WNUT-17", label, seed, metrics["val/f1"], metrics.get("test/f1"), seconds))
 
     if "chinese" in only:

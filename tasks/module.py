@@ -20,6 +20,7 @@ from .inference import check_inference_options, prepare_inference
 from .io import UserError
 from .registry import kind_of_class
 from .source import load_encoder, mismatched_weights
+from .sparsity import check_schedule, pruning_callbacks
 
 
 class TaskModule(L.LightningModule):
@@ -49,6 +50,10 @@ class TaskModule(L.LightningModule):
             library: ``auto`` (torchao when installed, else torch.ao), ``torchao`` or ``torch.ao``.
         runtime: ``torch``, or ``onnx``: validate/test/predict an ONNX export directory
             (``python -m tasks export --format onnx``, then ``--ckpt_path DIR``) with onnxruntime.
+        sparsity_target: gradual magnitude pruning during fit (``tasks/sparsity.py``): this share of
+            each Linear weight of the encoder's layers (and with ``prune_embeddings`` of the
+            embeddings) ends at zero, by Zhu & Gupta's cubic schedule from ``sparsity_start`` to
+            ``sparsity_end`` (shares of the training steps), the masks updated every ``sparsity_every`` steps.
     """
 
     main_metric: str = "val/loss"
@@ -80,6 +85,11 @@ class TaskModule(L.LightningModule):
         quantize: str | None = None,
         quantize_backend: str = "auto",
         runtime: str = "torch",
+        sparsity_target: float = 0.0,
+        prune_embeddings: bool = False,
+        sparsity_start: float = 0.1,
+        sparsity_end: float = 0.7,
+        sparsity_every: int = 10,
     ):
         super().__init__()
         check_inference_options(pretrained, quantize, quantize_backend, runtime)
@@ -88,6 +98,7 @@ class TaskModule(L.LightningModule):
         check_range("warmup_ratio", warmup_ratio, low=0.0, high=1.0)
         check_range("adam_epsilon", adam_epsilon, low=0.0, low_open=True)
         check_range("layerwise_lr_decay", layerwise_lr_decay, low=0.0, high=1.0, low_open=True)
+        check_schedule(sparsity_target, sparsity_start, sparsity_end, sparsity_every)
         for name, rate in (
             ("hidden_dropout_prob", hidden_dropout_prob),
             ("attention_probs_dropout_prob", attention_probs_dropout_prob),
@@ -208,6 +219,9 @@ class TaskModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return pruning_callbacks(self.hparams)  # --model.sparsity_target: the masks' keeper
 
     # -- inference: int8 and ONNX, applied once the weights are loaded --------------------------------
 

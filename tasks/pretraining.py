@@ -5,6 +5,8 @@ word each belongs to), ``features.pretraining`` builds sequences (NSP pairs or p
 and masks every batch anew; the validation split's masks are fixed by a seed, so its metrics
 compare from epoch to epoch and run to run. The module runs the MLM head on the masked
 positions only and writes ``<run dir>/pretrained/`` (HF format, MLM head included) when fit ends.
+``--model.objective electra`` trains replaced-token detection instead (``tasks/electra.py``) on the
+same batches; ``pretrained/`` then holds the discriminator as an HF ``BertModel``.
 """
 
 from __future__ import annotations
@@ -28,15 +30,16 @@ from bert_core.sources import resolve_source
 from .checkpoint import read_weights
 from .data.corpus import iter_documents
 from .datamodule import Prepared, TaskDataModule
+from .electra import OBJECTIVES, Electra, electra_losses
 from .evaluation import Evaluation
 from .features import pretraining as features
 from .io import DataError, UserError
 from .module import TaskModule
 from .pretraining_heads import load_heads, write_pretrained
-from .pretraining_metrics import pretraining_scores, sequence_stats
+from .pretraining_metrics import RTD_WEIGHT, electra_scores, electra_stats, pretraining_scores, sequence_stats
 from .registry import TASKS
 from .sampling import environment_seed
-from .source import Source
+from .source import Source, load_encoder
 
 TASK = "pretraining"
 
@@ -166,15 +169,43 @@ class PreTrainingModule(TaskModule):
 
     Metrics over the whole split: ``val/mlm_loss`` (mean over the masked tokens),
     ``val/mlm_accuracy``, ``val/perplexity`` (exp of mlm_loss), ``val/nsp_accuracy``.
+
+    ``objective``: ``mlm``, or ``electra`` (replaced-token detection, ``tasks/electra.py``): a
+    generator of ``generator_layers`` layers (default: a third of the model's) and width
+    ``generator_hidden_size`` (default: the model's), or the layers of the BERT ``generator`` names,
+    fills the masked positions; metrics ``val/rtd_accuracy``, ``val/rtd_auc``, ``val/rtd_loss``,
+    ``val/generator_mlm_accuracy``, ``val/generator_mlm_loss`` and ``val/loss`` (generator loss +
+    50 x rtd_loss: what best.ckpt is chosen by).
     """
 
-    main_metric = TASKS["pretraining"].main_metric
     example_noun = "sequences"
     main_metric_mode = "min"
     runs_without_fine_tuning = True  # validate on the unchanged encoder gives the baseline
+    VALIDATION_SEED = 12345  # ELECTRA's validation samples: the same replacements at every validation
 
-    def __init__(self, nsp: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        nsp: bool = False,
+        objective: str = "mlm",
+        generator_layers: int | None = None,
+        generator_hidden_size: int | None = None,
+        generator: str | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
+        if objective not in OBJECTIVES:
+            raise UserError(f"--model.objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+        self.electra = None
+        if objective == "electra":
+            if nsp:
+                raise UserError(
+                    "--model.objective electra detects replaced tokens; it has no NSP: drop --model.nsp"
+                )
+            source = load_encoder(generator) if generator else None
+            vocab = self._tokenizer_payload["vocab"]
+            self.electra = Electra(self.encoder, generator_layers, generator_hidden_size, source, vocab)
+            self.encoder.pooler.requires_grad_(False)  # unused: DDP would wait for its gradients
+            return
         config = self.encoder.config
         self.cls = PreTrainingHeads(config, self.encoder.embeddings.word_embeddings)
         self.cls.apply(lambda module: init_weights(module, config.initializer_range))
@@ -182,6 +213,10 @@ class PreTrainingModule(TaskModule):
         if not nsp:  # unused parameters would stall DDP
             self.cls.seq_relationship.requires_grad_(False)
             self.encoder.pooler.requires_grad_(False)
+
+    @property
+    def main_metric(self) -> str:
+        return "val/loss" if self.electra is not None else TASKS["pretraining"].main_metric
 
     def _load_heads(self, source: str) -> None:
         model = Source(source)
@@ -193,7 +228,13 @@ class PreTrainingModule(TaskModule):
         if new:
             print(f"note: {source} has no {' or '.join(new)} head; it starts new", file=sys.stderr)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        if self.electra is not None:
+            # Evaluation samples each sequence's replacements from a seed of its own: the same at
+            # every validation, on any number of processes.
+            example = batch.get("example")
+            seeds = None if self.training or example is None else (self.VALIDATION_SEED + example).tolist()
+            return self.electra(self.encode, batch, seeds)
         out = self.encode(batch)
         hidden = out.last_hidden_state.flatten(0, 1)[batch["mlm_positions"]]  # [M, H]: masked only
         mlm_logits = self.cls.predictions(hidden)  # [M, V]
@@ -201,8 +242,13 @@ class PreTrainingModule(TaskModule):
         return mlm_logits, nsp_logits
 
     def training_loss(self, outputs, batch: dict[str, Any]) -> torch.Tensor:
-        mlm_logits, nsp_logits = outputs
         size = len(batch["input_ids"])
+        if self.electra is not None:
+            generator_loss, rtd = electra_losses(outputs, batch)
+            self.log("train/generator_mlm_loss", generator_loss, batch_size=size)
+            self.log("train/rtd_loss", rtd, batch_size=size)
+            return generator_loss + RTD_WEIGHT * rtd
+        mlm_logits, nsp_logits = outputs
         mlm = F.cross_entropy(mlm_logits, batch["mlm_labels"]) if len(mlm_logits) else mlm_logits.sum()
         self.log("train/mlm_loss", mlm, batch_size=size)
         if nsp_logits is None:
@@ -214,12 +260,17 @@ class PreTrainingModule(TaskModule):
     def split_outputs(self, outputs, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         """Per sequence: (masked-token loss sum, masked tokens, correct ones, NSP loss, NSP correct)."""
         ids = zip(batch["example"].tolist(), batch["feature_index"].tolist(), strict=True)
-        return [(e, f, stats) for (e, f), stats in zip(ids, sequence_stats(*outputs, batch), strict=True)]
+        stats = (
+            electra_stats(*outputs, batch) if self.electra is not None else sequence_stats(*outputs, batch)
+        )
+        return [(e, f, s) for (e, f), s in zip(ids, stats, strict=True)]
 
     def decode(self, example: int, outputs: list[Any], evaluation: Evaluation) -> Any:
         return outputs[0]
 
     def score(self, predictions: dict[int, Any], evaluation: Evaluation) -> dict[str, float]:
+        if self.electra is not None:
+            return electra_scores(list(predictions.values()))
         return pretraining_scores(list(predictions.values()), self.hparams.nsp)
 
     # -- the adapted encoder, in HF format -------------------------------------------------------
@@ -245,4 +296,5 @@ class PreTrainingModule(TaskModule):
         """``directory`` in HF format (see ``write_pretrained``) from ``state_dict`` (by default
         this module's)."""
         state = self.state_dict() if state_dict is None else state_dict
-        return write_pretrained(directory, self.encoder.config, state, self._tokenizer_payload)
+        heads = self.electra is None  # ELECTRA's discriminator: the encoder alone, an HF BertModel
+        return write_pretrained(directory, self.encoder.config, state, self._tokenizer_payload, heads)

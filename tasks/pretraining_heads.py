@@ -47,21 +47,28 @@ def load_heads(heads: torch.nn.Module, state: dict[str, Any], source: str) -> li
 
 
 def write_pretrained(
-    directory: str | os.PathLike, config: BertConfig, state: dict[str, Any], tokenizer_payload: dict[str, Any]
+    directory: str | os.PathLike,
+    config: BertConfig,
+    state: dict[str, Any],
+    tokenizer_payload: dict[str, Any],
+    heads: bool = True,
 ) -> Path:
     """``directory`` from a pre-training module's ``state`` (``encoder.*`` and ``cls.*``) and its
     tokenizer (``vocab``, ``do_lower_case``). Written beside, then renamed into place: a crash
-    leaves the previous directory or the new one, never half of one."""
+    leaves the previous directory or the new one, never half of one. Without ``heads``, the
+    encoder alone as an HF ``BertModel`` (ELECTRA's discriminator: its heads are not BERT's)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     # BertForPreTraining's names, written from ``state`` itself: building that model to load the
     # state into held a third copy of the weights (and their initialisation) above the fit's peak.
-    hf_state = {f"bert.{k}": v for k, v in _under(state, "encoder.").items()}
-    hf_state.update({f"cls.{k}": v for k, v in _under(state, "cls.").items()})
+    prefix = "bert." if heads else ""
+    hf_state = {f"{prefix}{k}": v for k, v in _under(state, "encoder.").items()}
+    if heads:
+        hf_state.update({f"cls.{k}": v for k, v in _under(state, "cls.").items()})
     # float32, as that model held them (no copy when they are already)
     hf_state = {k: v.float() if v.is_floating_point() else v for k, v in hf_state.items()}
-    save_state(tmp, config, hf_state, BertForPreTraining.__name__)
+    save_state(tmp, config, hf_state, BertForPreTraining.__name__ if heads else "BertModel")
     vocab, lower = tokenizer_payload["vocab"], tokenizer_payload["do_lower_case"]
     write_vocab_files(vocab, lower, tmp, model_max_length=config.max_position_embeddings)
     fsync_tree(tmp)  # on the disk before the rename publishes it

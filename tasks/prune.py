@@ -5,6 +5,11 @@
   head's output, |d loss / d gate| summed over the dev batches, normalised per layer (L2); the
   lowest are removed across all layers, keeping at least one head per layer.
 * ``--drop_layers N`` removes the top N layers first (Sajjad et al. 2020, "Poor Man's BERT").
+* ``--magnitude S`` (unstructured, ``tasks/sparsity.py``) sets the share S of each Linear weight of
+  the encoder's layers to zero, the smallest |w| first: ``--schedule oneshot`` (the default) at once;
+  ``cubic`` is the gradual schedule of ``fit --model.sparsity_target S``, which prunes while it
+  fine-tunes and keeps the pruned weights at zero (a checkpoint cannot be pruned gradually without
+  training: prune says so). The shapes stay; the checkpoint records the sparsity reached.
 
 The output is an ordinary task checkpoint with a smaller encoder (its stored config carries
 ``num_hidden_layers`` and ``pruned_heads``): validate, test and predict take it, and
@@ -27,6 +32,14 @@ from .checkpoint import PAYLOAD_KEY, read_weights, save_checkpoint_file
 from .io import CommandParser, UserError, check_output_paths
 from .registry import TaskKind
 from .source import Source, load_task_module
+from .sparsity import (
+    SPARSITY_KEY,
+    apply_masks,
+    check_sparsity,
+    magnitude_masks,
+    prunable_weights,
+    sparsity_record,
+)
 
 PRUNING_KEY = "bert_tasks_pruning"  # what was removed, and the importance it was chosen by
 # Parts of a full checkpoint that describe the training run, not the model: a pruned one has none.
@@ -94,6 +107,21 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--drop_layers", type=int, default=0, help="remove this many top layers")
     parser.add_argument(
+        "--magnitude",
+        type=float,
+        default=0.0,
+        help="share of each encoder Linear weight set to zero, in [0, 1)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("oneshot", "cubic"),
+        default="oneshot",
+        help="oneshot: prune --magnitude at once; cubic: gradually while fine-tuning (fit --model.sparsity_target)",
+    )
+    parser.add_argument(
+        "--prune_embeddings", action="store_true", help="with --magnitude: the embeddings too"
+    )
+    parser.add_argument(
         "--config", help="the task's config (default: the run's config.yaml beside checkpoints/)"
     )
     parser.add_argument(
@@ -114,13 +142,19 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
         raise UserError(f"--ckpt_path {ckpt}: not a task checkpoint (.ckpt) file")
     if not 0.0 <= args.heads < 1.0:
         raise UserError(f"--heads must be in [0, 1), not {args.heads}")
+    check_sparsity("--magnitude", args.magnitude)
+    if args.schedule == "cubic" and args.magnitude > 0:
+        raise UserError(
+            "--schedule cubic prunes while fine-tuning: run fit --model.sparsity_target "
+            f"{args.magnitude} --model.pretrained {ckpt} (prune --magnitude prunes one-shot)"
+        )
     if args.drop_layers < 0:
         raise UserError(f"--drop_layers must be at least 0, not {args.drop_layers}")
     if output.suffix != ".ckpt":
         raise UserError(f"--output {output}: a pruned checkpoint's name ends in .ckpt")
     check_output_paths([output], [ckpt])
-    if args.heads == 0 and args.drop_layers == 0:
-        raise UserError("nothing to prune: give --heads F and/or --drop_layers N")
+    if args.heads == 0 and args.drop_layers == 0 and args.magnitude == 0:
+        raise UserError("nothing to prune: give --heads F, --drop_layers N and/or --magnitude S")
 
     kind = Source(ckpt).task_kind()
     if kind.key not in PRUNABLE:
@@ -151,6 +185,12 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
         removed = heads_to_prune(scores, model.encoder.config, args.heads)
         model.encoder = prune_heads(model.encoder, removed)
 
+    sparsity = None
+    if args.magnitude > 0:  # after the structural pruning: the share is of the weights that stay
+        weights = prunable_weights(model.encoder, args.prune_embeddings)
+        apply_masks(weights, magnitude_masks(weights, args.magnitude))
+        sparsity = sparsity_record(weights, args.magnitude, "oneshot")
+
     config = model.encoder.config
     pruned = {k: v for k, v in checkpoint.items() if k not in RUN_STATE_KEYS}
     pruned["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -161,12 +201,15 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
         "heads_removed": {str(k): v for k, v in removed.items()},
         "head_importance": importance,
     }
+    if sparsity is not None:
+        pruned[SPARSITY_KEY] = sparsity
     save_checkpoint_file(pruned, output)
     after_params = sum(p.numel() for p in model.parameters())
+    zeros = f"; encoder weights at zero: {sparsity['sparsity']:.1%}" if sparsity is not None else ""
     return (
         f"{output}: layers {before_layers} -> {config.num_hidden_layers}, attention heads "
         f"{before_heads} -> {_heads(config)}, parameters {before_params:,} -> {after_params:,}; "
-        f"heads removed (layer: original indices): {removed or 'none'}"
+        f"heads removed (layer: original indices): {removed or 'none'}{zeros}"
     )
 
 
