@@ -49,6 +49,9 @@ class TaskModule(L.LightningModule):
             library: ``auto`` (torchao when installed, else torch.ao), ``torchao`` or ``torch.ao``.
         runtime: ``torch``, or ``onnx``: validate/test/predict an ONNX export directory
             (``python -m tasks export --format onnx``, then ``--ckpt_path DIR``) with onnxruntime.
+        gradient_checkpointing: training keeps each encoder layer's input only and recomputes the
+            layer in the backward (the same gradients; activation memory of one layer, not all).
+        compile: ``torch.compile`` the encoder (dynamic shapes) for training and evaluation.
     """
 
     main_metric: str = "val/loss"
@@ -80,6 +83,8 @@ class TaskModule(L.LightningModule):
         quantize: str | None = None,
         quantize_backend: str = "auto",
         runtime: str = "torch",
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         check_inference_options(pretrained, quantize, quantize_backend, runtime)
@@ -119,6 +124,7 @@ class TaskModule(L.LightningModule):
             self.encoder.requires_grad_(False)
         if not self.uses_pooler or self.head_layers is not None:
             self.encoder.pooler.requires_grad_(False)
+        self.encoder.gradient_checkpointing_enable(gradient_checkpointing)
         self._onnx = None  # the onnxruntime session of --model.runtime onnx, opened at load time
         self.int8_backend: str | None = None  # which library quantized the encoder (--model.quantize)
 
