@@ -13,6 +13,7 @@ from torch import nn
 from bert_core.model import Dropout
 from bert_core.tokenizer import build_tokenizer
 
+from .accumulation import Window, labels_in
 from .callbacks import PENDING_ARTIFACTS
 from .checkpoint import PAYLOAD_KEY
 from .evaluation import Collector, Evaluation, coverage_note
@@ -125,6 +126,7 @@ class TaskModule(L.LightningModule):
         if not self.uses_pooler or self.head_layers is not None:
             self.encoder.pooler.requires_grad_(False)
         self.encoder.gradient_checkpointing_enable(gradient_checkpointing)
+        self._window = Window()  # --trainer.accumulate_grad_batches: the loss per label of the window
         self._onnx = None  # the onnxruntime session of --model.runtime onnx, opened at load time
         self.int8_backend: str | None = None  # which library quantized the encoder (--model.quantize)
 
@@ -294,7 +296,16 @@ class TaskModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         # The peak (head) learning rate of the schedule; layer-wise decay scales the others down.
         self.log("train/lr", max(group["lr"] for group in self.optimizers().param_groups))
-        return loss
+        return self._window.loss(loss, self.labels_in(batch), self.trainer.accumulate_grad_batches)
+
+    def labels_in(self, batch: dict[str, Any]) -> int:
+        """How many labels the training loss of ``batch`` is the mean over (``accumulation``)."""
+        return labels_in(batch)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Before clipping: the accumulated gradient becomes that of the window's per-label mean.
+        trainer = self.trainer
+        self._window.finish(self.parameters(), trainer.accumulate_grad_batches, trainer.world_size)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # A run that reaches max_steps inside an epoch (``--trainer.max_steps 2``, the way people try
