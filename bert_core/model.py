@@ -259,6 +259,14 @@ class BertModel(PretrainedMixin, nn.Module):
         activation memory of one layer instead of all, for about one more forward pass."""
         self.gradient_checkpointing = enable
 
+    def compile_layers(self, backend: str = "inductor") -> None:
+        """``torch.compile`` each layer in place (parameter names unchanged), shapes dynamic: the
+        packed token count N changes with every batch. The layers share one code object, so they
+        share the compiled graphs; a new attention grouping of the rows (``TokenLayout.groups``)
+        compiles anew, up to torch's recompile limit, after which that layer runs eagerly."""
+        for layer in self.encoder.layer:
+            layer.compile(backend=backend, dynamic=True)
+
     def _run(self, layer: Layer, x: torch.Tensor, layout: TokenLayout, queries=None) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(layer, x, layout, queries, use_reentrant=False, preserve_rng_state=True)

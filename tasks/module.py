@@ -126,6 +126,8 @@ class TaskModule(L.LightningModule):
         if not self.uses_pooler or self.head_layers is not None:
             self.encoder.pooler.requires_grad_(False)
         self.encoder.gradient_checkpointing_enable(gradient_checkpointing)
+        if compile:
+            self.encoder.compile_layers()
         self._window = Window()  # --trainer.accumulate_grad_batches: the loss per label of the window
         self._onnx = None  # the onnxruntime session of --model.runtime onnx, opened at load time
         self.int8_backend: str | None = None  # which library quantized the encoder (--model.quantize)

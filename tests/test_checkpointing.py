@@ -1,8 +1,12 @@
 """Activation checkpointing (``gradient_checkpointing_enable``): the same gradients as the plain
 path, dropout off and on (the recomputation replays the RNG state, so the masks match), on the
-packed layout, under bf16 autocast, for the [CLS]-only last layer; and far fewer saved activations."""
+packed layout, under bf16 autocast, for the [CLS]-only last layer; and far fewer saved activations.
+Also ``--model.compile``: the compiled layers equal eager."""
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import pytest
 import torch
@@ -34,7 +38,9 @@ def batch() -> dict[str, torch.Tensor]:
     return {"input_ids": ids * mask, "attention_mask": mask}
 
 
-def gradients(model: BertModel, checkpointing: bool, seed: int = 0, cls_only: bool = False, bf16: bool = False):
+def gradients(
+    model: BertModel, checkpointing: bool, seed: int = 0, cls_only: bool = False, bf16: bool = False
+):
     model.zero_grad(set_to_none=True)
     model.gradient_checkpointing_enable(checkpointing)
     torch.manual_seed(seed)
@@ -100,3 +106,28 @@ def test_checkpointing_is_off_in_eval_and_without_grad():
     model.gradient_checkpointing_enable(False)
     with torch.no_grad():
         assert torch.equal(model(**batch()).last_hidden_state, expected)
+
+
+# -- --model.compile: torch.compile of the layers ------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_layers_equal_eager(backend):
+    """fp32, dropout off: outputs and gradients within 1e-5 (relative to their scale) of eager.
+    ``aot_eager`` checks the tracing (graph breaks, our autograd Functions, dynamic N) in seconds;
+    ``inductor``, the default backend, generates and compiles C++: minutes on 2 busy cores."""
+    if backend == "inductor":
+        if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+            pytest.skip("no C compiler: inductor cannot build its CPU kernels here")
+        if not os.environ.get("BERT_TASKS_COMPILE_TEST"):
+            pytest.skip("inductor compiles C++ for minutes on 2 cores: set BERT_TASKS_COMPILE_TEST=1")
+    torch._dynamo.reset()
+    model = tiny(0.0)
+    expected = gradients(model, checkpointing=False)
+    model.compile_layers(backend=backend)
+    try:
+        got = gradients(model, checkpointing=False)
+    finally:
+        torch._dynamo.reset()
+    scale = max(float(g.abs().max()) for g in expected.values())
+    assert_same(expected, got, atol=1e-5 * scale)
