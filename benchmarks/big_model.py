@@ -5,17 +5,18 @@ heads, intermediate 4096) training at 512 tokens: plain, with activation checkpo
 Each variant runs in its own process. A step is forward + backward of a sentence-classification
 loss on ``--batch`` rows of ``--tokens`` real tokens, dropout 0.1 (training mode). Memory:
 
-* ``activations MB``: the step's peak RSS above the RSS just before it, with the weights and their
-  gradient buffers already allocated (sampled every 2 ms from /proc): what the activations and the
-  backward's temporaries take, which is what checkpointing changes;
-* ``peak RSS MB``: the whole process's peak (weights, gradients and activations; an AdamW state
-  would add twice the weights).
+* ``activations MB``: the peak RSS of the steps after the first, above the RSS just before them
+  (the weights and their gradient buffers allocated; sampled every 2 ms from /proc, glibc told to
+  return freed blocks at once): what the activations and the backward's temporaries take, which
+  is what checkpointing changes;
+* ``peak RSS MB``: the whole process's peak over those steps (weights, gradients, activations;
+  an AdamW state would add twice the weights).
 
-Step time: the mean of the steps after the first (the first one allocates the gradient buffers'
-pages and warms the kernels).
+Step time: the mean of the steps after the first (the first one touches the gradient buffers'
+pages, warms the kernels and imports what checkpointing uses: ~100 MB of code that stays).
 
-    python benchmarks/big_model.py                  # the three rows: about 10 minutes on 2 cores
-    python benchmarks/big_model.py --layers 4 --steps 2   # a quick look
+    python benchmarks/big_model.py                 # 24 layers: 2 x 2 steps of 2-7 min on 2 cores
+    python benchmarks/big_model.py --layers 4 --tokens 256   # a quick look
 """
 
 from __future__ import annotations
@@ -90,22 +91,21 @@ def child(args: argparse.Namespace) -> dict:
             loss = torch.nn.functional.cross_entropy(head(pooled).float(), labels)
         loss.backward()
 
-    before = rss_mb()
+    start = time.perf_counter()
+    step()  # warm-up: pages of the gradient buffers, kernels, the modules checkpointing imports
+    first = time.perf_counter() - start
+    before, times = rss_mb(), []
     with PeakSampler() as sampler:
-        start = time.perf_counter()
-        step()
-        first = time.perf_counter() - start
-    times = []
-    for _ in range(args.steps - 1):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+        for _ in range(args.steps - 1):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
     return {
         "variant": args.variant,
         "activations_mb": sampler.peak - before,
         "peak_rss_mb": sampler.peak,
         "first_step_s": first,
-        "step_s": sum(times) / len(times) if times else first,
+        "step_s": sum(times) / len(times),
         "steps": args.steps,
         "threads": torch.get_num_threads(),
     }
@@ -118,11 +118,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=3, help="steps per variant, the first one not timed")
+    parser.add_argument("--steps", type=int, default=2, help="steps per variant, the first one a warm-up")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--force_bf16", action="store_true", help="run the bf16 row on any CPU")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # the child's
     args = parser.parse_args()
+    args.steps = max(2, args.steps)  # one warm-up, then the measured ones
     if args.variant:
         print(json.dumps(child(args)))
         return
@@ -134,7 +135,9 @@ def main() -> None:
             continue
         command = [sys.executable, __file__, "--variant", name, "--layers", str(args.layers)]
         command += ["--batch", str(args.batch), "--tokens", str(args.tokens), "--steps", str(args.steps)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        # Allocations above 64 KiB mmapped, so that a free returns them to the system at once: RSS
+        # then follows the live tensors, not glibc's high-water mark of reused chunks.
+        env = dict(os.environ, PYTHONPATH=str(ROOT), MALLOC_MMAP_THRESHOLD_="65536")
         out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"... {name} done", file=sys.stderr, flush=True)
