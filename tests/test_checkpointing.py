@@ -16,16 +16,11 @@ from bert_core import BertConfig, BertModel
 
 def tiny(dropout: float) -> BertModel:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
+    sizes = dict(
+        vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64
     )
+    rates = dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = BertConfig(**sizes, **rates, max_position_embeddings=64)
     return BertModel(config).train()
 
 
