@@ -52,7 +52,7 @@ class TaskModule(L.LightningModule):
             (``python -m tasks export --format onnx``, then ``--ckpt_path DIR``) with onnxruntime.
         gradient_checkpointing: training keeps each encoder layer's input only and recomputes the
             layer in the backward (the same gradients; activation memory of one layer, not all).
-        compile: ``torch.compile`` the encoder (dynamic shapes) for training and evaluation.
+        compile: ``torch.compile`` the encoder's layers (dynamic shapes) in ``fit``.
     """
 
     main_metric: str = "val/loss"
@@ -126,8 +126,6 @@ class TaskModule(L.LightningModule):
         if not self.uses_pooler or self.head_layers is not None:
             self.encoder.pooler.requires_grad_(False)
         self.encoder.gradient_checkpointing_enable(gradient_checkpointing)
-        if compile:
-            self.encoder.compile_layers()
         self._window = Window()  # --trainer.accumulate_grad_batches: the loss per label of the window
         self._onnx = None  # the onnxruntime session of --model.runtime onnx, opened at load time
         self.int8_backend: str | None = None  # which library quantized the encoder (--model.quantize)
@@ -287,6 +285,8 @@ class TaskModule(L.LightningModule):
     # -- training and evaluation, driven here for every task -------------------------------------
 
     def setup(self, stage: str) -> None:
+        if self.hparams.get("compile") and stage == "fit":  # not export's graphs, not int8 or ONNX
+            self.encoder.compile_layers()
         self._coverage_noted: set[str] = set()
         datamodule = self.trainer.datamodule
         self.evaluations: dict[str, list[Evaluation]] = (
