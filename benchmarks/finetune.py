@@ -84,9 +84,11 @@ def compile_rows(steps: int = 12, batch_size: int = 32, max_len: int = 128) -> l
     backward of a [CLS] loss. Steady step: the median of the last half of the steps; compile time:
     the compiled run's total minus ``steps`` steady steps."""
     import statistics
+    import sys
 
     import torch
 
+    sys.path.insert(0, str(ROOT))  # run as a script: benchmarks/ is on the path, the project is not
     from bert_core import BertModel
 
     def run(compiled: bool) -> tuple[float, float]:
