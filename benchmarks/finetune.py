@@ -19,6 +19,12 @@ scores and weighted sum, forward and backward, over real tokens only). Then our 
 breakdown of the training loop (``benchmarks/timing.py``).
 
     flock /tmp/bert-heavy.lock python benchmarks/finetune.py [--tasks mrpc,ner,qa] [--fresh]
+    python benchmarks/finetune.py --compile_only   # the --model.compile rows alone
+
+``--compile`` adds the rows of ``--model.compile true`` against eager (``compile_rows``): the
+training step (forward, backward) of the same encoder on the same batches of mixed lengths, the
+compile time (what the compiled run spends beyond its steady steps: compiling and recompiling
+for new attention groupings) apart from the steady-state step time.
 
 Runs are kept under ``--work`` (results/*.json); a second call prints the table again without
 training unless ``--fresh``. The reference needs ``accelerate`` (``pip install -e ".[bench]"``).
@@ -72,12 +78,72 @@ def training_flops(real_tokens: int, sum_squared_lengths: int) -> float:
     return 6 * weights * real_tokens + 12 * layers * hidden * sum_squared_lengths
 
 
+def compile_rows(steps: int = 12, batch_size: int = 32, max_len: int = 128) -> list[str]:
+    """``--model.compile true`` against eager: all-MiniLM-L6-v2 in training mode, ``steps`` batches
+    of mixed real lengths (uniform in [max_len/4, max_len], the same batches for both), forward +
+    backward of a [CLS] loss. Steady step: the median of the last half of the steps; compile time:
+    the compiled run's total minus ``steps`` steady steps."""
+    import statistics
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))  # run as a script: benchmarks/ is on the path, the project is not
+    from bert_core import BertModel
+
+    def run(compiled: bool) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = BertModel.from_pretrained(minilm_directory()).train()
+        if compiled:
+            model.compile_layers()
+        generator = torch.Generator().manual_seed(0)
+        times = []
+        for _ in range(steps):
+            lengths = torch.randint(max_len // 4, max_len + 1, (batch_size,), generator=generator)
+            width = int(-(-int(lengths.max()) // 8) * 8)
+            ids = torch.randint(1000, 30000, (batch_size, width), generator=generator)
+            mask = (torch.arange(width)[None] < lengths[:, None]).long()
+            start = time.perf_counter()
+            model(ids * mask, mask, cls_only=True).pooler_output.pow(2).sum().backward()
+            model.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+        steady = statistics.median(times[steps // 2 :])
+        return steady, sum(times) - steps * steady
+
+    eager, _ = run(False)
+    compiled, compile_seconds = run(True)
+    torch._dynamo.reset()
+    shape = f"{batch_size} x <= {max_len}, {steps} steps"
+    return [
+        f"| eager | {shape} | {eager * 1000:.0f} | - | 1.00x |",
+        f"| compiled (inductor, dynamic) | {shape} | {compiled * 1000:.0f} | {compile_seconds:.0f} "
+        f"| {eager / compiled:.2f}x |",
+    ]
+
+
+def print_compile_rows(steps: int) -> None:
+    load = load_average()
+    rows = compile_rows(steps)
+    print(
+        f"\n--model.compile, all-MiniLM-L6-v2 training step (load average {load:.2f} -> {load_average():.2f}):\n"
+    )
+    print("| encoder | batch | steady step ms | compile s | speed-up |")
+    print("|---|---|---:|---:|---:|")
+    print("\n".join(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="mrpc,ner,qa")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "benchmarks" / "finetune")
     parser.add_argument("--fresh", action="store_true", help="train again even where a result is kept")
+    parser.add_argument("--compile", action="store_true", help="also the --model.compile rows")
+    parser.add_argument("--compile_only", action="store_true", help="only the --model.compile rows")
+    parser.add_argument("--compile_steps", type=int, default=12)
     args = parser.parse_args()
+    if args.compile_only:
+        print_compile_rows(args.compile_steps)
+        return
     start_load = load_average()
     # Measured with the runs it is compared to: kept beside them, measured again with --fresh.
     kept = args.work / "matmul_rate.json"
@@ -139,6 +205,8 @@ def main() -> None:
         "\nmetric: MRPC F1 of the paraphrase class, NER entity F1 (seqeval), QA SQuAD F1; "
         f"load average {load_average():.2f} at the end"
     )
+    if args.compile:
+        print_compile_rows(args.compile_steps)
 
 
 if __name__ == "__main__":

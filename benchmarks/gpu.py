@@ -15,6 +15,13 @@ with the peak CUDA memory of each, ours and the reference interleaved in the sam
     python benchmarks/gpu.py                 # on a CUDA machine
     python benchmarks/gpu.py --attention_dropout 0   # training through the varlen kernel too
     python benchmarks/gpu.py --device cpu --quick   # a smoke run of the script itself
+    python benchmarks/gpu.py --gradient_checkpointing   # both sides recompute each layer in backward
+
+Sharded training is measured through the app, not here (Lightning refuses FSDP on CPU, so this is
+where it runs): ``python -m tasks fit --config configs/sst2.yaml --trainer.strategy fsdp
+--trainer.devices N --trainer.precision bf16-mixed --model.gradient_checkpointing true`` against
+the same with ``--trainer.strategy ddp``; the peak memory per GPU and the step time are the row
+(tests/test_cuda.py checks that fit, resume, validate, predict and export work under FSDP).
 """
 
 from __future__ import annotations
@@ -89,6 +96,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes: check the script runs")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--attention_dropout", type=float, default=0.1)
+    parser.add_argument(
+        "--gradient_checkpointing", action="store_true", help="training recomputes each layer"
+    )
     args = parser.parse_args()
     from transformers import BertConfig as ReferenceConfig
     from transformers import BertModel as ReferenceBert
@@ -113,6 +123,9 @@ def main() -> None:
         device
     )
     reference.load_state_dict(ours.state_dict(), strict=False)
+    if args.gradient_checkpointing:
+        ours.gradient_checkpointing_enable()
+        reference.gradient_checkpointing_enable()
     fused = device == "cuda"
     optimizers = {
         name: torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused or None)

@@ -8,6 +8,7 @@ Layers, lowest first (a module imports only modules above it in this list):
   sources       where weights come from: directory, TF prefix, packaged model, hub id
   checkpoint    the name-map table (q/k/v <-> the fused qkv); load and save (torch, safetensors)
   kernels       what attention and the layers call: dropout masks, the varlen import, activations (torch)
+  pretrained    from_pretrained / save_pretrained of the model classes, BERT's initialisation
   model         the encoder and its one attention dispatch (torch); loads and saves through checkpoint
   tokenizer     the one place a tokenizer is built (transformers, imported when one is built)
 

@@ -19,7 +19,6 @@ place that chooses a kernel. Callers change a mode only for a block: ``static_la
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +27,13 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from . import kernels
 from .config import BertConfig
 from .kernels import Dropout, activation
 from .layout import TokenLayout
+from .pretrained import PretrainedMixin, init_weights
 
 
 @dataclass
@@ -241,61 +242,6 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # [CLS] -> [B, H]
 
 
-class PretrainedMixin:
-    """``from_pretrained`` / ``save_pretrained`` / ``num_parameters`` for the model classes."""
-
-    config: BertConfig
-
-    @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, config: BertConfig | None = None, **overrides):
-        """Load weights from a Google TF checkpoint, an HF directory, ``all-MiniLM-L6-v2`` or a hub id.
-
-        ``overrides`` replace config fields (e.g. ``hidden_act="gelu_new"``, dropout rates).
-        """
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(cls, source, config=config, **overrides)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write HF format: ``config.json`` + ``model.safetensors`` (+ tokenizer files when known)."""
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
-
-    @classmethod
-    def uninitialised(cls, config: BertConfig):
-        """``cls(config)`` with its tensors allocated but not initialised: for a model whose weights
-        are loaded next. BERT's initialisation of all-MiniLM-L6-v2 (the 30,522 x 384 table's
-        truncated normal above all) takes about a second on a laptop CPU, for values a checkpoint
-        overwrites."""
-        with torch.device("meta"):
-            model = cls(config)
-        return model.to_empty(device="cpu")
-
-    def initialise_missing(self, loaded: set[str]) -> None:
-        """BERT's initialisation for the parameters of an ``uninitialised`` model not in ``loaded``
-        (new pre-training heads, a checkpoint without a pooler); other parameters start at zero (the
-        MLM head's output bias, as when built)."""
-        for prefix, module in self.named_modules():
-            missing = [
-                name
-                for name, _ in module.named_parameters(recurse=False)
-                if (f"{prefix}.{name}" if prefix else name) not in loaded
-            ]
-            if not missing:
-                continue
-            if isinstance(module, (nn.Linear, nn.Embedding, nn.LayerNorm)):
-                init_weights(module, self.config.initializer_range)
-            else:
-                with torch.no_grad():
-                    for name in missing:
-                        getattr(module, name).zero_()
-
-    def num_parameters(self) -> int:
-        """Unique parameters (tied weights counted once)."""
-        return sum(p.numel() for p in self.parameters())  # parameters() already deduplicates ties
-
-
 class BertModel(PretrainedMixin, nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -305,6 +251,26 @@ class BertModel(PretrainedMixin, nn.Module):
         self.pooler = Pooler(config)
         self.apply(lambda module: init_weights(module, config.initializer_range))
         self.static_layout = False  # set only within `with static_layout(model)`
+        self.gradient_checkpointing = False  # gradient_checkpointing_enable()
+
+    def gradient_checkpointing_enable(self, enable: bool = True) -> None:
+        """Training keeps each layer's input only and computes the layer again in the backward
+        (``torch.utils.checkpoint``, RNG state restored: the same dropout masks, the same gradients):
+        activation memory of one layer instead of all, for about one more forward pass."""
+        self.gradient_checkpointing = enable
+
+    def compile_layers(self, backend: str = "inductor") -> None:
+        """``torch.compile`` each layer in place (parameter names unchanged), shapes dynamic: the
+        packed token count N changes with every batch. The layers share one code object, so they
+        share the compiled graphs; a new attention grouping of the rows (``TokenLayout.groups``)
+        compiles anew, up to torch's recompile limit, after which that layer runs eagerly."""
+        for layer in self.encoder.layer:
+            layer.compile(backend=backend, dynamic=True)
+
+    def _run(self, layer: Layer, x: torch.Tensor, layout: TokenLayout, queries=None) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, x, layout, queries, use_reentrant=False, preserve_rng_state=True)
+        return layer(x, layout, queries)
 
     def forward(
         self,
@@ -354,11 +320,13 @@ class BertModel(PretrainedMixin, nn.Module):
         layers = list(self.encoder.layer)
         last = layers.pop() if cls_only and layers else None
         for layer in layers:
-            x = layer(x, layout)
+            x = self._run(layer, x, layout)
             if hidden_states is not None:
                 hidden_states.append(x)
         if last is not None:  # [CLS] only: [B, H] in layout row order -> [B, 1, H]
-            last_hidden_state = layout.to_batch_order(last(x, layout, layout.first_tokens(x.device)))[:, None]
+            last_hidden_state = layout.to_batch_order(
+                self._run(last, x, layout, layout.first_tokens(x.device))
+            )[:, None]
         else:
             last_hidden_state = layout.unpack(x)  # [B, T, H]
         return BertOutput(
@@ -479,22 +447,6 @@ def _fuse_qkv_names(module: nn.Module, state: dict, prefix: str, *_) -> None:
     from .checkpoint import fuse_qkv  # the name table (imported on the first load)
 
     fuse_qkv(state, prefix)
-
-
-def init_weights(module: nn.Module, std: float) -> None:
-    """BERT's initialisation: truncated-normal-like N(0, std) weights, zero biases, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 __all__ = ["BertConfig", "BertModel", "BertForPreTraining", "BertOutput", "BertPreTrainingOutput"]

@@ -13,6 +13,7 @@ from torch import nn
 from bert_core.model import Dropout
 from bert_core.tokenizer import build_tokenizer
 
+from .accumulation import Window, labels_in
 from .callbacks import PENDING_ARTIFACTS
 from .checkpoint import PAYLOAD_KEY
 from .evaluation import Collector, Evaluation, coverage_note
@@ -54,6 +55,9 @@ class TaskModule(L.LightningModule):
             each Linear weight of the encoder's layers (and with ``prune_embeddings`` of the
             embeddings) ends at zero, by Zhu & Gupta's cubic schedule from ``sparsity_start`` to
             ``sparsity_end`` (shares of the training steps), the masks updated every ``sparsity_every`` steps.
+        gradient_checkpointing: training keeps each encoder layer's input only and recomputes the
+            layer in the backward (the same gradients; activation memory of one layer, not all).
+        compile: ``torch.compile`` the encoder's layers (dynamic shapes) in ``fit``.
     """
 
     main_metric: str = "val/loss"
@@ -90,6 +94,8 @@ class TaskModule(L.LightningModule):
         sparsity_start: float = 0.1,
         sparsity_end: float = 0.7,
         sparsity_every: int = 10,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         check_inference_options(pretrained, quantize, quantize_backend, runtime)
@@ -130,6 +136,8 @@ class TaskModule(L.LightningModule):
             self.encoder.requires_grad_(False)
         if not self.uses_pooler or self.head_layers is not None:
             self.encoder.pooler.requires_grad_(False)
+        self.encoder.gradient_checkpointing_enable(gradient_checkpointing)
+        self._window = Window()  # --trainer.accumulate_grad_batches: the loss per label of the window
         self._onnx = None  # the onnxruntime session of --model.runtime onnx, opened at load time
         self.int8_backend: str | None = None  # which library quantized the encoder (--model.quantize)
 
@@ -291,6 +299,8 @@ class TaskModule(L.LightningModule):
     # -- training and evaluation, driven here for every task -------------------------------------
 
     def setup(self, stage: str) -> None:
+        if self.hparams.get("compile") and stage == "fit":  # not export's graphs, not int8 or ONNX
+            self.encoder.compile_layers()
         self._coverage_noted: set[str] = set()
         datamodule = self.trainer.datamodule
         self.evaluations: dict[str, list[Evaluation]] = (
@@ -302,7 +312,16 @@ class TaskModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         # The peak (head) learning rate of the schedule; layer-wise decay scales the others down.
         self.log("train/lr", max(group["lr"] for group in self.optimizers().param_groups))
-        return loss
+        return self._window.loss(loss, self.labels_in(batch), self.trainer.accumulate_grad_batches)
+
+    def labels_in(self, batch: dict[str, Any]) -> int:
+        """How many labels the training loss of ``batch`` is the mean over (``accumulation``)."""
+        return labels_in(batch)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Before clipping: the accumulated gradient becomes that of the window's per-label mean.
+        trainer = self.trainer
+        self._window.finish(self.parameters(), trainer.accumulate_grad_batches, trainer.world_size)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # A run that reaches max_steps inside an epoch (``--trainer.max_steps 2``, the way people try

@@ -15,6 +15,17 @@ class KillAtStep(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, no exception handlers: as a kill -9
 
 
+class KillInsideWindow(L.Callback):
+    """SIGKILL after the first micro-batch of the window that follows optimizer step ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and batch_idx % trainer.accumulate_grad_batches == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class KillDuringSave(L.Callback):
     """SIGKILL in the middle of the checkpoint save that follows optimizer step ``step``: after
     ``fraction`` of the bytes that the previous save of that file held (1.0: all of them are
