@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,12 @@ from .data.glue import GLUE_TASKS, hub_examples, iter_glue
 from .data.tables import Example, infer_label_names, iter_table
 from .data.text import LineCursor, iter_text
 from .datamodule import Prepared, TaskDataModule
+from .decoding.classification import Classified, classify
 from .evaluation import Evaluation, OutputFile
 from .features.classification import SentenceFeatures, is_multilabel, is_regression, normalise_task
 from .io import UserError
 from .metrics.glue import compute_metrics
-from .metrics.multilabel import DEFAULT_THRESHOLD, best_thresholds, multilabel_metrics, predicted
+from .metrics.multilabel import DEFAULT_THRESHOLD, best_thresholds, multilabel_metrics
 from .module import TaskModule
 
 
@@ -207,17 +208,6 @@ class ClassificationDataModule(TaskDataModule):
         return prediction_files(self.predictions_path(), self.task, self.predict_file, lookup, submission)
 
 
-@dataclass
-class Classified:
-    """One example's prediction: its logits (kept for scoring) and what they say."""
-
-    logits: torch.Tensor  # [num_labels], or a scalar score for regression
-    label: str | None = None
-    probabilities: dict[str, float] | None = None
-    score: float | None = None  # regression
-    labels: dict[str, float] | None = None  # multi-label: each label over its threshold, its probability
-
-
 class SequenceClassifier(TaskModule):
     """[CLS] pooled output -> dropout -> linear; cross-entropy, MSE for regression (STS-B), or a
     sigmoid per label with binary cross-entropy for multi-label.
@@ -308,28 +298,12 @@ class SequenceClassifier(TaskModule):
         if not outputs:  # a blank line of a predict text file: nothing was run
             return None
         (logits,) = outputs
-        if self.regression:
-            return Classified(logits, score=round(float(logits), 6))
-        if self.multilabel:
-            probabilities = logits.sigmoid()
-            chosen = predicted(probabilities, self.thresholds.cpu()).tolist()
-            rounded = [round(float(v), 6) for v in probabilities]
-            over = sorted((i for i, yes in enumerate(chosen) if yes), key=lambda i: -rounded[i])
-            return Classified(
-                logits,
-                probabilities=dict(zip(self.label_names, rounded)),
-                labels={self.label_names[i]: rounded[i] for i in over},
-            )
-        probabilities = logits.softmax(-1)
-        if self.binary_threshold:
-            label_id = int(probabilities[1] >= self.threshold.cpu())
-        else:
-            label_id = int(probabilities.argmax())
-        return Classified(
-            logits,
-            label=self.label_names[label_id],
-            probabilities={name: round(float(v), 6) for name, v in zip(self.label_names, probabilities)},
-        )
+        return classify(logits, self.label_names, self.regression, *self.decision_thresholds())
+
+    def decision_thresholds(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Multi-label's per-label thresholds and a binary task's tuned one (None: not used)."""
+        thresholds = self.thresholds.cpu() if self.multilabel else None
+        return thresholds, self.threshold.cpu() if self.binary_threshold else None
 
     def score(self, predictions: dict[int, Classified], evaluation: Evaluation) -> dict[str, float]:
         if evaluation.gold is None:
