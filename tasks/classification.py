@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from .class_weights import BALANCED, balanced_weights, check_class_weights
+from .data.classification_inputs import iter_predict_file
 from .data.classification_outputs import confusion_matrix_writer, prediction_files
 from .data.glue import GLUE_TASKS, hub_examples, iter_glue
 from .data.tables import Example, infer_label_names, iter_table
-from .data.text import LineCursor, iter_text
+from .data.text import LineCursor
 from .datamodule import Prepared, TaskDataModule
-from .decoding.classification import Classified, classify
+from .decoding.classification import Classified, classify, split_logits
 from .evaluation import Evaluation, OutputFile
 from .features.classification import SentenceFeatures, is_multilabel, is_regression, normalise_task
 from .io import UserError
@@ -124,8 +125,11 @@ class ClassificationDataModule(TaskDataModule):
     def _iter_examples(self, split: str, path: str) -> Iterator[Example | None]:
         """A file's examples in order, read as they are asked for (a predict file may be huge); a
         predict text file gives one item per line (None: a blank line)."""
-        if split == "predict" and Path(path).suffix.lower() == ".txt":
-            return iter_text(path, pairs=self.is_pair)
+        if split == "predict":
+            return iter_predict_file(
+                path, self.task, self.is_pair, self.text_column, self.text_pair_column, self.index_column,
+                self.header, self.label_names, self.label_separator,
+            )  # fmt: skip
         labelled = split in ("train", "validation")
         if self.task in GLUE_TASKS:
             return iter_glue(path, self.task, require_labels=labelled)
@@ -290,9 +294,7 @@ class SequenceClassifier(TaskModule):
         return self.loss(outputs, batch["labels"])
 
     def split_outputs(self, outputs: torch.Tensor, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
-        logits = outputs.detach().float().cpu()
-        rows = zip(batch["example"].tolist(), batch["feature_index"].tolist(), logits, strict=True)
-        return [(example, feature, row) for example, feature, row in rows]
+        return split_logits(outputs, batch)
 
     def decode(self, example: int, outputs: list[torch.Tensor], evaluation: Evaluation) -> Classified | None:
         if not outputs:  # a blank line of a predict text file: nothing was run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -21,6 +22,13 @@ class Classified:
     probabilities: dict[str, float] | None = None
     score: float | None = None  # regression
     labels: dict[str, float] | None = None  # multi-label: each label over its threshold, its probability
+
+
+def split_logits(outputs: torch.Tensor, batch: dict[str, Any]) -> list[tuple[int, int, torch.Tensor]]:
+    """(example index, feature index, logits) for each row of a batch, on the CPU."""
+    logits = outputs.detach().float().cpu()
+    rows = zip(batch["example"].tolist(), batch["feature_index"].tolist(), logits, strict=True)
+    return [(example, feature, row) for example, feature, row in rows]
 
 
 def classify(
