@@ -197,7 +197,10 @@ class Predictor:
         for feature in features:
             windows[feature["example"]] = windows.get(feature["example"], 0) + 1
         if batch_size is not None:
-            batches = [list(range(i, min(i + batch_size, len(features)))) for i in range(0, len(features), batch_size)]
+            batches = [
+                list(range(i, min(i + batch_size, len(features))))
+                for i in range(0, len(features), batch_size)
+            ]
         else:
             lengths = [len(f["input_ids"]) for f in features]
             batches = TokenBudgetBatchSampler(lengths, max_batch_tokens or DEFAULT_BATCH_TOKENS).batches
@@ -234,7 +237,9 @@ def _torch_net(
         try:
             head.load_state_dict({k: state[f"{head_name}.{k}"] for k in ("weight", "bias")})
         except (KeyError, RuntimeError) as err:
-            raise mismatched_weights(path, err if isinstance(err, RuntimeError) else RuntimeError(str(err))) from None
+            raise mismatched_weights(
+                path, err if isinstance(err, RuntimeError) else RuntimeError(str(err))
+            ) from None
     net = TaskNet(kind, encoder, head, hparams).eval()
     net.regression = getattr(adapter, "regression", False)
     if quantize == "int8":

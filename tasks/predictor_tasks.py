@@ -184,6 +184,4 @@ class ClassificationAdapter(TaskAdapter):
         return classify(logits, self.label_names, self.regression, self.thresholds, self.threshold)
 
 
-TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {
-    adapter.kind: adapter for adapter in (ClassificationAdapter,)
-}
+TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {adapter.kind: adapter for adapter in (ClassificationAdapter,)}
