@@ -20,6 +20,7 @@ class TaskAdapter:
     """What the predictor needs of a task kind; see the subclasses."""
 
     kind: ClassVar[str]
+    long_inputs: ClassVar[str] = "were truncated"  # what became of an input over max_seq_length
     # The columns the Lightning loader hands the module (the rest of a feature stays behind).
     loader_columns: ClassVar[tuple[str, ...]] = (
         "input_ids",
@@ -40,6 +41,11 @@ class TaskAdapter:
         self.hparams, self.settings, self.tokenizer = hparams, settings, tokenizer
         self.pad_token_id = tokenizer.pad_token_id
         self.labels: list[str] | None = None
+
+    @staticmethod
+    def make_tokenizer(source: Any, payload: dict[str, Any]) -> Any:
+        """The model's tokenizer (transformers' unless the task's featurizer needs less)."""
+        return source.tokenizer()
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -63,8 +69,11 @@ class TaskAdapter:
 
     # -- model inputs and outputs ----------------------------------------------------------------
 
-    def features(self, examples: list[Any], numbers: list[int] | None = None) -> list[dict[str, Any]]:
-        """Each example's features (several windows for a long one), numbered by ``numbers``."""
+    def features(
+        self, examples: list[Any], numbers: list[int] | None = None, lengths: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Each example's features (several windows for a long one), numbered by ``numbers``;
+        each input's whole length in tokens is appended to ``lengths``."""
         raise NotImplementedError
 
     def loader_row(self, feature: dict[str, Any]) -> dict[str, Any]:
@@ -77,13 +86,16 @@ class TaskAdapter:
         raise NotImplementedError
 
 
-def rows_of(columns: dict[str, list], start_feature: int = 0) -> list[dict[str, Any]]:
-    """A batched featurizer's columns as one dict per feature, numbered from ``start_feature``."""
+def rows_of(columns: dict[str, list], lengths: list[int] | None = None) -> list[dict[str, Any]]:
+    """A batched featurizer's columns as one dict per feature, numbered from 0; the input lengths
+    it measured are appended to ``lengths``."""
+    if lengths is not None:
+        lengths.extend(columns.get(INPUT_LENGTHS, ()))
     columns = {k: v for k, v in columns.items() if k != INPUT_LENGTHS}
     size = len(next(iter(columns.values()))) if columns else 0
     rows = [{k: v[i] for k, v in columns.items()} for i in range(size)]
     for i, row in enumerate(rows):
-        row["feature_index"] = start_feature + i
+        row["feature_index"] = i
     return rows
 
 
@@ -131,6 +143,16 @@ class ClassificationAdapter(TaskAdapter):
         self.thresholds = state.get("thresholds")
         self.threshold = state.get("threshold")
 
+    @staticmethod
+    def make_tokenizer(source: Any, payload: dict[str, Any]) -> Any:
+        """``tokenizers`` directly: transformers' import is most of a short predict's time."""
+        from bert_core.vocab import vocab_ids
+
+        from .plain_tokenizer import PlainTokenizer
+
+        positions = payload["bert_config"].get("max_position_embeddings", 512)
+        return PlainTokenizer(vocab_ids(payload["vocab"], warn=False), payload["do_lower_case"], positions)
+
     def example(self, record: Any, position: int):
         from .data.tables import Example
 
@@ -162,13 +184,13 @@ class ClassificationAdapter(TaskAdapter):
         cursor = lambda: LineCursor(lambda: self.read(path)).get  # noqa: E731
         return prediction_files(predictions, self.task, path, cursor, default_folder)
 
-    def features(self, examples: list[Any], numbers: list[int] | None = None) -> list[dict[str, Any]]:
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
         numbers = list(range(len(examples))) if numbers is None else numbers
         if not examples:
             return []
         rows = [{**self.featurizer.row(e), "example": n} for e, n in zip(examples, numbers)]
         columns = {key: [row[key] for row in rows] for key in rows[0]}
-        return rows_of(self.tokenize(columns))
+        return rows_of(self.tokenize(columns), lengths)
 
     def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         from .decoding.classification import split_logits
