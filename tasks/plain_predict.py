@@ -74,8 +74,15 @@ def plain_predict(args: list[str]) -> int | None:
         return None
     from .source import Source
 
-    if not Source(ckpt_path).is_task_model:
+    source = Source(ckpt_path)
+    if not source.is_task_model:
         return None
+    from .predictor_tasks import TASK_ADAPTERS
+
+    row = source.task_kind()
+    adapter = TASK_ADAPTERS.get(row.saves_as or row.key)
+    if adapter is None or not adapter.handles_file(given["--data.predict_file"]):
+        return None  # a task or file format the plain predictor does not read
     import torch
 
     if torch.cuda.is_available() and given.get("--trainer.accelerator") != "cpu":
@@ -118,6 +125,8 @@ def _run(given: dict[str, str], args: list[str]) -> int:
         lengths: list[int] = []
         for index, prediction in predictor.predict(adapter.read(predict_file), lengths=lengths, **batching):
             files.write([(index, prediction)])
+        if not lengths and (error := adapter.no_features(predict_file)) is not None:
+            raise error
         files.commit()
     except BaseException:
         files.discard()

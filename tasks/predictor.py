@@ -202,7 +202,8 @@ class Predictor:
         features = adapter.features([e for _, e in numbered], [i for i, _ in numbered], lengths)
         windows: dict[int, int] = {}
         for feature in features:
-            windows[feature["example"]] = windows.get(feature["example"], 0) + 1
+            number = feature[adapter.example_column]
+            windows[number] = windows.get(number, 0) + 1
         if batch_size is not None:
             batches = [
                 list(range(i, min(i + batch_size, len(features))))

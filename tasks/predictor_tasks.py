@@ -21,6 +21,7 @@ class TaskAdapter:
 
     kind: ClassVar[str]
     long_inputs: ClassVar[str] = "were truncated"  # what became of an input over max_seq_length
+    example_column: ClassVar[str] = "example"  # the feature column naming its example
     # The columns the Lightning loader hands the module (the rest of a feature stays behind).
     loader_columns: ClassVar[tuple[str, ...]] = (
         "input_ids",
@@ -66,6 +67,15 @@ class TaskAdapter:
     def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
         """The files predict writes for ``path`` (``predictions``: the records file)."""
         raise NotImplementedError
+
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        """Whether the plain predict reads this file as predict does (else: the Lightning way)."""
+        return True
+
+    def no_features(self, path: str) -> Exception | None:
+        """The error of a file that gave no model input at all (None: not an error)."""
+        return None
 
     # -- model inputs and outputs ----------------------------------------------------------------
 
@@ -206,4 +216,105 @@ class ClassificationAdapter(TaskAdapter):
         return classify(logits, self.label_names, self.regression, self.thresholds, self.threshold)
 
 
-TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {adapter.kind: adapter for adapter in (ClassificationAdapter,)}
+class TaggingAdapter(TaskAdapter):
+    """NER: a raw text (``text``: its entities with character offsets, as predict writes for a
+    ``.txt`` file) or given words (``tokens``: a tag per word)."""
+
+    kind = "tagging"
+    long_inputs = "were split into windows"
+    example_column = "sentence"
+
+    def __init__(self, hparams, settings, tokenizer, state, num_layers):
+        super().__init__(hparams, settings, tokenizer, state, num_layers)
+        from .data import conll
+        from .features.tagging import FEATURE_COLUMNS, TaggingFeaturizer
+
+        self.label_names = list(hparams["label_names"])
+        self.labels = list(self.label_names)
+        self.scheme = conll.scheme_for_labels(self.label_names, settings.get("tag_scheme") or "BIO")
+        self.decoding = hparams.get("decoding", "viterbi")
+        featurizer = TaggingFeaturizer(
+            tuple(self.label_names),
+            self.scheme,
+            bool(settings.get("document_context", False)),
+            bool(settings.get("label_all_tokens", False)),
+            settings.get("tag_column", -1),
+            "text",
+        )
+        self.featurize = featurizer.batch_function(tokenizer, settings["max_seq_length"])
+        self.loader_columns = (*FEATURE_COLUMNS, "feature_index")
+
+    make_tokenizer = staticmethod(ClassificationAdapter.make_tokenizer)
+
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        """Raw text (``.txt`` not in CoNLL columns): CoNLL and annotation files go the Lightning way."""
+        from .data.words import reads_as_text
+
+        return reads_as_text(path, "auto")
+
+    def example(self, record: Any, position: int):
+        from .data.words import split_words
+
+        record = check_record(record)
+        if "tokens" in record:
+            tokens = record["tokens"]
+            if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+                raise UserError("tokens: a non-empty list of strings expected")
+            if any(not t.strip() or any(c.isspace() for c in t) for t in tokens):
+                raise UserError("tokens: each token a non-empty string without spaces")
+            return {"tokens": tokens, "words": list(tokens)}
+        text = text_field(record, "text")
+        spans = split_words(text)
+        return {"text": text, "spans": spans, "words": [text[a:b] for a, b in spans]}
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        from .data.words import entity_record
+
+        if "tokens" in example:
+            return {"tokens": example["tokens"], "tags": prediction.tags}
+        return entity_record(example["text"], example["spans"], prediction.tags)
+
+    def read(self, path: str) -> Iterator[Any]:
+        from .data.words import line_words
+
+        return ({"words": words} for words in line_words(path))
+
+    def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
+        from .data.words import entity_lines
+
+        render = entity_lines(path)
+        return [OutputFile(predictions, lambda s, p: render(s, p.tags))]
+
+    def no_features(self, path: str) -> Exception:
+        from .io import DataError
+
+        return DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
+
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
+        numbers = list(range(len(examples))) if numbers is None else numbers
+        rows = [
+            {"sentence_ids": [n], "words": [e["words"]], "labels": [[]]}
+            for e, n in zip(examples, numbers)
+            if e["words"]
+        ]
+        if not rows:
+            return []
+        columns = {key: [row[key] for row in rows] for key in rows[0]}
+        return rows_of(self.featurize(columns), lengths)
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        from .decoding.tagging import window_outputs
+
+        return window_outputs(outputs, batch)
+
+    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+        from .decoding.tagging import TaggedSentence
+
+        length = len(example["words"])
+        return TaggedSentence.from_windows(length, outputs, self.label_names, self.scheme, self.decoding)
+
+
+TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {
+    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter)
+}
