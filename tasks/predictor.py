@@ -200,10 +200,9 @@ class Predictor:
         adapter = self.adapter
         numbered = [(start + i, e) for i, e in enumerate(examples) if e is not None]
         features = adapter.features([e for _, e in numbered], [i for i, _ in numbered], lengths)
-        windows: dict[int, int] = {}
+        by_example: dict[int, list[dict[str, Any]]] = {}
         for feature in features:
-            number = feature[adapter.example_column]
-            windows[number] = windows.get(number, 0) + 1
+            by_example.setdefault(feature[adapter.example_column], []).append(feature)
         if batch_size is not None:
             batches = [
                 list(range(i, min(i + batch_size, len(features))))
@@ -220,10 +219,10 @@ class Predictor:
                 for example, feature, output in adapter.split_outputs(self.run(batch), batch):
                     outputs.setdefault(example, {})[feature] = output
         for i, example in enumerate(examples, start):
-            parts = outputs.get(i, {})
-            if example is not None and len(parts) != windows.get(i, 0):
-                raise RuntimeError(f"example {i}: {len(parts)} of {windows.get(i, 0)} outputs")
-            yield i, adapter.decode(i, example, [parts[f] for f in sorted(parts)])
+            parts, own = outputs.get(i, {}), by_example.get(i, [])
+            if len(parts) != len(own):
+                raise RuntimeError(f"example {i}: {len(parts)} of {len(own)} outputs")
+            yield i, adapter.decode(i, example, [parts[f] for f in sorted(parts)], own)
 
 
 def _torch_net(

@@ -92,7 +92,8 @@ class TaskAdapter:
     def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         raise NotImplementedError
 
-    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
+        """The prediction from an example's outputs (in feature order); ``features``: its features."""
         raise NotImplementedError
 
 
@@ -207,7 +208,7 @@ class ClassificationAdapter(TaskAdapter):
 
         return split_logits(outputs, batch)
 
-    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
         from .decoding.classification import classify
 
         if not outputs:
@@ -308,13 +309,92 @@ class TaggingAdapter(TaskAdapter):
 
         return window_outputs(outputs, batch)
 
-    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
         from .decoding.tagging import TaggedSentence
 
         length = len(example["words"])
         return TaggedSentence.from_windows(length, outputs, self.label_names, self.scheme, self.decoding)
 
 
+class QAAdapter(TaskAdapter):
+    """Extractive QA: ``{"question", "context"[, "id"]}`` -> ``{id, answer, start, end, score}``
+    (character offsets into the context), as predict writes for a JSONL question file."""
+
+    kind = "qa"
+    long_inputs = "were split into windows"
+    example_column = "example_index"
+    loader_columns = ("input_ids", "token_type_ids", "attention_mask", "example_index", "feature_index")
+
+    def __init__(self, hparams, settings, tokenizer, state, num_layers):
+        super().__init__(hparams, settings, tokenizer, state, num_layers)
+        from .decoding.qa import QADecoder
+        from .features.qa import QAFeaturizer
+
+        v2 = hparams.get("task") == "squad_v2"
+        sizes = (settings.get("max_query_length", 64), settings.get("doc_stride", 128))
+        self.featurizer = QAFeaturizer(settings["max_seq_length"], *sizes, False, v2)
+        self.decoder = QADecoder(
+            hparams.get("n_best_size", 20),
+            hparams.get("max_answer_length", 30),
+            v2,
+            hparams.get("null_score_diff_threshold", 0.0),
+        )
+
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        """JSONL questions (streamed as predict streams them); SQuAD JSON goes the Lightning way."""
+        from .data.squad import looks_like_jsonl
+
+        return looks_like_jsonl(path)
+
+    def example(self, record: Any, position: int):
+        from .data.squad import SquadExample
+
+        record = check_record(record)
+        question, context = text_field(record, "question"), text_field(record, "context")
+        qid = record.get("id", str(position))
+        if not isinstance(qid, str | int) or isinstance(qid, bool):
+            raise UserError(f"id: a string expected, not {type(qid).__name__}")
+        return SquadExample(str(qid), question, context, None)
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        from .data.squad import prediction_record
+
+        return prediction_record(prediction)
+
+    def read(self, path: str) -> Iterator[Any]:
+        from .data.squad import iter_jsonl_questions
+
+        return iter_jsonl_questions(path)
+
+    def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
+        from .data.squad import prediction_line
+
+        return [OutputFile(predictions, lambda _, prediction: [prediction_line(prediction)])]
+
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
+        from .features.qa import feature_columns
+
+        numbers = list(range(len(examples))) if numbers is None else numbers
+        if not examples:
+            return []
+        windows, stats = self.featurizer(examples, self.tokenizer)
+        if lengths is not None:
+            lengths.extend(stats.input_lengths)
+        rows = rows_of(feature_columns(windows, numbers, False))
+        for row, window in zip(rows, windows, strict=True):
+            row["window"] = window  # what decoding reads besides the logits
+        return rows
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        from .decoding.qa import window_logits
+
+        return window_logits(outputs, batch)
+
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
+        return self.decoder(example, [f["window"] for f in features], outputs)
+
+
 TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {
-    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter)
+    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter, QAAdapter)
 }
