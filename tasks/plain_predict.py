@@ -115,6 +115,8 @@ def _run(given: dict[str, str], args: list[str]) -> int:
     if explicit_file is None:  # an explicit predictions file is all that predict writes
         lock_run_directory(folder, "predict")
     predictor = Predictor.load(ckpt_path, runtime=runtime, quantize=quantize)
+    for note in predictor.notes:
+        print(note, file=sys.stderr)
     adapter = predictor.adapter
     outputs = adapter.output_files(predict_file, predictions, explicit_file is None)
     check_output_paths([o.path for o in outputs], inputs)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .batching import collate
 from .heads import HeadInputs, hidden_layer_index, span_logits
-from .inference import RUNTIMES, OnnxRunner
+from .inference import RUNTIMES, OnnxRunner, int8_note, onnx_note
 from .io import UserError
 from .predictor_tasks import TASK_ADAPTERS, TaskAdapter
 from .sampling import TokenBudgetBatchSampler
@@ -85,6 +85,7 @@ class Predictor:
         self.source, self.adapter, self.run = source, adapter, run
         self.task = adapter.kind
         self.runtime, self.quantize, self.max_seq_length = runtime, quantize, max_seq_length
+        self.notes: list[str] = []  # how the model runs (onnxruntime, int8), as predict says it
 
     @classmethod
     def load(
@@ -125,9 +126,16 @@ class Predictor:
         adapter = TASK_ADAPTERS[kind](hparams, settings, tokenizer, state, encoder.config.num_hidden_layers)
         if runtime == "onnx":
             run: Any = OnnxRunner(path)
+            notes = [onnx_note(path)]
         else:
-            run = _torch_net(kind, encoder, state, hparams, adapter, path, quantize)
-        return cls(source, adapter, run, runtime, quantize, length)
+            run, notes = _torch_net(kind, encoder, state, hparams, adapter, path), []
+            if quantize:
+                from bert_core.quantize import quantize_int8
+
+                notes = [int8_note(run.encoder, quantize_int8(run.encoder, "auto"))]
+        predictor = cls(source, adapter, run, runtime, quantize, length)
+        predictor.notes = notes
+        return predictor
 
     def info(self) -> dict[str, Any]:
         """What the model is: its task, labels, source, input length, runtime and library versions."""
@@ -232,7 +240,6 @@ def _torch_net(
     hparams: dict[str, Any],
     adapter: TaskAdapter,
     path: str,
-    quantize: str | None,
 ) -> TaskNet:
     head_name = HEAD_NAMES[kind]
     head = None
@@ -249,10 +256,6 @@ def _torch_net(
             ) from None
     net = TaskNet(kind, encoder, head, hparams).eval()
     net.regression = getattr(adapter, "regression", False)
-    if quantize == "int8":
-        from bert_core.quantize import quantize_int8
-
-        quantize_int8(net.encoder, "auto")
     return net
 
 
