@@ -99,10 +99,10 @@ class Predictor:
         if quantize not in (None, "int8"):
             raise UserError(f"quantize must be int8 (or None), not {quantize!r}")
         source = Source(path)
-        if not source.is_task_model:
-            raise UserError(
-                f"{path}: not a fine-tuned model of this app (a .ckpt written by fit, or its ONNX export)"
-            )
+        if not source.is_task_model:  # a pretrained encoder: feature extraction
+            if runtime == "onnx":
+                raise UserError(f"runtime onnx runs an ONNX export directory, not {path}")
+            return cls._extractor(source, quantize, max_seq_length)
         if (source.kind == Source.ONNX) != (runtime == "onnx"):
             raise UserError(
                 f"{path}: an ONNX export runs with runtime onnx"
@@ -134,6 +134,23 @@ class Predictor:
 
                 notes = [int8_note(run.encoder, quantize_int8(run.encoder, "auto"))]
         predictor = cls(source, adapter, run, runtime, quantize, length)
+        predictor.notes = notes
+        return predictor
+
+    @classmethod
+    def _extractor(cls, source: Source, quantize: str | None, max_seq_length: int | None) -> Predictor:
+        """A pretrained encoder's feature extractor (``configs/features.yaml``'s defaults)."""
+        encoder, _ = source.encoder()
+        tokenizer = source.tokenizer()
+        length = min(max_seq_length or 128, tokenizer.model_max_length)
+        num_layers = encoder.config.num_hidden_layers
+        adapter = TASK_ADAPTERS["features"]({}, {"max_seq_length": length}, tokenizer, {}, num_layers)
+        net, notes = TaskNet("features", encoder, None, {}).eval(), []
+        if quantize:
+            from bert_core.quantize import quantize_int8
+
+            notes = [int8_note(net.encoder, quantize_int8(net.encoder, "auto"))]
+        predictor = cls(source, adapter, net, "torch", quantize, length)
         predictor.notes = notes
         return predictor
 

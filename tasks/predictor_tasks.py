@@ -395,6 +395,73 @@ class QAAdapter(TaskAdapter):
         return self.decoder(example, [f["window"] for f in features], outputs)
 
 
+class ExtractionAdapter(TaskAdapter):
+    """Feature extraction with a pretrained encoder: ``{"text"[, "text_pair"]}`` -> the line's
+    vector (the last layer, mean-pooled over its tokens, as ``configs/features.yaml``)."""
+
+    kind = "features"
+    loader_columns = (
+        "input_ids",
+        "token_type_ids",
+        "attention_mask",
+        "word_ids",
+        "num_words",
+        "example",
+        "feature_index",
+    )
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "layers": [-1],
+        "combine": "concat",
+        "pooling": "mean",
+        "word_vector": "first",
+    }
+
+    def __init__(self, hparams, settings, tokenizer, state, num_layers):
+        super().__init__(hparams, settings, tokenizer, state, num_layers)
+        from .features.extraction import LineFeaturizer
+        from .heads import hidden_layer_index
+
+        self.options = {**self.DEFAULTS, **{k: v for k, v in hparams.items() if k in self.DEFAULTS}}
+        self.layer_indices = [hidden_layer_index(i, num_layers) for i in self.options["layers"]]
+        self.featurize = LineFeaturizer(tokenizer, settings["max_seq_length"])
+
+    def example(self, record: Any, position: int):
+        from .data.tables import Example
+
+        record = check_record(record)
+        text, pair = text_field(record, "text"), text_field(record, "text_pair", required=False)
+        return Example(index=str(position), text=text, text_pair=pair, line=position + 1)
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        fields: dict[str, Any] = {"line": position + 1, "text": example.text}
+        if example.text_pair is not None:
+            fields["text_pair"] = example.text_pair
+        key = "vectors" if self.options["pooling"] == "none" else "vector"
+        return {**fields, key: prediction.tolist()}
+
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        return False  # feature files (.npy, .safetensors) are written the Lightning way
+
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
+        from .features.extraction import line_row
+
+        numbers = list(range(len(examples))) if numbers is None else numbers
+        if not examples:
+            return []
+        rows = [{**line_row(e), "example": n} for e, n in zip(examples, numbers)]
+        return rows_of(self.featurize({key: [row[key] for row in rows] for key in rows[0]}), lengths)
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        from .decoding.extraction import line_vectors
+
+        how = (self.options["combine"], self.options["pooling"], self.options["word_vector"])
+        return line_vectors(outputs, batch, self.layer_indices, *how)
+
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
+        return outputs[0]
+
+
 TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {
-    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter, QAAdapter)
+    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter, QAAdapter, ExtractionAdapter)
 }

@@ -136,6 +136,18 @@ def test_qa_equals_lightning_predict(qa_ckpt: Path, tmp_path: Path, monkeypatch)
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-5)
 
 
+def test_features_equal_lightning_predict(mixing_bert_dir: Path, tmp_path: Path):
+    import numpy as np
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(t for t in TEXTS if t) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    args = ["predict", "--config", ROOT / "configs" / "features.yaml", "--model.pretrained", mixing_bert_dir]
+    assert run_cli(*args, "--data.predict_file", texts, "--data.predictions_file", out, *FAST) == 0
+    got = Predictor.load(str(mixing_bert_dir))([{"text": t} for t in TEXTS if t])
+    assert np.allclose(np.array([r["vector"] for r in got]), np.load(out), atol=1e-5)
+
+
 def test_bad_records_name_the_field(sst2_teacher_ckpt: Path, qa_ckpt: Path):
     predictor = Predictor.load(str(sst2_teacher_ckpt))
     for record, field in [({}, "text"), ({"text": ""}, "text"), ({"text": 3}, "text"), ([], "record")]:
