@@ -31,6 +31,7 @@ from .datamodule import Prepared, TaskDataModule
 from .decoding.extraction import line_vectors
 from .evaluation import Evaluation, OutputFile
 from .features.extraction import ExtractionLayout, LineFeaturizer, line_row
+from .heads import all_hidden_states
 from .io import UserError
 from .module import COMBINE_MODES, TaskModule, hidden_layer_index
 
@@ -169,14 +170,7 @@ class FeatureExtractor(TaskModule):
         super().setup(stage)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        out = self.encoder(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch.get("token_type_ids"),
-            output_hidden_states=True,
-            skip_padding=True,
-        )
-        return out.hidden_states  # (embeddings, layer 1, ..., layer L), each [B, T, H]
+        return all_hidden_states(self.encoder, batch)  # (embeddings, layer 1, ..., layer L)
 
     def split_outputs(self, outputs, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         context: ExtractionContext = self.evaluations["predict"][0].context

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .batching import collate
-from .heads import HeadInputs, hidden_layer_index, span_logits
+from .heads import HeadInputs, all_hidden_states, hidden_layer_index, span_logits
 from .inference import RUNTIMES, OnnxRunner, int8_note, onnx_note
 from .io import UserError
 from .predictor_tasks import TASK_ADAPTERS, TaskAdapter
@@ -54,14 +54,7 @@ class TaskNet(HeadInputs, nn.Module):
             return self.head(self.token_states(batch))  # [B, T, labels]
         if self.kind == "qa":
             return span_logits(self.head(self.token_states(batch)), batch["attention_mask"])
-        out = self.encoder(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch.get("token_type_ids"),
-            output_hidden_states=True,
-            skip_padding=True,
-        )
-        return out.hidden_states  # features: (embeddings, layer 1, ..., layer L)
+        return all_hidden_states(self.encoder, batch)  # features
 
 
 # The head's weights in a checkpoint's state dict, by task kind.
