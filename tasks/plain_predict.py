@@ -33,6 +33,7 @@ OPTIONS = {
     "--model.quantize",
     "--trainer.default_root_dir",
 }
+NUMBERS = {"--data.eval_tokens_per_batch", "--data.eval_batch_size"}
 FIXED = {
     "--return_predictions": ("false",),
     "--trainer.enable_progress_bar": ("false", "true"),
@@ -57,6 +58,8 @@ def options(args: list[str]) -> dict[str, str] | None:
             return None
         if flag not in OPTIONS and value.lower() not in FIXED.get(flag, ()):
             return None
+        if flag in NUMBERS and not value.isdigit() and value not in ("null", "None"):
+            return None  # jsonargparse's message for a value of the wrong type
         found[flag] = value
     return found
 
