@@ -251,22 +251,24 @@ def _torch_net(
     adapter: TaskAdapter,
     path: str,
 ) -> TaskNet:
-    head_name = HEAD_NAMES[kind]
-    head = None
+    """The encoder and the task's head as the task module builds it from the checkpoint's settings
+    (its labels, its head_layers), the head's weights loaded: a checkpoint whose weights do not
+    fit them is refused with the task module's message."""
+    head_name, head = HEAD_NAMES[kind], None
+    net = TaskNet(kind, encoder, None, hparams)
     if head_name is not None:
-        weight = state.get(f"{head_name}.weight")
-        if weight is None:
-            raise UserError(f"{path}: no {head_name}.weight in its weights (not a {kind} checkpoint?)")
-        head = nn.Linear(weight.shape[1], weight.shape[0])
+        layers, hidden = net.head_layers, encoder.config.hidden_size
+        concat = layers is not None and net.head_combine == "concat"
+        head = nn.Linear(hidden * len(layers) if concat else hidden, adapter.head_outputs)
+        holder = nn.Module()
+        holder.add_module(head_name, head)
         try:
-            head.load_state_dict({k: state[f"{head_name}.{k}"] for k in ("weight", "bias")})
-        except (KeyError, RuntimeError) as err:
-            raise mismatched_weights(
-                path, err if isinstance(err, RuntimeError) else RuntimeError(str(err))
-            ) from None
-    net = TaskNet(kind, encoder, head, hparams).eval()
+            holder.load_state_dict({k: v for k, v in state.items() if k.startswith(f"{head_name}.")})
+        except RuntimeError as err:
+            raise mismatched_weights(path, err) from None
+    net.head = head
     net.regression = getattr(adapter, "regression", False)
-    return net
+    return net.eval()
 
 
 def _version(name: str) -> str | None:

@@ -41,7 +41,13 @@ class TaskAdapter:
     ):
         self.hparams, self.settings, self.tokenizer = hparams, settings, tokenizer
         self.pad_token_id = tokenizer.pad_token_id
-        self.labels: list[str] | None = None
+        self.label_names: list[str] | None = None
+        self.head_outputs = 0  # the head's outputs the task's settings call for
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The labels as records name them (``info()``)."""
+        return self.label_names
 
     @staticmethod
     def make_tokenizer(source: Any, payload: dict[str, Any]) -> Any:
@@ -143,7 +149,6 @@ class ClassificationAdapter(TaskAdapter):
         self.regression = is_regression(self.task)
         self.label_names = None if self.regression else list(hparams["label_names"])
         self.display = display_names(self.task)
-        self.labels = None if self.regression else [self.display(n) for n in self.label_names]
         glue = GLUE_TASKS.get(self.task)
         # A generic task's pairs are a data option (--data.text_pair_column), not in the checkpoint.
         self.is_pair = glue.is_pair if glue is not None else bool(settings.get("text_pair_column"))
@@ -151,6 +156,7 @@ class ClassificationAdapter(TaskAdapter):
         length = settings["max_seq_length"]
         self.featurizer = SentenceFeatures(self.task, self.label_names, self.is_pair, length)
         self.tokenize = self.featurizer.tokenizing(tokenizer)
+        self.head_outputs = 1 if self.regression else len(self.label_names)
         self.thresholds = state.get("thresholds")
         self.threshold = state.get("threshold")
 
@@ -163,6 +169,10 @@ class ClassificationAdapter(TaskAdapter):
 
         positions = payload["bert_config"].get("max_position_embeddings", 512)
         return PlainTokenizer(vocab_ids(payload["vocab"], warn=False), payload["do_lower_case"], positions)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return None if self.label_names is None else [self.display(n) for n in self.label_names]
 
     def example(self, record: Any, position: int):
         from .data.tables import Example
@@ -231,7 +241,7 @@ class TaggingAdapter(TaskAdapter):
         from .features.tagging import FEATURE_COLUMNS, TaggingFeaturizer
 
         self.label_names = list(hparams["label_names"])
-        self.labels = list(self.label_names)
+        self.head_outputs = len(self.label_names)
         self.scheme = conll.scheme_for_labels(self.label_names, settings.get("tag_scheme") or "BIO")
         self.decoding = hparams.get("decoding", "viterbi")
         featurizer = TaggingFeaturizer(
@@ -331,6 +341,7 @@ class QAAdapter(TaskAdapter):
         from .features.qa import QAFeaturizer
 
         v2 = hparams.get("task") == "squad_v2"
+        self.head_outputs = 2  # start and end
         sizes = (settings.get("max_query_length", 64), settings.get("doc_stride", 128))
         self.featurizer = QAFeaturizer(settings["max_seq_length"], *sizes, False, v2)
         self.decoder = QADecoder(
