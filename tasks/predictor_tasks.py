@@ -196,7 +196,14 @@ class ClassificationAdapter(TaskAdapter):
     def read(self, path: str) -> Iterator[Any]:
         from .data.classification_inputs import iter_predict_file
 
-        return iter_predict_file(path, self.task, self.is_pair, label_names=self.label_names)
+        stored = self.settings  # a generic table's layout, as the train file's (stored in the checkpoint)
+        columns = {
+            k: stored[k] for k in ("text_column", "index_column", "header", "label_separator") if k in stored
+        }
+        pair = {"text_pair_column": stored.get("text_pair_column")}
+        return iter_predict_file(
+            path, self.task, self.is_pair, **columns, **pair, label_names=self.label_names
+        )
 
     def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
         from .data.classification_outputs import prediction_files
