@@ -75,6 +75,9 @@ def plain_predict(args: list[str]) -> int | None:
     ckpt_path = given["--ckpt_path"]
     if ckpt_path in CKPT_SHORTHANDS:
         return None
+    from .runtime import drop_onednn_primitive_cache
+
+    drop_onednn_primitive_cache()  # as for every predict, before torch is imported
     from .source import Source
 
     source = Source(ckpt_path)
