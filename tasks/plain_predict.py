@@ -117,9 +117,9 @@ def _run(given: dict[str, str], args: list[str]) -> int:
     explicit_file = given.get("--data.predictions_file")
     inputs = [predict_file, ckpt_path]
     predictions = predictions_path(explicit_file, folder, "predictions.jsonl")
-    check_output_paths([predictions], inputs)
     if explicit_file is None:  # an explicit predictions file is all that predict writes
-        lock_run_directory(folder, "predict")
+        lock_run_directory(folder, "predict")  # first, as the Lightning path: its errors come first
+    check_output_paths([predictions], inputs)
     predictor = Predictor.load(ckpt_path, runtime=runtime, quantize=quantize)
     for note in predictor.notes:
         print(note, file=sys.stderr)
