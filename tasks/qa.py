@@ -21,9 +21,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from .data import squad
 from .data.text import LineCursor
 from .datamodule import Prepared, TaskDataModule
-from .decoding.qa import QAContext, QADecoder, QAPrediction
+from .decoding.qa import QAContext, QADecoder, QAPrediction, window_logits
 from .evaluation import Evaluation, OutputFile
 from .features.qa import QAFeaturizer, example_rows, features_from_table, loader_table, windows_per_example
+from .heads import span_logits
 from .io import UserError
 from .metrics.squad import evaluate
 from .module import TaskModule
@@ -202,10 +203,7 @@ class QAModule(TaskModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end logits [B, T]; padding positions get -10000 so they never win or weigh."""
-        logits = self.qa_outputs(self.token_states(batch))  # [B, T, 2]
-        start, end = logits.unbind(-1)
-        padding = batch["attention_mask"] == 0
-        return start.masked_fill(padding, -10000.0), end.masked_fill(padding, -10000.0)
+        return span_logits(self.qa_outputs(self.token_states(batch)), batch["attention_mask"])
 
     def training_loss(
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
@@ -217,13 +215,7 @@ class QAModule(TaskModule):
     def split_outputs(
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
     ) -> list[tuple[int, int, Any]]:
-        """(example, feature, (start logits, end logits)) per window, cut to its real length."""
-        start, end = (t.detach().float().cpu().numpy() for t in outputs)
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        rows = zip(batch["example_index"].tolist(), batch["feature_index"].tolist(), lengths, strict=True)
-        return [
-            (example, feature, (start[i, :n], end[i, :n])) for i, (example, feature, n) in enumerate(rows)
-        ]
+        return window_logits(outputs, batch)
 
     def decode(
         self, example: int, outputs: Sequence[tuple[np.ndarray, np.ndarray]], evaluation: Evaluation
