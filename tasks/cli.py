@@ -29,6 +29,7 @@ EXTRA_COMMANDS = {
         "remove the least important attention heads and/or top layers of a checkpoint",
     ),
     "export": ("tasks.export:main", "export a fine-tuned checkpoint to Hugging Face format or ONNX"),
+    "serve": ("tasks.serve:main", "serve a fine-tuned checkpoint over HTTP (LitServe, batched by token budget)"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "fine-tune on the train file, validating on the dev file each epoch",
