@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import pyarrow.compute
 import torch
 from torch.utils.data import DataLoader
 
 from .options import check_at_least
 from .sampling import EpochSampler, LengthGroupedSampler, TokenBudgetBatchSampler, environment_seed
+
+if TYPE_CHECKING:  # the plain predictor pads with ``collate`` and never imports datasets
+    import datasets
 
 # Padding value per column; list-valued columns not named here (e.g. token labels) pad with -100,
 # the value cross-entropy ignores.
@@ -90,6 +91,8 @@ def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]
 def token_lengths(dataset: datasets.Dataset) -> list[int]:
     """Each row's number of tokens, read from the Arrow column (not by loading the rows)."""
     if getattr(dataset, "_indices", None) is None:
+        import pyarrow.compute
+
         return pyarrow.compute.list_value_length(dataset.data.column("input_ids")).to_pylist()
     return [len(ids) for ids in dataset["input_ids"]]
 

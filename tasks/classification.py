@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +12,18 @@ import torch
 import torch.nn.functional as F
 
 from .class_weights import BALANCED, balanced_weights, check_class_weights
+from .data.classification_inputs import iter_predict_file
 from .data.classification_outputs import confusion_matrix_writer, prediction_files
 from .data.glue import GLUE_TASKS, hub_examples, iter_glue
 from .data.tables import Example, infer_label_names, iter_table
-from .data.text import LineCursor, iter_text
+from .data.text import LineCursor
 from .datamodule import Prepared, TaskDataModule
+from .decoding.classification import Classified, classify, split_logits
 from .evaluation import Evaluation, OutputFile
 from .features.classification import SentenceFeatures, is_multilabel, is_regression, normalise_task
 from .io import UserError
 from .metrics.glue import compute_metrics
-from .metrics.multilabel import DEFAULT_THRESHOLD, best_thresholds, multilabel_metrics, predicted
+from .metrics.multilabel import DEFAULT_THRESHOLD, best_thresholds, multilabel_metrics
 from .module import TaskModule
 
 
@@ -123,8 +125,11 @@ class ClassificationDataModule(TaskDataModule):
     def _iter_examples(self, split: str, path: str) -> Iterator[Example | None]:
         """A file's examples in order, read as they are asked for (a predict file may be huge); a
         predict text file gives one item per line (None: a blank line)."""
-        if split == "predict" and Path(path).suffix.lower() == ".txt":
-            return iter_text(path, pairs=self.is_pair)
+        if split == "predict":
+            return iter_predict_file(
+                path, self.task, self.is_pair, self.text_column, self.text_pair_column, self.index_column,
+                self.header, self.label_names, self.label_separator,
+            )  # fmt: skip
         labelled = split in ("train", "validation")
         if self.task in GLUE_TASKS:
             return iter_glue(path, self.task, require_labels=labelled)
@@ -205,17 +210,6 @@ class ClassificationDataModule(TaskDataModule):
         # GLUE's submission file comes with the default predict folder, not beside a file of the user's.
         submission = self.predictions_file is None
         return prediction_files(self.predictions_path(), self.task, self.predict_file, lookup, submission)
-
-
-@dataclass
-class Classified:
-    """One example's prediction: its logits (kept for scoring) and what they say."""
-
-    logits: torch.Tensor  # [num_labels], or a scalar score for regression
-    label: str | None = None
-    probabilities: dict[str, float] | None = None
-    score: float | None = None  # regression
-    labels: dict[str, float] | None = None  # multi-label: each label over its threshold, its probability
 
 
 class SequenceClassifier(TaskModule):
@@ -300,36 +294,18 @@ class SequenceClassifier(TaskModule):
         return self.loss(outputs, batch["labels"])
 
     def split_outputs(self, outputs: torch.Tensor, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
-        logits = outputs.detach().float().cpu()
-        rows = zip(batch["example"].tolist(), batch["feature_index"].tolist(), logits, strict=True)
-        return [(example, feature, row) for example, feature, row in rows]
+        return split_logits(outputs, batch)
 
     def decode(self, example: int, outputs: list[torch.Tensor], evaluation: Evaluation) -> Classified | None:
         if not outputs:  # a blank line of a predict text file: nothing was run
             return None
         (logits,) = outputs
-        if self.regression:
-            return Classified(logits, score=round(float(logits), 6))
-        if self.multilabel:
-            probabilities = logits.sigmoid()
-            chosen = predicted(probabilities, self.thresholds.cpu()).tolist()
-            rounded = [round(float(v), 6) for v in probabilities]
-            over = sorted((i for i, yes in enumerate(chosen) if yes), key=lambda i: -rounded[i])
-            return Classified(
-                logits,
-                probabilities=dict(zip(self.label_names, rounded)),
-                labels={self.label_names[i]: rounded[i] for i in over},
-            )
-        probabilities = logits.softmax(-1)
-        if self.binary_threshold:
-            label_id = int(probabilities[1] >= self.threshold.cpu())
-        else:
-            label_id = int(probabilities.argmax())
-        return Classified(
-            logits,
-            label=self.label_names[label_id],
-            probabilities={name: round(float(v), 6) for name, v in zip(self.label_names, probabilities)},
-        )
+        return classify(logits, self.label_names, self.regression, *self.decision_thresholds())
+
+    def decision_thresholds(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Multi-label's per-label thresholds and a binary task's tuned one (None: not used)."""
+        thresholds = self.thresholds.cpu() if self.multilabel else None
+        return thresholds, self.threshold.cpu() if self.binary_threshold else None
 
     def score(self, predictions: dict[int, Classified], evaluation: Evaluation) -> dict[str, float]:
         if evaluation.gold is None:

@@ -17,13 +17,12 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import datasets
-from datasets.arrow_writer import ArrowWriter
-from datasets.utils import tqdm
+from typing import TYPE_CHECKING, Any
 
 from .rundir import is_global_rank_zero
+
+if TYPE_CHECKING:  # imported where features are written: the plain predictor never needs datasets
+    import datasets
 
 Featurize = Callable[[dict[str, list]], dict[str, list]]  # batched: columns in, columns out
 Rows = Callable[[], Iterable[dict[str, Any] | None]]  # one item per example, in order
@@ -134,7 +133,7 @@ class FeatureCache:
         """``fn`` over examples held in memory (a hub split, a file read whole), keyed by their
         digest; ``source`` names them in the input-length report."""
         if not examples:
-            return datasets.Dataset.from_dict({})
+            return _load_features(Path(), 0)
         path = self.path(split, {"examples": examples_digest(examples)}, fn, settings)
         progress = f"tokenising {split}"
         written = write_features(
@@ -185,6 +184,8 @@ class FeatureCache:
             default=str,
         )
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        import datasets
+
         root = Path(self.directory or Path(datasets.config.HF_DATASETS_CACHE) / "bert_tasks")
         root.mkdir(parents=True, exist_ok=True)
         return root / f"{self.owner}-{split}-{digest}.arrow"
@@ -223,6 +224,9 @@ def write_features(
             measured = counts.get("input_lengths")
             lengths = InputLengths(**measured) if measured is not None else None
             return Written(_load_features(path, counts["features"]), counts["examples"], lengths)
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.utils import tqdm
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     writer = ArrowWriter(path=str(tmp))
     num_examples = num_features = 0
@@ -271,6 +275,8 @@ def write_features(
 
 def _load_features(path: Path, num_features: int) -> datasets.Dataset:
     """The memory-mapped features (an empty table when there are none)."""
+    import datasets
+
     if not num_features:
         return datasets.Dataset.from_dict({})
     return datasets.Dataset.from_file(str(path))

@@ -16,13 +16,16 @@ from bert_core.tokenizer import build_tokenizer
 from .callbacks import PENDING_ARTIFACTS
 from .checkpoint import PAYLOAD_KEY
 from .evaluation import Collector, Evaluation, coverage_note
+from .heads import COMBINE_MODES as COMBINE_MODES
+from .heads import HeadInputs, hidden_layer_index
+from .heads import combine_layers as combine_layers
 from .inference import check_inference_options, prepare_inference
 from .io import UserError
 from .registry import kind_of_class
 from .source import load_encoder, mismatched_weights
 
 
-class TaskModule(L.LightningModule):
+class TaskModule(HeadInputs, L.LightningModule):
     """Encoder + task head. Subclasses build the head and define the steps.
 
     Args:
@@ -143,32 +146,13 @@ class TaskModule(L.LightningModule):
             self.encoder.eval()  # a frozen encoder is a fixed feature extractor: no dropout
         return self
 
-    def encode(self, batch: dict[str, torch.Tensor], cls_only: bool = False):
-        """The encoder's output for a batch (without autograd when the encoder is frozen; with the
-        hidden states, padding still skipped, when head_layers are chosen; the last layer at [CLS]
-        only with ``cls_only``)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
-            return self.encoder(
-                batch["input_ids"],
-                batch.get("attention_mask"),
-                batch.get("token_type_ids"),
-                output_hidden_states=self.head_layers is not None,
-                skip_padding=True,
-                cls_only=cls_only,
-            )
+    @property
+    def head_combine(self) -> str:  # what HeadInputs reads
+        return self.hparams.head_combine
 
-    def token_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, T, head_input_size]: the last layer, or the head_layers combined."""
-        out = self.encode(batch)
-        if self.head_layers is None:
-            return out.last_hidden_state
-        return combine_layers(out.hidden_states, self.head_layers, self.hparams.head_combine)
-
-    def sentence_state(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, head_input_size]: the pooled [CLS], or [CLS] of the head_layers combined (no pooler)."""
-        if self.head_layers is None:  # the pooler reads [CLS] alone: the last layer is computed there only
-            return self.encode(batch, cls_only=True).pooler_output
-        return self.token_states(batch)[:, 0]
+    @property
+    def encoder_frozen(self) -> bool:
+        return self.hparams.freeze_encoder
 
     # -- optimisation ------------------------------------------------------------------------
 
@@ -425,28 +409,6 @@ class TaskModule(L.LightningModule):
 
 
 _SPLITS = {"val": "validation", "test": "test"}
-COMBINE_MODES = ("concat", "sum", "mean")
-
-
-def hidden_layer_index(layer: int, num_layers: int) -> int:
-    """Google's layer indexing -> an index into (embeddings, layer 1, ..., layer L): -1 is the last
-    layer, -L the first, 0 (or -(L+1)) the embedding output, k > 0 layer k."""
-    if not -(num_layers + 1) <= layer <= num_layers:
-        raise UserError(
-            f"layer {layer} does not exist: the encoder has {num_layers} layers "
-            f"(-1 .. -{num_layers} from the top, 0 the embeddings, 1 .. {num_layers} from the bottom)"
-        )
-    return layer if layer >= 0 else num_layers + 1 + layer
-
-
-def combine_layers(hidden_states: tuple[torch.Tensor, ...], layers: list[int], how: str) -> torch.Tensor:
-    """The chosen hidden states ([B, T, H] each, indices from ``hidden_layer_index``) joined:
-    concat -> [B, T, len(layers) * H] in the order given; sum / mean -> [B, T, H]."""
-    states = [hidden_states[i] for i in layers]
-    if how == "concat":
-        return states[0] if len(states) == 1 else torch.cat(states, dim=-1)
-    total = torch.stack(states).sum(0)
-    return total / len(states) if how == "mean" else total
 
 
 def check_range(

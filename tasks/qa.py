@@ -24,6 +24,7 @@ from .datamodule import Prepared, TaskDataModule
 from .decoding.qa import QAContext, QADecoder, QAPrediction
 from .evaluation import Evaluation, OutputFile
 from .features.qa import QAFeaturizer, example_rows, features_from_table, loader_table, windows_per_example
+from .heads import span_logits
 from .io import UserError
 from .metrics.squad import evaluate
 from .module import TaskModule
@@ -202,10 +203,7 @@ class QAModule(TaskModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end logits [B, T]; padding positions get -10000 so they never win or weigh."""
-        logits = self.qa_outputs(self.token_states(batch))  # [B, T, 2]
-        start, end = logits.unbind(-1)
-        padding = batch["attention_mask"] == 0
-        return start.masked_fill(padding, -10000.0), end.masked_fill(padding, -10000.0)
+        return span_logits(self.qa_outputs(self.token_states(batch)), batch["attention_mask"])
 
     def training_loss(
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]

@@ -57,20 +57,26 @@ def prediction_records(
         item = lookup(example)
         if item is None:
             return [json.dumps({"line": example + 1, "text": ""})]
-        fields: dict[str, Any] = {"line": item.line, "index": item.index, "text": item.text}
-        if item.text_pair is not None:
-            fields["text_pair"] = item.text_pair
-        if prediction.score is not None:
-            fields["score"] = prediction.score
-        elif getattr(prediction, "labels", None) is not None:  # multi-label
-            fields["labels"] = prediction.labels
-            fields["probabilities"] = prediction.probabilities
-        else:
-            fields["label"] = display(prediction.label)
-            fields["probabilities"] = {display(name): p for name, p in prediction.probabilities.items()}
-        return [json.dumps(fields, ensure_ascii=False)]
+        return [json.dumps(prediction_record(item, prediction, display), ensure_ascii=False)]
 
     return render
+
+
+def prediction_record(item: Example, prediction: Any, display: Callable[[str], str] = str) -> dict[str, Any]:
+    """One example's record of ``predictions.jsonl`` (see ``prediction_records``): what predict
+    writes and the plain predictor (``tasks.predictor``) returns."""
+    fields: dict[str, Any] = {"line": item.line, "index": item.index, "text": item.text}
+    if item.text_pair is not None:
+        fields["text_pair"] = item.text_pair
+    if prediction.score is not None:
+        fields["score"] = prediction.score
+    elif getattr(prediction, "labels", None) is not None:  # multi-label
+        fields["labels"] = prediction.labels
+        fields["probabilities"] = prediction.probabilities
+    else:
+        fields["label"] = display(prediction.label)
+        fields["probabilities"] = {display(name): p for name, p in prediction.probabilities.items()}
+    return fields
 
 
 def confusion_matrix_writer(

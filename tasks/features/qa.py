@@ -20,14 +20,16 @@ import logging
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 
 from ..data.squad import SquadAnswer, SquadExample
 from ..feature_cache import INPUT_LENGTHS
 from ..io import DataError, UserError
+
+if TYPE_CHECKING:  # feature tables are datasets' (the plain predictor makes its features in memory)
+    import datasets
 
 log = logging.getLogger(__name__)
 

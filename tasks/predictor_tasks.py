@@ -1,0 +1,187 @@
+"""Each task kind as the plain predictor (``tasks.predictor``) sees it: a request record -> an
+example, examples -> features (the task's ``features/`` featurizer), model outputs -> a decoded
+prediction (the task's own ``split_outputs``/``decode``, which its LightningModule calls too) ->
+the record its predictions file holds. No Lightning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from .evaluation import OutputFile
+from .feature_cache import INPUT_LENGTHS
+from .io import UserError
+
+
+class TaskAdapter:
+    """What the predictor needs of a task kind; see the subclasses."""
+
+    kind: ClassVar[str]
+    # The columns the Lightning loader hands the module (the rest of a feature stays behind).
+    loader_columns: ClassVar[tuple[str, ...]] = (
+        "input_ids",
+        "token_type_ids",
+        "attention_mask",
+        "example",
+        "feature_index",
+    )
+
+    def __init__(
+        self,
+        hparams: dict[str, Any],
+        settings: dict[str, Any],
+        tokenizer: Any,
+        state: dict[str, torch.Tensor],
+        num_layers: int,
+    ):
+        self.hparams, self.settings, self.tokenizer = hparams, settings, tokenizer
+        self.pad_token_id = tokenizer.pad_token_id
+        self.labels: list[str] | None = None
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def example(self, record: Any, position: int) -> Any:
+        """A request record as the task's example (a UserError naming a malformed field)."""
+        raise NotImplementedError
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        """The record predict's predictions file holds for the example."""
+        raise NotImplementedError
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def read(self, path: str) -> Iterator[Any]:
+        """A predict file's examples in order (None: a blank line)."""
+        raise NotImplementedError
+
+    def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
+        """The files predict writes for ``path`` (``predictions``: the records file)."""
+        raise NotImplementedError
+
+    # -- model inputs and outputs ----------------------------------------------------------------
+
+    def features(self, examples: list[Any], numbers: list[int] | None = None) -> list[dict[str, Any]]:
+        """Each example's features (several windows for a long one), numbered by ``numbers``."""
+        raise NotImplementedError
+
+    def loader_row(self, feature: dict[str, Any]) -> dict[str, Any]:
+        return {k: feature[k] for k in self.loader_columns if k in feature}
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        raise NotImplementedError
+
+    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+        raise NotImplementedError
+
+
+def rows_of(columns: dict[str, list], start_feature: int = 0) -> list[dict[str, Any]]:
+    """A batched featurizer's columns as one dict per feature, numbered from ``start_feature``."""
+    columns = {k: v for k, v in columns.items() if k != INPUT_LENGTHS}
+    size = len(next(iter(columns.values()))) if columns else 0
+    rows = [{k: v[i] for k, v in columns.items()} for i in range(size)]
+    for i, row in enumerate(rows):
+        row["feature_index"] = start_feature + i
+    return rows
+
+
+def text_field(record: dict, name: str, required: bool = True) -> str | None:
+    """A request's text field: a non-empty string (a UserError naming the field otherwise)."""
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise UserError(f"{name}: missing (a record needs a non-empty string {name!r})")
+        return None
+    if not isinstance(value, str):
+        raise UserError(f"{name}: a string expected, not {type(value).__name__}")
+    if not value.strip():
+        raise UserError(f"{name}: empty")
+    return value
+
+
+def check_record(record: Any) -> dict:
+    if not isinstance(record, dict):
+        raise UserError(f"a record is a JSON object, not {type(record).__name__}")
+    return record
+
+
+class ClassificationAdapter(TaskAdapter):
+    kind = "classification"
+
+    def __init__(self, hparams, settings, tokenizer, state, num_layers):
+        super().__init__(hparams, settings, tokenizer, state, num_layers)
+        from .data.classification_outputs import display_names
+        from .data.glue import GLUE_TASKS
+        from .features.classification import SentenceFeatures, is_regression
+
+        self.task = hparams.get("task") or "classification"
+        self.regression = is_regression(self.task)
+        self.label_names = None if self.regression else list(hparams["label_names"])
+        self.display = display_names(self.task)
+        self.labels = None if self.regression else [self.display(n) for n in self.label_names]
+        glue = GLUE_TASKS.get(self.task)
+        # A generic task's pairs are a data option (--data.text_pair_column), not in the checkpoint.
+        self.is_pair = glue.is_pair if glue is not None else bool(settings.get("text_pair_column"))
+        self.settings = settings
+        length = settings["max_seq_length"]
+        self.featurizer = SentenceFeatures(self.task, self.label_names, self.is_pair, length)
+        self.tokenize = self.featurizer.tokenizing(tokenizer)
+        self.thresholds = state.get("thresholds")
+        self.threshold = state.get("threshold")
+
+    def example(self, record: Any, position: int):
+        from .data.tables import Example
+
+        record = check_record(record)
+        text = text_field(record, "text")
+        pair_name = "text_pair" if "text_pair" in record or "text_b" not in record else "text_b"
+        pair = text_field(record, pair_name, required=self.is_pair)
+        if pair is not None and not self.is_pair:
+            raise UserError(f"{pair_name}: this model classifies single texts, not pairs")
+        index = record.get("index", position)
+        return Example(index=str(index), text=text, text_pair=pair, line=position + 1)
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        from .data.classification_outputs import prediction_record
+
+        if example is None:
+            return {"line": position + 1, "text": ""}
+        return prediction_record(example, prediction, self.display)
+
+    def read(self, path: str) -> Iterator[Any]:
+        from .data.classification_inputs import iter_predict_file
+
+        return iter_predict_file(path, self.task, self.is_pair, label_names=self.label_names)
+
+    def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
+        from .data.classification_outputs import prediction_files
+        from .data.text import LineCursor
+
+        cursor = lambda: LineCursor(lambda: self.read(path)).get  # noqa: E731
+        return prediction_files(predictions, self.task, path, cursor, default_folder)
+
+    def features(self, examples: list[Any], numbers: list[int] | None = None) -> list[dict[str, Any]]:
+        numbers = list(range(len(examples))) if numbers is None else numbers
+        if not examples:
+            return []
+        rows = [{**self.featurizer.row(e), "example": n} for e, n in zip(examples, numbers)]
+        columns = {key: [row[key] for row in rows] for key in rows[0]}
+        return rows_of(self.tokenize(columns))
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        from .decoding.classification import split_logits
+
+        return split_logits(outputs, batch)
+
+    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+        from .decoding.classification import classify
+
+        if not outputs:
+            return None
+        (logits,) = outputs
+        return classify(logits, self.label_names, self.regression, self.thresholds, self.threshold)
+
+
+TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {adapter.kind: adapter for adapter in (ClassificationAdapter,)}
