@@ -53,13 +53,13 @@ class PredictorAPI(LitAPI):
             print(f"ready: {self.predictor.task} model ({self.runtime})", flush=True)
 
     def length(self, payload: Any) -> int:
-        """A queued request's tokens (0 when it is malformed: the check answers it)."""
+        """A queued request's tokens; a malformed one counts as a full batch: it waits for nothing."""
         try:
             return sum(
                 self.predictor.length(r) for r in (payload if isinstance(payload, list) else [payload])
             )
-        except Exception:
-            return 0
+        except UserError:
+            return self.max_batch_tokens
 
     # ``request`` has no annotation on purpose: LitServe reads it as the endpoint's request type
     # (none: the JSON body), and with postponed annotations even ``Any`` would turn it into a query field.
@@ -70,33 +70,47 @@ class PredictorAPI(LitAPI):
         return inputs
 
     def predict(self, requests: list[tuple[bool, list]]) -> list[tuple[int, Any]]:
-        answers: list[tuple[int, Any] | None] = [self._problem(many, records) for many, records in requests]
-        good = [i for i, answer in enumerate(answers) if answer is None]
-        try:
-            outputs = self.predictor([r for i in good for r in requests[i][1]], self.max_batch_tokens)
-        except UserError:  # a record the check let through: alone, each request fails or not on its own
-            outputs = None
-        position = 0
-        for i in good:
-            many, records = requests[i]
-            if outputs is None:
-                try:
-                    mine = self.predictor(records, self.max_batch_tokens)
-                except UserError as err:
-                    answers[i] = (422, {"error": one_line(err)})
-                    continue
-            else:
-                mine, position = outputs[position : position + len(records)], position + len(records)
-            answers[i] = (200, mine if many else mine[0])
-        return answers
-
-    def _problem(self, many: bool, records: list) -> tuple[int, Any] | None:
-        for index, record in enumerate(records):
+        # Each request's records are numbered within the request ("line", "index": as a file of
+        # them would be), so the requests are made into examples one by one, run together (the
+        # predictor's token-budget batches over all of them), and made into records one by one:
+        # Predictor.__call__ split by request.
+        adapter = self.predictor.adapter
+        answers: list[tuple[int, Any] | None] = [None] * len(requests)
+        mine: dict[int, list] = {}
+        for i, (many, records) in enumerate(requests):
             try:
-                self.predictor.check(record)
+                mine[i] = []
+                for position, record in enumerate(records):
+                    mine[i].append(adapter.example(record, position))
             except UserError as err:
-                return 422, {"error": f"{f'record {index}: ' if many else ''}{one_line(err)}"}
-        return None
+                del mine[i]
+                answers[i] = (
+                    422,
+                    {"error": f"record {position}: {one_line(err)}" if many else one_line(err)},
+                )
+        try:
+            examples = [example for i in mine for example in mine[i]]
+            outputs = dict(self.predictor.predict(examples, self.max_batch_tokens))
+        except UserError:  # a record the examples let through: alone, each request fails or not on its own
+            outputs = None
+        start = 0
+        for i, examples in mine.items():
+            many, records = requests[i]
+            try:
+                if outputs is None:
+                    predictions = [p for _, p in self.predictor.predict(examples, self.max_batch_tokens)]
+                else:
+                    predictions = [outputs[start + position] for position in range(len(examples))]
+            except UserError as err:
+                answers[i] = (422, {"error": one_line(err)})
+                continue
+            finally:
+                start += len(examples)
+            out = [
+                adapter.record(position, e, p) for position, (e, p) in enumerate(zip(examples, predictions))
+            ]
+            answers[i] = (200, out if many else out[0])
+        return answers
 
     def unbatch(self, output: list) -> list:
         return output
