@@ -31,6 +31,7 @@ from torch import nn
 
 from . import kernels
 from .config import BertConfig
+from .initialization import fills_skipped
 from .kernels import Dropout, activation
 from .layout import TokenLayout
 
@@ -267,10 +268,9 @@ class PretrainedMixin:
         """``cls(config)`` with its tensors allocated but not initialised: for a model whose weights
         are loaded next. BERT's initialisation of all-MiniLM-L6-v2 (the 30,522 x 384 table's
         truncated normal above all) takes about a second on a laptop CPU, for values a checkpoint
-        overwrites."""
-        with torch.device("meta"):
-            model = cls(config)
-        return model.to_empty(device="cpu")
+        overwrites. (Not built on the meta device: its fills import torch._dynamo, seconds of start-up.)"""
+        with fills_skipped():
+            return cls(config)
 
     def initialise_missing(self, loaded: set[str]) -> None:
         """BERT's initialisation for the parameters of an ``uninitialised`` model not in ``loaded``

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .help import command_help
 from .io import UserError, one_line, user_error_in
+from .plain_predict import plain_predict
 from .preflight import Invocation, preflight
 from .rundir import release_all
 from .runtime import drop_onednn_primitive_cache, keep_freed_memory, quiet_lightning
@@ -90,6 +91,8 @@ def _run(args: list[str]) -> int:
             return 0
     if args[0] in LIGHTNING_COMMANDS:
         args = preflight(args)  # refusals that need no Lightning come before it is imported
+    if args[0] == "predict" and (code := plain_predict(args)) is not None:
+        return code  # nothing Lightning-specific asked for: the plain predictor (tasks.plain_predict)
     if args[0] in ("validate", "test", "predict"):
         drop_onednn_primitive_cache()
         args = with_checkpoint_classes(args)

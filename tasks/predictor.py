@@ -116,7 +116,7 @@ class Predictor:
         if kind not in TASK_ADAPTERS:
             raise UserError(f"{path}: a {kind} model; the predictor runs {', '.join(TASK_ADAPTERS)} models")
         hparams, settings = stored["hyper_parameters"], dict(stored["data_settings"])
-        tokenizer = source.tokenizer()
+        tokenizer = TASK_ADAPTERS[kind].make_tokenizer(source, stored["payload"])
         positions = tokenizer.model_max_length
         length = min(max_seq_length or settings.get("max_seq_length") or 128, positions)
         settings["max_seq_length"] = length
@@ -172,30 +172,38 @@ class Predictor:
         max_batch_tokens: int | None = None,
         batch_size: int | None = None,
         chunk: int = 4096,
+        lengths: list[int] | None = None,
     ) -> Iterator[tuple[int, Any]]:
         """(example index, decoded prediction) for each of ``examples`` (None: a blank line, decoded
         from no outputs), in order, read and run a chunk at a time: batches by tokens (longest first
-        within a chunk) or, with ``batch_size``, by rows in file order."""
+        within a chunk) or, with ``batch_size``, by rows in file order. ``lengths`` is given each
+        input's whole length in tokens (what the input-length line reports)."""
         buffer: list[Any] = []
         start = 0
         for example in examples:
             buffer.append(example)
             if len(buffer) >= chunk:
-                yield from self._predict_chunk(buffer, start, max_batch_tokens, batch_size)
+                yield from self._predict_chunk(buffer, start, max_batch_tokens, batch_size, lengths)
                 start += len(buffer)
                 buffer = []
         if buffer:
-            yield from self._predict_chunk(buffer, start, max_batch_tokens, batch_size)
+            yield from self._predict_chunk(buffer, start, max_batch_tokens, batch_size, lengths)
 
     def _predict_chunk(
-        self, examples: list[Any], start: int, max_batch_tokens: int | None, batch_size: int | None
+        self,
+        examples: list[Any],
+        start: int,
+        max_batch_tokens: int | None,
+        batch_size: int | None,
+        lengths: list[int] | None = None,
     ) -> Iterator[tuple[int, Any]]:
         adapter = self.adapter
         numbered = [(start + i, e) for i, e in enumerate(examples) if e is not None]
-        features = adapter.features([e for _, e in numbered], [i for i, _ in numbered])
+        features = adapter.features([e for _, e in numbered], [i for i, _ in numbered], lengths)
         windows: dict[int, int] = {}
         for feature in features:
-            windows[feature["example"]] = windows.get(feature["example"], 0) + 1
+            number = feature[adapter.example_column]
+            windows[number] = windows.get(number, 0) + 1
         if batch_size is not None:
             batches = [
                 list(range(i, min(i + batch_size, len(features))))

@@ -20,6 +20,8 @@ class TaskAdapter:
     """What the predictor needs of a task kind; see the subclasses."""
 
     kind: ClassVar[str]
+    long_inputs: ClassVar[str] = "were truncated"  # what became of an input over max_seq_length
+    example_column: ClassVar[str] = "example"  # the feature column naming its example
     # The columns the Lightning loader hands the module (the rest of a feature stays behind).
     loader_columns: ClassVar[tuple[str, ...]] = (
         "input_ids",
@@ -41,6 +43,11 @@ class TaskAdapter:
         self.pad_token_id = tokenizer.pad_token_id
         self.labels: list[str] | None = None
 
+    @staticmethod
+    def make_tokenizer(source: Any, payload: dict[str, Any]) -> Any:
+        """The model's tokenizer (transformers' unless the task's featurizer needs less)."""
+        return source.tokenizer()
+
     # -- requests --------------------------------------------------------------------------------
 
     def example(self, record: Any, position: int) -> Any:
@@ -61,10 +68,22 @@ class TaskAdapter:
         """The files predict writes for ``path`` (``predictions``: the records file)."""
         raise NotImplementedError
 
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        """Whether the plain predict reads this file as predict does (else: the Lightning way)."""
+        return True
+
+    def no_features(self, path: str) -> Exception | None:
+        """The error of a file that gave no model input at all (None: not an error)."""
+        return None
+
     # -- model inputs and outputs ----------------------------------------------------------------
 
-    def features(self, examples: list[Any], numbers: list[int] | None = None) -> list[dict[str, Any]]:
-        """Each example's features (several windows for a long one), numbered by ``numbers``."""
+    def features(
+        self, examples: list[Any], numbers: list[int] | None = None, lengths: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Each example's features (several windows for a long one), numbered by ``numbers``;
+        each input's whole length in tokens is appended to ``lengths``."""
         raise NotImplementedError
 
     def loader_row(self, feature: dict[str, Any]) -> dict[str, Any]:
@@ -77,13 +96,16 @@ class TaskAdapter:
         raise NotImplementedError
 
 
-def rows_of(columns: dict[str, list], start_feature: int = 0) -> list[dict[str, Any]]:
-    """A batched featurizer's columns as one dict per feature, numbered from ``start_feature``."""
+def rows_of(columns: dict[str, list], lengths: list[int] | None = None) -> list[dict[str, Any]]:
+    """A batched featurizer's columns as one dict per feature, numbered from 0; the input lengths
+    it measured are appended to ``lengths``."""
+    if lengths is not None:
+        lengths.extend(columns.get(INPUT_LENGTHS, ()))
     columns = {k: v for k, v in columns.items() if k != INPUT_LENGTHS}
     size = len(next(iter(columns.values()))) if columns else 0
     rows = [{k: v[i] for k, v in columns.items()} for i in range(size)]
     for i, row in enumerate(rows):
-        row["feature_index"] = start_feature + i
+        row["feature_index"] = i
     return rows
 
 
@@ -131,6 +153,16 @@ class ClassificationAdapter(TaskAdapter):
         self.thresholds = state.get("thresholds")
         self.threshold = state.get("threshold")
 
+    @staticmethod
+    def make_tokenizer(source: Any, payload: dict[str, Any]) -> Any:
+        """``tokenizers`` directly: transformers' import is most of a short predict's time."""
+        from bert_core.vocab import vocab_ids
+
+        from .plain_tokenizer import PlainTokenizer
+
+        positions = payload["bert_config"].get("max_position_embeddings", 512)
+        return PlainTokenizer(vocab_ids(payload["vocab"], warn=False), payload["do_lower_case"], positions)
+
     def example(self, record: Any, position: int):
         from .data.tables import Example
 
@@ -162,13 +194,13 @@ class ClassificationAdapter(TaskAdapter):
         cursor = lambda: LineCursor(lambda: self.read(path)).get  # noqa: E731
         return prediction_files(predictions, self.task, path, cursor, default_folder)
 
-    def features(self, examples: list[Any], numbers: list[int] | None = None) -> list[dict[str, Any]]:
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
         numbers = list(range(len(examples))) if numbers is None else numbers
         if not examples:
             return []
         rows = [{**self.featurizer.row(e), "example": n} for e, n in zip(examples, numbers)]
         columns = {key: [row[key] for row in rows] for key in rows[0]}
-        return rows_of(self.tokenize(columns))
+        return rows_of(self.tokenize(columns), lengths)
 
     def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         from .decoding.classification import split_logits
@@ -184,4 +216,105 @@ class ClassificationAdapter(TaskAdapter):
         return classify(logits, self.label_names, self.regression, self.thresholds, self.threshold)
 
 
-TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {adapter.kind: adapter for adapter in (ClassificationAdapter,)}
+class TaggingAdapter(TaskAdapter):
+    """NER: a raw text (``text``: its entities with character offsets, as predict writes for a
+    ``.txt`` file) or given words (``tokens``: a tag per word)."""
+
+    kind = "tagging"
+    long_inputs = "were split into windows"
+    example_column = "sentence"
+
+    def __init__(self, hparams, settings, tokenizer, state, num_layers):
+        super().__init__(hparams, settings, tokenizer, state, num_layers)
+        from .data import conll
+        from .features.tagging import FEATURE_COLUMNS, TaggingFeaturizer
+
+        self.label_names = list(hparams["label_names"])
+        self.labels = list(self.label_names)
+        self.scheme = conll.scheme_for_labels(self.label_names, settings.get("tag_scheme") or "BIO")
+        self.decoding = hparams.get("decoding", "viterbi")
+        featurizer = TaggingFeaturizer(
+            tuple(self.label_names),
+            self.scheme,
+            bool(settings.get("document_context", False)),
+            bool(settings.get("label_all_tokens", False)),
+            settings.get("tag_column", -1),
+            "text",
+        )
+        self.featurize = featurizer.batch_function(tokenizer, settings["max_seq_length"])
+        self.loader_columns = (*FEATURE_COLUMNS, "feature_index")
+
+    make_tokenizer = staticmethod(ClassificationAdapter.make_tokenizer)
+
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        """Raw text (``.txt`` not in CoNLL columns): CoNLL and annotation files go the Lightning way."""
+        from .data.words import reads_as_text
+
+        return reads_as_text(path, "auto")
+
+    def example(self, record: Any, position: int):
+        from .data.words import split_words
+
+        record = check_record(record)
+        if "tokens" in record:
+            tokens = record["tokens"]
+            if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+                raise UserError("tokens: a non-empty list of strings expected")
+            if any(not t.strip() or any(c.isspace() for c in t) for t in tokens):
+                raise UserError("tokens: each token a non-empty string without spaces")
+            return {"tokens": tokens, "words": list(tokens)}
+        text = text_field(record, "text")
+        spans = split_words(text)
+        return {"text": text, "spans": spans, "words": [text[a:b] for a, b in spans]}
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        from .data.words import entity_record
+
+        if "tokens" in example:
+            return {"tokens": example["tokens"], "tags": prediction.tags}
+        return entity_record(example["text"], example["spans"], prediction.tags)
+
+    def read(self, path: str) -> Iterator[Any]:
+        from .data.words import line_words
+
+        return ({"words": words} for words in line_words(path))
+
+    def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
+        from .data.words import entity_lines
+
+        render = entity_lines(path)
+        return [OutputFile(predictions, lambda s, p: render(s, p.tags))]
+
+    def no_features(self, path: str) -> Exception:
+        from .io import DataError
+
+        return DataError(path, "empty file: no text to tag (only blank lines, or none)", line=1)
+
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
+        numbers = list(range(len(examples))) if numbers is None else numbers
+        rows = [
+            {"sentence_ids": [n], "words": [e["words"]], "labels": [[]]}
+            for e, n in zip(examples, numbers)
+            if e["words"]
+        ]
+        if not rows:
+            return []
+        columns = {key: [row[key] for row in rows] for key in rows[0]}
+        return rows_of(self.featurize(columns), lengths)
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        from .decoding.tagging import window_outputs
+
+        return window_outputs(outputs, batch)
+
+    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+        from .decoding.tagging import TaggedSentence
+
+        length = len(example["words"])
+        return TaggedSentence.from_windows(length, outputs, self.label_names, self.scheme, self.decoding)
+
+
+TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {
+    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter)
+}

@@ -19,7 +19,7 @@ from .data import conll, spans
 from .data.tagged import TaggedFiles
 from .data.words import LineWordCounts, entity_lines, line_words, reads_as_text, split_words
 from .datamodule import Prepared, TaskDataModule
-from .decoding.tagging import DECODINGS, TaggedSentence, TaggingContext, WindowOutput
+from .decoding.tagging import DECODINGS, TaggedSentence, TaggingContext, WindowOutput, window_outputs
 from .evaluation import Evaluation, OutputFile
 from .features.tagging import IGNORE_INDEX, TaggingFeaturizer, lines_as_rows, windows_per_sentence
 from .io import DataError, UserError
@@ -262,10 +262,7 @@ class TaggingModule(TaskModule):
     ) -> list[tuple[int, int, WindowOutput]]:
         """Each window's labelled words, their label log-probabilities, and its loss (summed over
         its labelled tokens, so that the split's loss is the mean over all of them)."""
-        log_probs, labels = outputs.detach().float().log_softmax(-1), batch["labels"]
-        losses = F.nll_loss(log_probs.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-        arrays = {key: batch[key].cpu().numpy() for key in WindowOutput.COLUMNS}
-        return WindowOutput.from_batch(log_probs.cpu().numpy(), losses.sum(-1).tolist(), arrays)
+        return window_outputs(outputs, batch)
 
     def decode(self, example: int, outputs: list[WindowOutput], evaluation: Evaluation) -> TaggedSentence:
         length = evaluation.context.sentence_lengths[example]

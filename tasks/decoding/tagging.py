@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -201,6 +201,19 @@ class WindowOutput:
             output = cls(scores, loss_sum, int(labelled[row]))
             outputs.append((int(batch["sentence"][row]), int(batch["feature_index"][row]), output))
         return outputs
+
+
+def window_outputs(logits: Any, batch: dict[str, Any]) -> list[tuple[int, int, WindowOutput]]:
+    """The tagging head's logits [B, T, labels] for a batch of windows -> each window's labelled
+    words, their label log-probabilities, and its loss (summed over its labelled tokens, so that a
+    split's loss is the mean over all of them): what predict, validate, test and the plain
+    predictor decode from."""
+    import torch.nn.functional as F
+
+    log_probs, labels = logits.detach().float().log_softmax(-1), batch["labels"]
+    losses = F.nll_loss(log_probs.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    arrays = {key: batch[key].cpu().numpy() for key in WindowOutput.COLUMNS}
+    return WindowOutput.from_batch(log_probs.cpu().numpy(), losses.sum(-1).tolist(), arrays)
 
 
 @functools.lru_cache(maxsize=8)
