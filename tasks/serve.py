@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_options(args)
     if not Path(args.ckpt_path).exists():
         raise UserError(f"--ckpt_path {args.ckpt_path}: no such file or directory")
+    _check_port(args.host, args.port)
     return serve(args)
 
 
@@ -79,6 +82,16 @@ def _check_options(args: Any) -> None:
             raise UserError(f"--{name} {getattr(args, name)}: must be at least 1")
     if args.max_wait_ms < 0:
         raise UserError(f"--max_wait_ms {args.max_wait_ms}: must be 0 or more")
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port in use is one line now, not uvicorn's exit after the model has loaded."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror})") from None
 
 
 def serve(args: Any) -> int:
@@ -100,7 +113,7 @@ def serve(args: Any) -> int:
     server.app.add_api_route("/info", _info_endpoint(state / "info.json"), methods=["GET"])
     print(
         f"serving {args.ckpt_path} at http://{args.host}:{args.port}: POST /predict, GET /health, GET /info "
-        f"(ready when /health answers ok; SIGTERM or Ctrl+C stops after answering what is in flight)",
+        f"(ready when /health answers ok; SIGTERM stops it after answering what is in flight)",
         flush=True,
     )
     owner = os.getpid()
@@ -124,9 +137,7 @@ def serve(args: Any) -> int:
         for child in multiprocessing.active_children():  # whatever a failed start left behind
             child.terminate()
             child.join(5)
-        for path in state.iterdir():
-            path.unlink()
-        state.rmdir()
+        shutil.rmtree(state, ignore_errors=True)
     return 0
 
 

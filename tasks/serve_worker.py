@@ -46,7 +46,7 @@ class PredictorAPI(LitAPI):
             if user_error is None:
                 raise
             # The supervisor prints this as one line; LitServe's traceback of it would only repeat it.
-            write_json(self.info_path, {"error": f"--ckpt_path {self.ckpt_path}: {one_line(user_error)}"})
+            write_json(self.info_path, {"error": one_line(user_error)})
             logging.getLogger("litserve.loops.loops").disabled = True
             raise
         if os.environ.get("LITSERVE_WORKER_ID", "0") == "0":
