@@ -14,10 +14,12 @@ config on all-MiniLM-L6-v2; speed does not depend on how well it is trained):
 
 A client in this process (asyncio, one keep-alive connection per concurrent client) sends one
 sentence per request at each concurrency level, at most ``--requests`` requests or ``--duration``
-seconds per level, after a few unmeasured warm-up requests. Per level: requests per second, p50 and
-p99 latency; per server: seconds until ``/health`` answers, and peak memory of its whole process
-tree, sampled every 0.25 s (RSS summed over the processes counts the pages forked processes share
-in each of them; PSS shares them out). Our records at concurrency 1 are compared with predict's.
+seconds per level, after a few unmeasured warm-up requests. Per level: requests per second, p50
+and p99 latency, and the CPU time the server's processes used per request (user + system: what a
+request costs, whatever share of a loaded machine the server got). Per server: seconds until
+``/health`` answers, and peak memory of its whole process tree, sampled every 0.25 s (RSS summed
+over the processes counts the pages forked processes share in each of them; PSS shares them out).
+Our records at concurrency 1 are compared with predict's.
 
     python benchmarks/serve.py [--tasks sst2,ner] [--requests 1000] [--duration 10] [--levels 1,8,32,128]
 """
@@ -112,6 +114,17 @@ class Server:
                 pss += proc_kb(pid, "smaps_rollup", "Pss:")
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 1024), max(self.peak_pss, pss / 1024)
             time.sleep(0.25)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far."""
+        ticks = 0
+        for pid in tree(self.process.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self._sampling = False
@@ -254,8 +267,10 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     print(f"# serve benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     print(f"# at most {args.requests} requests or {args.duration:g} s per level, one sentence a request\n")
-    print("| task | runner | concurrency | requests | requests/s | ours / runner | p50 ms | p99 ms |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| task | runner | concurrency | requests | requests/s | ours / runner | p50 ms | p99 ms | CPU ms / request |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     notes = []
     for task in args.tasks.split(","):
         work = args.work / task
@@ -286,9 +301,12 @@ def main() -> None:
             server = Server(name, [c.replace("{port}", str(port)) for c in command], port, work, runner_env)
             try:
                 asyncio.run(load(port, bodies, 1, 16, 60))  # warm-up, not measured
-                results[name] = {
-                    c: asyncio.run(load(port, bodies, c, args.requests, args.duration)) for c in levels
-                }
+                results[name] = {}
+                for level in levels:
+                    used = server.cpu_seconds()
+                    row = asyncio.run(load(port, bodies, level, args.requests, args.duration))
+                    row["cpu_ms"] = 1000 * (server.cpu_seconds() - used) / max(row["requests"], 1)
+                    results[name][level] = row
             finally:
                 server.stop()
             notes.append(
@@ -302,7 +320,7 @@ def main() -> None:
                 failed = f" ({row['failures']} failed)" if row["failures"] else ""
                 print(
                     f"| {task} | {name} | {level} | {row['requests']}{failed} | {row['per_s']:.1f} | {ratio} "
-                    f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+                    f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['cpu_ms']:.1f} |"
                 )
         # predict on a file of the sentences the servers were sent (at most --requests of them)
         predictions = work / "predict" / "predictions.jsonl"
@@ -314,7 +332,7 @@ def main() -> None:
         rate = len(sentences) / seconds
         print(
             f"| {task} | predict on a file ({len(sentences)} sentences, start-up included) | - | {len(sentences)} "
-            f"| {rate:.1f} | {max(r['per_s'] for r in ours.values()) / rate:.2f}x (best level) | - | {seconds * 1000:.0f} (whole file) |"
+            f"| {rate:.1f} | {max(r['per_s'] for r in ours.values()) / rate:.2f}x (best level) | - | {seconds * 1000:.0f} (whole file) | - |"
         )
         predicted = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
         notes.append(f"{task}, predict on a file: peak RSS {rss:.0f} MB")
