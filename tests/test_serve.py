@@ -198,3 +198,16 @@ def test_a_flood_gets_503_with_retry_after_and_sigterm_answers_what_is_in_flight
     assert process.wait(60) == 0
     with pytest.raises(OSError):
         call(url, "/health")
+
+
+def test_serve_imports_no_lightning_and_its_supervisor_no_torch():
+    """The supervisor and HTTP processes import ``tasks.serve`` and LitServe (with our worker's
+    classes, which LitServe pickles): no torch there; the workers add the predictor: no Lightning."""
+    code = (
+        "import sys, tasks.serve, tasks.serve_worker; assert 'torch' not in sys.modules, 'torch'; "
+        "import tasks.predictor; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
