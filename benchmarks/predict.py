@@ -6,6 +6,9 @@ questions (QA) from ../shared/data: a checkpoint of the shipped config is made w
 hf``, and then, interleaved, timed as a user runs them:
 
 * ours: ``python -m tasks predict --config configs/X.yaml --ckpt_path best.ckpt --data.predict_file F``
+  (through Lightning: a config is given), and ``python -m tasks predict --ckpt_path best.ckpt
+  --data.predict_file F`` (the plain predictor, ``tasks.plain_predict``; ratios are against the
+  first of ours that runs)
 * reference: a script calling ``transformers.pipeline(task, model=export_dir)`` over the same
   inputs, at the pipeline's default batch size and at batch 64.
 
@@ -128,7 +131,8 @@ def prepare(task: str, work: Path, limit: int) -> tuple[str, Path, Path, Path, i
     if task == "sst2":
         config, pipeline_task = "configs/sst2.yaml", "text-classification"
         rows = (SHARED / "glue" / "SST-2" / "train.5k.tsv").read_text(encoding="utf-8").splitlines()[1:]
-        lines = [row.split("\t")[0] for row in rows][:limit]
+        sentences = [row.split("\t")[0] for row in rows]
+        lines = (sentences * -(-limit // len(sentences)))[:limit]  # --limit 20000: the 5,000 four times
         source = work / "sentences.txt"
         source.write_text("\n".join(lines) + "\n", encoding="utf-8")
         fit = [
@@ -216,6 +220,11 @@ def floor_agreement(out_dir: Path) -> str:
     return f"{len(ours)} records, largest probability difference {worst:.1e}"
 
 
+def _chosen(name: str, runners: str) -> bool:
+    keys = {"ours": "ours (shipped", "plain": "ours, plain", "default": "default batch", "64": "batch 64"}
+    return any(keys[key] in name for key in runners.split(",") if key in keys)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # squad: transformers 5 removed the question-answering pipeline; the row runs where it exists (4.x)
@@ -228,6 +237,12 @@ def main() -> None:
         help="also time a predict without Lightning (classification tasks): what a split of the task classes would reach",
     )
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "benchmarks" / "predict")
+    parser.add_argument(
+        "--runners",
+        default="ours,plain,default,64",
+        help="which runners: ours (shipped config, Lightning), plain (--ckpt_path only, no Lightning), "
+        "default / 64 (the pipeline at its default batch / at 64)",
+    )
     args = parser.parse_args()
     print(
         f"# predict benchmark: load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, repeats {args.repeats}\n"
@@ -270,6 +285,12 @@ def main() -> None:
                 "64",
             ],
         }
+        if task != "squad":  # the command as users type it, which runs without Lightning
+            runners["ours, plain (--ckpt_path only)"] = tasks_command(
+                "predict", "--ckpt_path", checkpoint, "--data.predict_file", source,
+                "--trainer.default_root_dir", out_dir, "--data.predictions_file", out_dir / "plain.jsonl",
+            )  # fmt: skip
+        runners = {name: command for name, command in runners.items() if _chosen(name, args.runners)}
         if args.floor and task in FLOOR_TASKS:
             runners["without Lightning (floor, not a product path)"] = [
                 sys.executable,
@@ -284,11 +305,12 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so that load drifts hit every runner alike
             for name, command in runners.items():
                 results[name].append(timed(command))
-        ours = statistics.median(s for s, _ in results["ours (shipped config)"])
+        reference = next(name for name in results if name.startswith("ours"))  # the first of ours
+        ours = statistics.median(s for s, _ in results[reference])
         for name, runs in results.items():
             seconds = statistics.median(s for s, _ in runs)
             rss = max(r for _, r in runs)
-            ratio = "1.00" if name.startswith("ours") else f"{seconds / ours:.2f}x"
+            ratio = "1.00" if name == reference else f"{seconds / ours:.2f}x"
             print(
                 f"| {task} | {count} | {name} | {seconds:.1f} | {count / seconds:.0f} | {ratio} | {rss:.0f} |"
             )

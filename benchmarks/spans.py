@@ -94,8 +94,10 @@ def compare(args: argparse.Namespace) -> None:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         shown = ", ".join(f"{100 * v:.2f}" for v in values)
         print(f"{name:8s} val/f1 {100 * statistics.mean(values):.2f} ± {100 * spread:.2f}  ({shown})")
-    gap = 100 * (statistics.mean(scores["doccano"]) - statistics.mean(scores["conll"]))
-    print(f"doccano - conll: {gap:+.2f} F1")
+    gaps = [100 * (d - c) for d, c in zip(scores["doccano"], scores["conll"], strict=True)]
+    spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+    shown = ", ".join(f"{g:+.2f}" for g in gaps)
+    print(f"doccano - conll: {statistics.mean(gaps):+.2f} ± {spread:.2f} F1 per seed ({shown})")
 
 
 def main() -> None:

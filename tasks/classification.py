@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .class_weights import BALANCED, balanced_weights, check_class_weights
+from .class_weights import fill_balanced, weights_buffer
 from .data.classification_inputs import iter_predict_file
 from .data.classification_outputs import confusion_matrix_writer, prediction_files
 from .data.glue import GLUE_TASKS, hub_examples, iter_glue
@@ -51,6 +51,18 @@ class ClassificationDataModule(TaskDataModule):
         validation_mismatched_file: MNLI's dev_mismatched.tsv, scored as ``val/accuracy_mm``.
         header: whether generic CSV/TSV files start with a header row.
     """
+
+    # A generic table's columns too: the checkpoint alone validates and predicts on files laid out
+    # as its train file was (a command-line --data.* option still overrides).
+    stored_settings = (
+        "max_seq_length",
+        "text_column",
+        "text_pair_column",
+        "label_column",
+        "index_column",
+        "header",
+        "label_separator",
+    )
 
     def __init__(
         self,
@@ -228,6 +240,8 @@ class SequenceClassifier(TaskModule):
         tune_threshold: binary tasks: predict label 1 (the second label) when its probability reaches a threshold
             chosen at each validation to maximise the main metric (stored in the checkpoint).
             Multi-label tunes its per-label thresholds unless this is ``false`` (then 0.5).
+        threshold_metric: the metric the binary threshold maximises instead of the main one, e.g.
+            ``f1`` (label 1's F1) when label 1 is a rare class whose F1 matters more than accuracy.
     """
 
     main_metric_mode = "max"
@@ -237,6 +251,7 @@ class SequenceClassifier(TaskModule):
         classifier_dropout: float | None = None,
         class_weights: str | list[float] | None = None,
         tune_threshold: bool | None = None,
+        threshold_metric: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -258,20 +273,20 @@ class SequenceClassifier(TaskModule):
                     f"{self.hparams.task!r} with {num_labels} label(s)"
                 )
             self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
-        check_class_weights(class_weights, num_labels, "regression" if self.regression else "")
-        # A buffer (None: not in the checkpoint): validate/test/predict compute the same loss.
-        given = None if class_weights is None else torch.ones(num_labels)
-        if class_weights not in (None, BALANCED):
-            given = torch.tensor(class_weights, dtype=torch.float)
-        self.register_buffer("class_weights", given)
+        if threshold_metric is not None and (
+            not self.binary_threshold or threshold_metric not in self.metrics
+        ):
+            raise UserError(
+                f"--model.threshold_metric needs --model.tune_threshold true on a binary task and one of "
+                f"its metrics ({', '.join(self.metrics)}), not {threshold_metric!r}"
+            )
+        self.threshold_metric = threshold_metric or self.metrics[0]
+        what = "regression" if self.regression else ""
+        self.register_buffer("class_weights", weights_buffer(class_weights, num_labels, what))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = self.trainer.datamodule
-        if stage == "fit" and self.hparams.get("class_weights") == BALANCED and datamodule is not None:
-            counts, total = datamodule.train_label_counts()
-            weights = balanced_weights(torch.tensor(counts), total, self.multilabel)
-            self.class_weights.copy_(weights)
+        fill_balanced(self, stage, self.multilabel)
 
     @property
     def main_metric(self) -> str:
@@ -358,8 +373,8 @@ class SequenceClassifier(TaskModule):
             midpoints = (ordered[1:] + ordered[:-1]) / 2
             step = max(1, len(midpoints) // 256)  # a few hundred cuts are enough; each is scored
             candidates = [DEFAULT_THRESHOLD, *midpoints[::step].tolist()]
-            main = self.metrics[0]
-            scored = [(metrics_at(t)[main], -abs(t - DEFAULT_THRESHOLD), t) for t in candidates]
+            target = self.threshold_metric
+            scored = [(metrics_at(t)[target], -abs(t - DEFAULT_THRESHOLD), t) for t in candidates]
             self.threshold.fill_(max(scored)[2])
         values = metrics_at(float(self.threshold))
         values["threshold"] = float(self.threshold)

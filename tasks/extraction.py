@@ -22,17 +22,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from .data.arrays import NpyRows, SafetensorsRagged
 from .data.tables import Example
 from .data.text import LineCursor, iter_text
 from .datamodule import Prepared, TaskDataModule
+from .decoding.extraction import line_vectors
 from .evaluation import Evaluation, OutputFile
 from .features.extraction import ExtractionLayout, LineFeaturizer, line_row
+from .heads import all_hidden_states
 from .io import UserError
-from .module import COMBINE_MODES, TaskModule, combine_layers, hidden_layer_index
+from .module import COMBINE_MODES, TaskModule, hidden_layer_index
 
 POOLING = ("cls", "mean", "max", "none")
 WORD_VECTOR = ("first", "mean")
@@ -169,67 +170,27 @@ class FeatureExtractor(TaskModule):
         super().setup(stage)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        out = self.encoder(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch.get("token_type_ids"),
-            output_hidden_states=True,
-            skip_padding=True,
-        )
-        return out.hidden_states  # (embeddings, layer 1, ..., layer L), each [B, T, H]
+        return all_hidden_states(self.encoder, batch)  # (embeddings, layer 1, ..., layer L)
 
     def split_outputs(self, outputs, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        context: ExtractionContext = self.evaluations["predict"][0].context
+        if not context.per_token_layers:
+            how = (self.hparams.combine, self.hparams.pooling, self.hparams.word_vector)
+            return line_vectors(outputs, batch, self.layer_indices, *how)
         outputs = tuple(h.float().cpu() for h in outputs)  # numpy arrays go to the writer
         mask = batch["attention_mask"].bool().cpu()  # [B, T]
-        input_ids, word_ids = batch["input_ids"].cpu(), batch["word_ids"].cpu()
+        input_ids = batch["input_ids"].cpu()
         examples, features = batch["example"].tolist(), batch["feature_index"].tolist()
-        context: ExtractionContext = self.evaluations["predict"][0].context
-        if context.per_token_layers:
-            states = torch.stack([outputs[i] for i in self.layer_indices], dim=2)  # [B, T, layers, H]
-            values = [
-                {
-                    "input_ids": input_ids[b][mask[b]].tolist(),
-                    "states": states[b][mask[b]].numpy(),
-                    "layers": self.layers,
-                }
-                for b in range(len(examples))
-            ]
-        else:
-            states = combine_layers(outputs, self.layer_indices, self.hparams.combine)  # [B, T, D]
-            values = self._vectors(states, mask, word_ids, batch["num_words"].tolist())
+        states = torch.stack([outputs[i] for i in self.layer_indices], dim=2)  # [B, T, layers, H]
+        values = [
+            {
+                "input_ids": input_ids[b][mask[b]].tolist(),
+                "states": states[b][mask[b]].numpy(),
+                "layers": self.layers,
+            }
+            for b in range(len(examples))
+        ]
         return list(zip(examples, features, values))
-
-    def _vectors(
-        self, states: torch.Tensor, mask: torch.Tensor, word_ids: torch.Tensor, num_words: list[int]
-    ) -> list[np.ndarray]:
-        pooling = self.hparams.pooling
-        if pooling == "cls":
-            return list(states[:, 0].float().numpy())
-        if pooling == "mean":
-            weights = mask.unsqueeze(-1).to(states.dtype)  # [B, T, 1]
-            return list((states * weights).sum(1).div(weights.sum(1)).float().numpy())
-        if pooling == "max":
-            return list(states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1).float().numpy())
-        return [self._word_vectors(states[b], word_ids[b], num_words[b]) for b in range(len(states))]
-
-    def _word_vectors(self, states: torch.Tensor, word_ids: torch.Tensor, num_words: int) -> np.ndarray:
-        """[num_words, D] for one line: each word's first sub-token or the mean of its sub-tokens
-        (zeros for a word that has no token: cut off by max_seq_length, or tokenised to nothing)."""
-        real = word_ids >= 0
-        words = word_ids[real]
-        tokens = states[real]  # [n, D]
-        if self.hparams.word_vector == "mean":
-            total = torch.zeros(num_words, states.shape[-1], dtype=states.dtype).index_add_(0, words, tokens)
-            count = torch.zeros(num_words, dtype=states.dtype).index_add_(
-                0, words, torch.ones_like(words, dtype=states.dtype)
-            )
-            vectors = total / count.clamp(min=1).unsqueeze(-1)
-        else:
-            first = torch.ones_like(words, dtype=torch.bool)
-            first[1:] = words[1:] != words[:-1]
-            vectors = torch.zeros(num_words, states.shape[-1], dtype=states.dtype)
-            vectors[words[first]] = tokens[first]
-        return vectors.float().numpy()
 
     def decode(self, example: int, outputs: list[Any], evaluation: Evaluation) -> Any:
         return outputs[0]

@@ -46,6 +46,18 @@ def span_logits(logits: torch.Tensor, attention_mask: torch.Tensor) -> tuple[tor
     return start.masked_fill(padding, -10000.0), end.masked_fill(padding, -10000.0)
 
 
+def all_hidden_states(encoder: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """(embeddings, layer 1, ..., layer L), each [B, T, H]: what feature extraction reads."""
+    out = encoder(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch.get("token_type_ids"),
+        output_hidden_states=True,
+        skip_padding=True,
+    )
+    return out.hidden_states
+
+
 class HeadInputs:
     """The encoder's states a head reads. The host sets ``encoder`` (a ``bert_core`` BertModel),
     ``head_layers`` (indices from ``hidden_layer_index``, or None: the last layer and the pooler),

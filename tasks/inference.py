@@ -53,9 +53,9 @@ def prepare_inference(module: Any) -> None:
     hparams = module.hparams
     if hparams.runtime == "onnx" and module._onnx is None:
         module._onnx = OnnxRunner(hparams.pretrained)
-        _note(module, f"runtime: onnxruntime on {Path(hparams.pretrained) / 'model.onnx'}")
+        _note(module, onnx_note(hparams.pretrained))
     if hparams.quantize == "int8" and module.int8_backend is None:
-        from bert_core.quantize import available_backend, count_quantized_linears, quantize_int8
+        from bert_core.quantize import available_backend, quantize_int8
 
         backend = available_backend(hparams.quantize_backend)
         if backend == "torch.ao" and module.device.type != "cpu":
@@ -64,12 +64,23 @@ def prepare_inference(module: Any) -> None:
                 "use --model.quantize_backend torchao there"
             )
         module.int8_backend = quantize_int8(module.encoder, backend)
-        quantized, floating = count_quantized_linears(module.encoder)
-        _note(
-            module,
-            f"int8: {quantized} Linear layers of the encoder quantized to dynamic int8 with "
-            f"{module.int8_backend} ({floating} left in float)",
-        )
+        _note(module, int8_note(module.encoder, module.int8_backend))
+
+
+def onnx_note(directory: str | Path) -> str:
+    """The line validate/test/predict print when they run an ONNX export."""
+    return f"runtime: onnxruntime on {Path(directory) / 'model.onnx'}"
+
+
+def int8_note(encoder: Any, backend: str) -> str:
+    """The line they print once the encoder is quantized."""
+    from bert_core.quantize import count_quantized_linears
+
+    quantized, floating = count_quantized_linears(encoder)
+    return (
+        f"int8: {quantized} Linear layers of the encoder quantized to dynamic int8 with "
+        f"{backend} ({floating} left in float)"
+    )
 
 
 def _note(module: Any, message: str) -> None:

@@ -33,6 +33,7 @@ OPTIONS = {
     "--model.quantize",
     "--trainer.default_root_dir",
 }
+NUMBERS = {"--data.eval_tokens_per_batch", "--data.eval_batch_size"}
 FIXED = {
     "--return_predictions": ("false",),
     "--trainer.enable_progress_bar": ("false", "true"),
@@ -57,6 +58,8 @@ def options(args: list[str]) -> dict[str, str] | None:
             return None
         if flag not in OPTIONS and value.lower() not in FIXED.get(flag, ()):
             return None
+        if flag in NUMBERS and not value.isdigit() and value not in ("null", "None"):
+            return None  # jsonargparse's message for a value of the wrong type
         found[flag] = value
     return found
 
@@ -72,6 +75,9 @@ def plain_predict(args: list[str]) -> int | None:
     ckpt_path = given["--ckpt_path"]
     if ckpt_path in CKPT_SHORTHANDS:
         return None
+    from .runtime import drop_onednn_primitive_cache
+
+    drop_onednn_primitive_cache()  # as for every predict, before torch is imported
     from .source import Source
 
     source = Source(ckpt_path)
@@ -115,6 +121,8 @@ def _run(given: dict[str, str], args: list[str]) -> int:
     if explicit_file is None:  # an explicit predictions file is all that predict writes
         lock_run_directory(folder, "predict")
     predictor = Predictor.load(ckpt_path, runtime=runtime, quantize=quantize)
+    for note in predictor.notes:
+        print(note, file=sys.stderr)
     adapter = predictor.adapter
     outputs = adapter.output_files(predict_file, predictions, explicit_file is None)
     check_output_paths([o.path for o in outputs], inputs)

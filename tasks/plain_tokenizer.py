@@ -11,6 +11,7 @@ other option is refused (TypeError), never ignored.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ class PlainTokenizer:
         self.pad_token_id = vocab["[PAD]"]
         self.cls_token_id, self.sep_token_id = vocab["[CLS]"], vocab["[SEP]"]
         self.model_max_length = model_max_length
+        self._lock = threading.Lock()  # a call sets the backend's truncation, then encodes
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return 3 if pair else 2
@@ -49,6 +51,10 @@ class PlainTokenizer:
         unknown = set(options) - _ACCEPTED - set(_RETURNS)
         if unknown:
             raise TypeError(f"PlainTokenizer does not take {', '.join(sorted(unknown))}")
+        with self._lock:
+            return self._call(texts, pairs, options)
+
+    def _call(self, texts: Sequence[str], pairs: Sequence[str] | None, options: dict[str, Any]) -> Encoded:
         backend = self.backend_tokenizer
         truncation = options.get("truncation")
         if truncation in (None, False):

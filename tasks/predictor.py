@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from .batching import collate
-from .heads import HeadInputs, hidden_layer_index, span_logits
-from .inference import RUNTIMES, OnnxRunner
+from .heads import HeadInputs, all_hidden_states, hidden_layer_index, span_logits
+from .inference import RUNTIMES, OnnxRunner, int8_note, onnx_note
 from .io import UserError
 from .predictor_tasks import TASK_ADAPTERS, TaskAdapter
 from .sampling import TokenBudgetBatchSampler
@@ -54,14 +54,7 @@ class TaskNet(HeadInputs, nn.Module):
             return self.head(self.token_states(batch))  # [B, T, labels]
         if self.kind == "qa":
             return span_logits(self.head(self.token_states(batch)), batch["attention_mask"])
-        out = self.encoder(
-            batch["input_ids"],
-            batch["attention_mask"],
-            batch.get("token_type_ids"),
-            output_hidden_states=True,
-            skip_padding=True,
-        )
-        return out.hidden_states  # features: (embeddings, layer 1, ..., layer L)
+        return all_hidden_states(self.encoder, batch)  # features
 
 
 # The head's weights in a checkpoint's state dict, by task kind.
@@ -85,6 +78,7 @@ class Predictor:
         self.source, self.adapter, self.run = source, adapter, run
         self.task = adapter.kind
         self.runtime, self.quantize, self.max_seq_length = runtime, quantize, max_seq_length
+        self.notes: list[str] = []  # how the model runs (onnxruntime, int8), as predict says it
 
     @classmethod
     def load(
@@ -98,10 +92,10 @@ class Predictor:
         if quantize not in (None, "int8"):
             raise UserError(f"quantize must be int8 (or None), not {quantize!r}")
         source = Source(path)
-        if not source.is_task_model:
-            raise UserError(
-                f"{path}: not a fine-tuned model of this app (a .ckpt written by fit, or its ONNX export)"
-            )
+        if not source.is_task_model:  # a pretrained encoder: feature extraction
+            if runtime == "onnx":
+                raise UserError(f"runtime onnx runs an ONNX export directory, not {path}")
+            return cls._extractor(source, quantize, max_seq_length)
         if (source.kind == Source.ONNX) != (runtime == "onnx"):
             raise UserError(
                 f"{path}: an ONNX export runs with runtime onnx"
@@ -125,9 +119,33 @@ class Predictor:
         adapter = TASK_ADAPTERS[kind](hparams, settings, tokenizer, state, encoder.config.num_hidden_layers)
         if runtime == "onnx":
             run: Any = OnnxRunner(path)
+            notes = [onnx_note(path)]
         else:
-            run = _torch_net(kind, encoder, state, hparams, adapter, path, quantize)
-        return cls(source, adapter, run, runtime, quantize, length)
+            run, notes = _torch_net(kind, encoder, state, hparams, adapter, path), []
+            if quantize:
+                from bert_core.quantize import quantize_int8
+
+                notes = [int8_note(run.encoder, quantize_int8(run.encoder, "auto"))]
+        predictor = cls(source, adapter, run, runtime, quantize, length)
+        predictor.notes = notes
+        return predictor
+
+    @classmethod
+    def _extractor(cls, source: Source, quantize: str | None, max_seq_length: int | None) -> Predictor:
+        """A pretrained encoder's feature extractor (``configs/features.yaml``'s defaults)."""
+        encoder, _ = source.encoder()
+        tokenizer = source.tokenizer()
+        length = min(max_seq_length or 128, tokenizer.model_max_length)
+        num_layers = encoder.config.num_hidden_layers
+        adapter = TASK_ADAPTERS["features"]({}, {"max_seq_length": length}, tokenizer, {}, num_layers)
+        net, notes = TaskNet("features", encoder, None, {}).eval(), []
+        if quantize:
+            from bert_core.quantize import quantize_int8
+
+            notes = [int8_note(net.encoder, quantize_int8(net.encoder, "auto"))]
+        predictor = cls(source, adapter, net, "torch", quantize, length)
+        predictor.notes = notes
+        return predictor
 
     def info(self) -> dict[str, Any]:
         """What the model is: its task, labels, source, input length, runtime and library versions."""
@@ -200,10 +218,9 @@ class Predictor:
         adapter = self.adapter
         numbered = [(start + i, e) for i, e in enumerate(examples) if e is not None]
         features = adapter.features([e for _, e in numbered], [i for i, _ in numbered], lengths)
-        windows: dict[int, int] = {}
+        by_example: dict[int, list[dict[str, Any]]] = {}
         for feature in features:
-            number = feature[adapter.example_column]
-            windows[number] = windows.get(number, 0) + 1
+            by_example.setdefault(feature[adapter.example_column], []).append(feature)
         if batch_size is not None:
             batches = [
                 list(range(i, min(i + batch_size, len(features))))
@@ -220,10 +237,10 @@ class Predictor:
                 for example, feature, output in adapter.split_outputs(self.run(batch), batch):
                     outputs.setdefault(example, {})[feature] = output
         for i, example in enumerate(examples, start):
-            parts = outputs.get(i, {})
-            if example is not None and len(parts) != windows.get(i, 0):
-                raise RuntimeError(f"example {i}: {len(parts)} of {windows.get(i, 0)} outputs")
-            yield i, adapter.decode(i, example, [parts[f] for f in sorted(parts)])
+            parts, own = outputs.get(i, {}), by_example.get(i, [])
+            if len(parts) != len(own):
+                raise RuntimeError(f"example {i}: {len(parts)} of {len(own)} outputs")
+            yield i, adapter.decode(i, example, [parts[f] for f in sorted(parts)], own)
 
 
 def _torch_net(
@@ -233,28 +250,25 @@ def _torch_net(
     hparams: dict[str, Any],
     adapter: TaskAdapter,
     path: str,
-    quantize: str | None,
 ) -> TaskNet:
-    head_name = HEAD_NAMES[kind]
-    head = None
+    """The encoder and the task's head as the task module builds it from the checkpoint's settings
+    (its labels, its head_layers), the head's weights loaded: a checkpoint whose weights do not
+    fit them is refused with the task module's message."""
+    head_name, head = HEAD_NAMES[kind], None
+    net = TaskNet(kind, encoder, None, hparams)
     if head_name is not None:
-        weight = state.get(f"{head_name}.weight")
-        if weight is None:
-            raise UserError(f"{path}: no {head_name}.weight in its weights (not a {kind} checkpoint?)")
-        head = nn.Linear(weight.shape[1], weight.shape[0])
+        layers, hidden = net.head_layers, encoder.config.hidden_size
+        concat = layers is not None and net.head_combine == "concat"
+        head = nn.Linear(hidden * len(layers) if concat else hidden, adapter.head_outputs)
+        holder = nn.Module()
+        holder.add_module(head_name, head)
         try:
-            head.load_state_dict({k: state[f"{head_name}.{k}"] for k in ("weight", "bias")})
-        except (KeyError, RuntimeError) as err:
-            raise mismatched_weights(
-                path, err if isinstance(err, RuntimeError) else RuntimeError(str(err))
-            ) from None
-    net = TaskNet(kind, encoder, head, hparams).eval()
+            holder.load_state_dict({k: v for k, v in state.items() if k.startswith(f"{head_name}.")})
+        except RuntimeError as err:
+            raise mismatched_weights(path, err) from None
+    net.head = head
     net.regression = getattr(adapter, "regression", False)
-    if quantize == "int8":
-        from bert_core.quantize import quantize_int8
-
-        quantize_int8(net.encoder, "auto")
-    return net
+    return net.eval()
 
 
 def _version(name: str) -> str | None:

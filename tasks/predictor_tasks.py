@@ -41,7 +41,13 @@ class TaskAdapter:
     ):
         self.hparams, self.settings, self.tokenizer = hparams, settings, tokenizer
         self.pad_token_id = tokenizer.pad_token_id
-        self.labels: list[str] | None = None
+        self.label_names: list[str] | None = None
+        self.head_outputs = 0  # the head's outputs the task's settings call for
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The labels as records name them (``info()``)."""
+        return self.label_names
 
     @staticmethod
     def make_tokenizer(source: Any, payload: dict[str, Any]) -> Any:
@@ -92,7 +98,8 @@ class TaskAdapter:
     def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
         raise NotImplementedError
 
-    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
+        """The prediction from an example's outputs (in feature order); ``features``: its features."""
         raise NotImplementedError
 
 
@@ -142,7 +149,6 @@ class ClassificationAdapter(TaskAdapter):
         self.regression = is_regression(self.task)
         self.label_names = None if self.regression else list(hparams["label_names"])
         self.display = display_names(self.task)
-        self.labels = None if self.regression else [self.display(n) for n in self.label_names]
         glue = GLUE_TASKS.get(self.task)
         # A generic task's pairs are a data option (--data.text_pair_column), not in the checkpoint.
         self.is_pair = glue.is_pair if glue is not None else bool(settings.get("text_pair_column"))
@@ -150,6 +156,7 @@ class ClassificationAdapter(TaskAdapter):
         length = settings["max_seq_length"]
         self.featurizer = SentenceFeatures(self.task, self.label_names, self.is_pair, length)
         self.tokenize = self.featurizer.tokenizing(tokenizer)
+        self.head_outputs = 1 if self.regression else len(self.label_names)
         self.thresholds = state.get("thresholds")
         self.threshold = state.get("threshold")
 
@@ -162,6 +169,10 @@ class ClassificationAdapter(TaskAdapter):
 
         positions = payload["bert_config"].get("max_position_embeddings", 512)
         return PlainTokenizer(vocab_ids(payload["vocab"], warn=False), payload["do_lower_case"], positions)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return None if self.label_names is None else [self.display(n) for n in self.label_names]
 
     def example(self, record: Any, position: int):
         from .data.tables import Example
@@ -185,7 +196,14 @@ class ClassificationAdapter(TaskAdapter):
     def read(self, path: str) -> Iterator[Any]:
         from .data.classification_inputs import iter_predict_file
 
-        return iter_predict_file(path, self.task, self.is_pair, label_names=self.label_names)
+        stored = self.settings  # a generic table's layout, as the train file's (stored in the checkpoint)
+        columns = {
+            k: stored[k] for k in ("text_column", "index_column", "header", "label_separator") if k in stored
+        }
+        pair = {"text_pair_column": stored.get("text_pair_column")}
+        return iter_predict_file(
+            path, self.task, self.is_pair, **columns, **pair, label_names=self.label_names
+        )
 
     def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
         from .data.classification_outputs import prediction_files
@@ -207,7 +225,7 @@ class ClassificationAdapter(TaskAdapter):
 
         return split_logits(outputs, batch)
 
-    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
         from .decoding.classification import classify
 
         if not outputs:
@@ -230,7 +248,7 @@ class TaggingAdapter(TaskAdapter):
         from .features.tagging import FEATURE_COLUMNS, TaggingFeaturizer
 
         self.label_names = list(hparams["label_names"])
-        self.labels = list(self.label_names)
+        self.head_outputs = len(self.label_names)
         self.scheme = conll.scheme_for_labels(self.label_names, settings.get("tag_scheme") or "BIO")
         self.decoding = hparams.get("decoding", "viterbi")
         featurizer = TaggingFeaturizer(
@@ -308,13 +326,160 @@ class TaggingAdapter(TaskAdapter):
 
         return window_outputs(outputs, batch)
 
-    def decode(self, index: int, example: Any, outputs: list[Any]) -> Any:
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
         from .decoding.tagging import TaggedSentence
 
         length = len(example["words"])
         return TaggedSentence.from_windows(length, outputs, self.label_names, self.scheme, self.decoding)
 
 
+class QAAdapter(TaskAdapter):
+    """Extractive QA: ``{"question", "context"[, "id"]}`` -> ``{id, answer, start, end, score}``
+    (character offsets into the context), as predict writes for a JSONL question file."""
+
+    kind = "qa"
+    long_inputs = "were split into windows"
+    example_column = "example_index"
+    loader_columns = ("input_ids", "token_type_ids", "attention_mask", "example_index", "feature_index")
+
+    def __init__(self, hparams, settings, tokenizer, state, num_layers):
+        super().__init__(hparams, settings, tokenizer, state, num_layers)
+        from .decoding.qa import QADecoder
+        from .features.qa import QAFeaturizer
+
+        v2 = hparams.get("task") == "squad_v2"
+        self.head_outputs = 2  # start and end
+        sizes = (settings.get("max_query_length", 64), settings.get("doc_stride", 128))
+        self.featurizer = QAFeaturizer(settings["max_seq_length"], *sizes, False, v2)
+        self.decoder = QADecoder(
+            hparams.get("n_best_size", 20),
+            hparams.get("max_answer_length", 30),
+            v2,
+            hparams.get("null_score_diff_threshold", 0.0),
+        )
+
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        """JSONL questions (streamed as predict streams them); SQuAD JSON goes the Lightning way."""
+        from .data.squad import looks_like_jsonl
+
+        return looks_like_jsonl(path)
+
+    def example(self, record: Any, position: int):
+        from .data.squad import SquadExample
+
+        record = check_record(record)
+        question, context = text_field(record, "question"), text_field(record, "context")
+        qid = record.get("id", str(position))
+        if not isinstance(qid, str | int) or isinstance(qid, bool):
+            raise UserError(f"id: a string expected, not {type(qid).__name__}")
+        return SquadExample(str(qid), question, context, None)
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        from .data.squad import prediction_record
+
+        return prediction_record(prediction)
+
+    def read(self, path: str) -> Iterator[Any]:
+        from .data.squad import iter_jsonl_questions
+
+        return iter_jsonl_questions(path)
+
+    def output_files(self, path: str, predictions: Path, default_folder: bool) -> list[OutputFile]:
+        from .data.squad import prediction_line
+
+        return [OutputFile(predictions, lambda _, prediction: [prediction_line(prediction)])]
+
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
+        from .features.qa import feature_columns
+
+        numbers = list(range(len(examples))) if numbers is None else numbers
+        if not examples:
+            return []
+        windows, stats = self.featurizer(examples, self.tokenizer)
+        if lengths is not None:
+            lengths.extend(stats.input_lengths)
+        rows = rows_of(feature_columns(windows, numbers, False))
+        for row, window in zip(rows, windows, strict=True):
+            row["window"] = window  # what decoding reads besides the logits
+        return rows
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        from .decoding.qa import window_logits
+
+        return window_logits(outputs, batch)
+
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
+        return self.decoder(example, [f["window"] for f in features], outputs)
+
+
+class ExtractionAdapter(TaskAdapter):
+    """Feature extraction with a pretrained encoder: ``{"text"[, "text_pair"]}`` -> the line's
+    vector (the last layer, mean-pooled over its tokens, as ``configs/features.yaml``)."""
+
+    kind = "features"
+    loader_columns = (
+        "input_ids",
+        "token_type_ids",
+        "attention_mask",
+        "word_ids",
+        "num_words",
+        "example",
+        "feature_index",
+    )
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "layers": [-1],
+        "combine": "concat",
+        "pooling": "mean",
+        "word_vector": "first",
+    }
+
+    def __init__(self, hparams, settings, tokenizer, state, num_layers):
+        super().__init__(hparams, settings, tokenizer, state, num_layers)
+        from .features.extraction import LineFeaturizer
+        from .heads import hidden_layer_index
+
+        self.options = {**self.DEFAULTS, **{k: v for k, v in hparams.items() if k in self.DEFAULTS}}
+        self.layer_indices = [hidden_layer_index(i, num_layers) for i in self.options["layers"]]
+        self.featurize = LineFeaturizer(tokenizer, settings["max_seq_length"])
+
+    def example(self, record: Any, position: int):
+        from .data.tables import Example
+
+        record = check_record(record)
+        text, pair = text_field(record, "text"), text_field(record, "text_pair", required=False)
+        return Example(index=str(position), text=text, text_pair=pair, line=position + 1)
+
+    def record(self, position: int, example: Any, prediction: Any) -> dict[str, Any]:
+        fields: dict[str, Any] = {"line": position + 1, "text": example.text}
+        if example.text_pair is not None:
+            fields["text_pair"] = example.text_pair
+        key = "vectors" if self.options["pooling"] == "none" else "vector"
+        return {**fields, key: prediction.tolist()}
+
+    @classmethod
+    def handles_file(cls, path: str) -> bool:
+        return False  # feature files (.npy, .safetensors) are written the Lightning way
+
+    def features(self, examples, numbers=None, lengths=None) -> list[dict[str, Any]]:
+        from .features.extraction import line_row
+
+        numbers = list(range(len(examples))) if numbers is None else numbers
+        if not examples:
+            return []
+        rows = [{**line_row(e), "example": n} for e, n in zip(examples, numbers)]
+        return rows_of(self.featurize({key: [row[key] for row in rows] for key in rows[0]}), lengths)
+
+    def split_outputs(self, outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+        from .decoding.extraction import line_vectors
+
+        how = (self.options["combine"], self.options["pooling"], self.options["word_vector"])
+        return line_vectors(outputs, batch, self.layer_indices, *how)
+
+    def decode(self, index: int, example: Any, outputs: list[Any], features: list[dict] = ()) -> Any:
+        return outputs[0]
+
+
 TASK_ADAPTERS: dict[str, type[TaskAdapter]] = {
-    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter)
+    adapter.kind: adapter for adapter in (ClassificationAdapter, TaggingAdapter, QAAdapter, ExtractionAdapter)
 }

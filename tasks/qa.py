@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from .data import squad
 from .data.text import LineCursor
 from .datamodule import Prepared, TaskDataModule
-from .decoding.qa import QAContext, QADecoder, QAPrediction
+from .decoding.qa import QAContext, QADecoder, QAPrediction, window_logits
 from .evaluation import Evaluation, OutputFile
 from .features.qa import QAFeaturizer, example_rows, features_from_table, loader_table, windows_per_example
 from .heads import span_logits
@@ -215,13 +215,7 @@ class QAModule(TaskModule):
     def split_outputs(
         self, outputs: tuple[torch.Tensor, torch.Tensor], batch: dict[str, Any]
     ) -> list[tuple[int, int, Any]]:
-        """(example, feature, (start logits, end logits)) per window, cut to its real length."""
-        start, end = (t.detach().float().cpu().numpy() for t in outputs)
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        rows = zip(batch["example_index"].tolist(), batch["feature_index"].tolist(), lengths, strict=True)
-        return [
-            (example, feature, (start[i, :n], end[i, :n])) for i, (example, feature, n) in enumerate(rows)
-        ]
+        return window_logits(outputs, batch)
 
     def decode(
         self, example: int, outputs: Sequence[tuple[np.ndarray, np.ndarray]], evaluation: Evaluation

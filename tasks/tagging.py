@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from .class_weights import fill_balanced, weights_buffer
 from .data import conll, spans
 from .data.tagged import TaggedFiles
 from .data.words import LineWordCounts, entity_lines, line_words, reads_as_text, split_words
@@ -103,6 +104,16 @@ class TaggingDataModule(TaskDataModule):
             return None
         types = conll.entity_types(tag for tags in self.read("train").gold for tag in tags)
         return conll.label_names_for(types, self.tag_scheme)
+
+    def train_label_counts(self) -> tuple[list[int], int]:
+        """How many training words carry each tag (in label id order), and how many labelled words
+        there are: what ``--model.class_weights balanced`` is computed from."""
+        index = {name: i for i, name in enumerate(self.label_names or [])}
+        counts = [0] * len(index)
+        for tags in self.read("train").gold or []:
+            for tag in tags:
+                counts[index[tag]] += 1
+        return counts, sum(counts)
 
     def read(self, split: str) -> conll.TaggedSplit:
         """The split (a file, or the Hub data set's) in the training scheme, read once."""
@@ -198,6 +209,9 @@ class TaggingModule(TaskModule):
             start of an entity. Words without a sub-token are filled in the same way in both.
             Stored in the checkpoint (fit's validations, and so best.ckpt, use it) and
             overridable at validate/test/predict time: ``--model.decoding argmax --ckpt_path CKPT``.
+        class_weights: ``balanced`` (from the train file's tag counts: ``O`` down-weighted, rare tags
+            up) or one weight per label in ``label_names`` order, for the training loss; see
+            ``tasks.class_weights``. The reported ``val/loss`` stays the unweighted mean per word.
     """
 
     main_metric = TASKS["tagging"].main_metric
@@ -211,6 +225,7 @@ class TaggingModule(TaskModule):
         classifier_dropout: float | None = None,
         strict_metrics: bool = False,
         decoding: Literal["viterbi", "argmax"] = "viterbi",
+        class_weights: str | list[float] | None = None,
         **kwargs: Any,
     ):
         if decoding not in DECODINGS:
@@ -224,6 +239,7 @@ class TaggingModule(TaskModule):
         self.classifier = self.linear_head(len(self.label_names))
         self.strict_metrics, self.decoding = strict_metrics, decoding
         self.tag_scheme: str | None = None  # the data's, once set up; a checkpoint's when restored
+        self.register_buffer("class_weights", weights_buffer(class_weights, len(self.label_names)))
 
     @property
     def scheme(self) -> str:
@@ -233,6 +249,7 @@ class TaggingModule(TaskModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        fill_balanced(self, stage)
         schemes = {e.context.tag_scheme for evaluations in self.evaluations.values() for e in evaluations}
         if schemes:
             (self.tag_scheme,) = schemes
@@ -255,7 +272,12 @@ class TaggingModule(TaskModule):
         return self.classifier(self.dropout(hidden))  # [B, T, labels]
 
     def training_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        return F.cross_entropy(outputs.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(
+            outputs.flatten(0, 1),
+            batch["labels"].flatten(),
+            weight=self.class_weights,
+            ignore_index=IGNORE_INDEX,
+        )
 
     def split_outputs(
         self, outputs: torch.Tensor, batch: dict[str, Any]

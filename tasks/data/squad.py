@@ -342,6 +342,11 @@ class SquadPrediction(Protocol):
 
 def prediction_line(prediction: SquadPrediction) -> str:
     """``predict``'s JSONL ``{id, answer, start, end, score}``: ``context[start:end] == answer``."""
+    return json.dumps(prediction_record(prediction), ensure_ascii=False)
+
+
+def prediction_record(prediction: SquadPrediction) -> dict[str, Any]:
+    """One line of ``prediction_line`` as a dict (what the plain predictor returns)."""
     score = None if prediction.score is None else round(prediction.score, 6)
     record = {
         "id": prediction.id,
@@ -349,7 +354,7 @@ def prediction_line(prediction: SquadPrediction) -> str:
         "start": prediction.start,
         "end": prediction.end,
     }
-    return json.dumps({**record, "score": score}, ensure_ascii=False)
+    return {**record, "score": score}
 
 
 def write_evaluation_files(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,15 @@ class QAContext:
 
     def windows_of(self, example: int) -> Sequence[QAFeature]:
         return self.read_windows(int(self.starts[example]), int(self.starts[example + 1]))
+
+
+def window_logits(outputs: Any, batch: dict[str, Any]) -> list[tuple[int, int, Any]]:
+    """(example, feature, (start logits, end logits)) per window of a batch, cut to its real length:
+    what predict, validate, test and the plain predictor decode from."""
+    start, end = (t.detach().float().cpu().numpy() for t in outputs)
+    lengths = batch["attention_mask"].sum(-1).tolist()
+    rows = zip(batch["example_index"].tolist(), batch["feature_index"].tolist(), lengths, strict=True)
+    return [(example, feature, (start[i, :n], end[i, :n])) for i, (example, feature, n) in enumerate(rows)]
 
 
 @dataclass(frozen=True)
