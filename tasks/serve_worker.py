@@ -16,6 +16,10 @@ from litserve.loops.simple_loops import BatchedLoop
 
 from .io import UserError, one_line, user_error_in, write_json
 
+# Requests one collection may take: the token budget (``--max_batch_tokens``) is what ends it; this
+# only bounds it (and LitServe wants a number).
+MAX_BATCH_REQUESTS = 1024
+
 
 class PredictorAPI(LitAPI):
     """LitServe's hooks over one Predictor. A request is a record or a list of them; its answer is
@@ -24,7 +28,7 @@ class PredictorAPI(LitAPI):
 
     def __init__(self, args: Any, info_path: Path):
         super().__init__(
-            max_batch_size=args.max_queue,
+            max_batch_size=MAX_BATCH_REQUESTS,
             batch_timeout=args.max_wait_ms / 1000,
             loop=TokenBudgetLoop(),
         )
