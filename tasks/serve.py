@@ -34,38 +34,42 @@ MAX_RECORDS = 1024  # records in one request
 RETRY_AFTER_S = 1  # what a 503 asks the client to wait
 
 
+# The command's options: name -> argparse's keywords (the README's table says the same).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "--ckpt_path": {"required": True, "help": "a .ckpt written by fit, or an ONNX export directory"},
+    "--host": {
+        "default": "127.0.0.1",
+        "choices": HOSTS,
+        "help": "the interface to bind (default: local only)",
+    },
+    "--port": {"type": int, "default": 8000, "help": "1024-65535 (default 8000)"},
+    "--runtime": {"default": "torch", "choices": ("torch", "onnx"), "help": "what runs the model"},
+    "--max_batch_tokens": {
+        "type": int,
+        "default": 4096,
+        "help": "tokens (padding included) in one forward pass; also ends a batch's wait once collected",
+    },
+    "--max_wait_ms": {
+        "type": float,
+        "default": 2.0,
+        "help": "how long a worker waits for more requests after the first before it runs the batch",
+    },
+    "--workers": {"type": int, "default": 1, "help": "inference processes (each loads the model)"},
+    "--max_queue": {
+        "type": int,
+        "default": 256,
+        "help": "requests admitted at once (queued or running); past it a request gets 503 with Retry-After",
+    },
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(
         prog="python -m tasks serve",
         description="Serve a fine-tuned checkpoint over HTTP (LitServe): POST /predict, GET /health, GET /info.",
     )
-    parser.add_argument(
-        "--ckpt_path", required=True, help="a .ckpt written by fit, or an ONNX export directory"
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", choices=HOSTS, help="the interface to bind (default: local only)"
-    )
-    parser.add_argument("--port", type=int, default=8000, help="1024-65535 (default 8000)")
-    parser.add_argument("--runtime", default="torch", choices=("torch", "onnx"), help="what runs the model")
-    parser.add_argument(
-        "--max_batch_tokens",
-        type=int,
-        default=4096,
-        help="tokens (padding included) in one forward pass; also ends a batch's wait once collected",
-    )
-    parser.add_argument(
-        "--max_wait_ms",
-        type=float,
-        default=2.0,
-        help="how long a worker waits for more requests after the first before it runs the batch",
-    )
-    parser.add_argument("--workers", type=int, default=1, help="inference processes (each loads the model)")
-    parser.add_argument(
-        "--max_queue",
-        type=int,
-        default=256,
-        help="requests admitted at once (queued or running); past it a request gets 503 with Retry-After",
-    )
+    for name, keywords in OPTIONS.items():
+        parser.add_argument(name, **keywords)
     args = parser.parse_args(argv)
     _check_options(args)
     if not Path(args.ckpt_path).exists():
