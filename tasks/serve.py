@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def serve(args: Any) -> int:
     # partner needs, and one sentence took 1 s instead of 70 ms (2 threads, load average 13).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     owner = os.getpid()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(owner))
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(owner, server))
     try:
         server.run(
             host=args.host,
@@ -149,15 +150,19 @@ def serve(args: Any) -> int:
     return 0
 
 
-def _on_sigterm(owner: int) -> None:
-    """SIGTERM, in the supervisor: LitServe's Ctrl+C path, which stops the HTTP processes first
-    (uvicorn answers the requests in flight and accepts no new ones), then the workers. In a forked
-    HTTP process that inherited this handler (uvicorn raises the signal again once it has stopped):
-    a quiet exit."""
+def _on_sigterm(owner: int, server: Any) -> None:
+    """SIGTERM, in the supervisor: LitServe's own graceful stop (the event its /shutdown sets), which
+    stops the HTTP processes first (uvicorn answers the requests in flight and accepts no new ones),
+    then the workers. Set from another thread: this one is waiting on it. Before LitServe made the
+    event, nothing is in flight: stop at once. In a forked HTTP process that inherited this handler
+    (uvicorn raises the signal again once it has stopped): a quiet exit."""
     if os.getpid() != owner:
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one shutdown, however many signals
-    raise KeyboardInterrupt
+    event = getattr(server, "_shutdown_event", None)
+    if event is None:
+        raise KeyboardInterrupt
+    threading.Thread(target=event.set, daemon=True).start()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
