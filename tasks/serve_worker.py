@@ -1,0 +1,160 @@
+"""The inference worker of ``python -m tasks serve``: LitServe's hooks over one Predictor, and the
+loop that collects a batch of requests. Imported by ``serve`` only when it starts a server (and by
+each worker LitServe spawns), so that ``serve --help`` does not import LitServe."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+from litserve import LitAPI
+from litserve.loops.simple_loops import BatchedLoop
+
+from .io import UserError, one_line, user_error_in, write_json
+
+# Requests one collection may take: the token budget (``--max_batch_tokens``) is what ends it; this
+# only bounds it (and LitServe wants a number).
+MAX_BATCH_REQUESTS = 1024
+
+
+class PredictorAPI(LitAPI):
+    """LitServe's hooks over one Predictor. A request is a record or a list of them; its answer is
+    the record(s) ``predict`` writes, or 422 naming the record and field that is wrong. Requests
+    are checked one by one, so that one bad request never fails the others of its batch."""
+
+    def __init__(self, args: Any, info_path: Path):
+        super().__init__(
+            max_batch_size=MAX_BATCH_REQUESTS,
+            batch_timeout=args.max_wait_ms / 1000,
+            loop=TokenBudgetLoop(),
+        )
+        self.ckpt_path, self.runtime = str(args.ckpt_path), args.runtime
+        self.max_batch_tokens, self.workers, self.info_path = args.max_batch_tokens, args.workers, info_path
+        self.predictor = None
+
+    def setup(self, device: str) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.workers))  # workers share the cores
+        try:
+            from .predictor import Predictor
+
+            self.predictor = Predictor.load(self.ckpt_path, runtime=self.runtime)
+            write_json(self.info_path, {"info": self.predictor.info()})
+        except Exception as err:
+            user_error = user_error_in(err)
+            if user_error is None:
+                raise
+            # The supervisor prints this as one line; LitServe's traceback of it would only repeat it.
+            write_json(self.info_path, {"error": one_line(user_error)})
+            logging.getLogger("litserve.loops.loops").disabled = True
+            raise
+        if os.environ.get("LITSERVE_WORKER_ID", "0") == "0":
+            print(f"ready: {self.predictor.task} model ({self.runtime})", flush=True)
+
+    def length(self, payload: Any) -> int:
+        """A queued request's tokens; a malformed one counts as a full batch: it waits for nothing."""
+        try:
+            return sum(
+                self.predictor.length(r) for r in (payload if isinstance(payload, list) else [payload])
+            )
+        except UserError:
+            return self.max_batch_tokens
+
+    # ``request`` has no annotation on purpose: LitServe reads it as the endpoint's request type
+    # (none: the JSON body), and with postponed annotations even ``Any`` would turn it into a query field.
+    def decode_request(self, request) -> tuple[bool, list]:
+        return isinstance(request, list), request if isinstance(request, list) else [request]
+
+    def batch(self, inputs: list) -> list:
+        return inputs
+
+    def predict(self, requests: list[tuple[bool, list]]) -> list[tuple[int, Any]]:
+        # Each request's records are numbered within the request ("line", "index": as a file of
+        # them would be), so the requests are made into examples one by one, run together (the
+        # predictor's token-budget batches over all of them), and made into records one by one:
+        # Predictor.__call__ split by request.
+        adapter = self.predictor.adapter
+        answers: list[tuple[int, Any] | None] = [None] * len(requests)
+        mine: dict[int, list] = {}
+        for i, (many, records) in enumerate(requests):
+            try:
+                mine[i] = []
+                for position, record in enumerate(records):
+                    mine[i].append(adapter.example(record, position))
+            except UserError as err:
+                del mine[i]
+                answers[i] = (
+                    422,
+                    {"error": f"record {position}: {one_line(err)}" if many else one_line(err)},
+                )
+        try:
+            examples = [example for i in mine for example in mine[i]]
+            outputs = dict(self.predictor.predict(examples, self.max_batch_tokens))
+        except UserError:  # a record the examples let through: alone, each request fails or not on its own
+            outputs = None
+        start = 0
+        for i, examples in mine.items():
+            many, records = requests[i]
+            try:
+                if outputs is None:
+                    predictions = [p for _, p in self.predictor.predict(examples, self.max_batch_tokens)]
+                else:
+                    predictions = [outputs[start + position] for position in range(len(examples))]
+            except UserError as err:
+                answers[i] = (422, {"error": one_line(err)})
+                continue
+            finally:
+                start += len(examples)
+            out = [
+                adapter.record(position, e, p) for position, (e, p) in enumerate(zip(examples, predictions))
+            ]
+            answers[i] = (200, out if many else out[0])
+        return answers
+
+    def unbatch(self, output: list) -> list:
+        return output
+
+    def encode_response(self, output: tuple[int, Any]):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(output[1], status_code=output[0])
+
+
+class TokenBudgetLoop(BatchedLoop):
+    """LitServe's batched loop, collecting differently: its own polls the queue every millisecond
+    and always waits the whole timeout. This one blocks until a request comes, then takes more for
+    at most ``batch_timeout`` seconds, stopping early once ``max_batch_tokens`` are collected (the
+    batch is full) and taking what is already queued without waiting once the time is up."""
+
+    def get_batch_requests(
+        self, lit_api: PredictorAPI, request_queue: Any, transport: Any
+    ) -> tuple[list, list]:
+        from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+        from litserve.utils import LitAPIStatus, LoopResponseType
+
+        payloads, timed_out, tokens, deadline = [], [], 0, None
+        while len(payloads) < lit_api.max_batch_size and tokens < lit_api.max_batch_tokens:
+            wait = 1.0 if deadline is None else deadline - time.monotonic()
+            try:
+                item = request_queue.get(timeout=wait) if wait > 0 else request_queue.get_nowait()
+            except Empty:
+                break
+            if item == _SENTINEL_VALUE:
+                raise _StopLoopError()
+            response_queue_id, uid, timestamp, payload = item
+            self.put_response(
+                transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR
+            )
+            timeout = lit_api.request_timeout
+            if timeout not in (-1, False) and time.monotonic() - timestamp > timeout:
+                timed_out.append((response_queue_id, uid))
+                continue
+            payloads.append((response_queue_id, uid, payload))
+            tokens += lit_api.length(payload)
+            deadline = deadline or time.monotonic() + lit_api.batch_timeout
+        return payloads, timed_out

@@ -1,0 +1,219 @@
+"""``python -m tasks serve``: one real server process (LitServe) on a free loopback port over a
+tiny SST-2 checkpoint, asked as a client would: its records against ``predict``'s, /health and
+/info, bad requests answered 4xx naming the field while it keeps serving, a flood past its tiny
+queue answered 503 with Retry-After, and SIGTERM answering what is in flight before it exits 0.
+
+One server for the module (each start loads torch and the model in a fresh worker process): the
+SIGTERM test stops it, so it comes last."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_TRAINER_ARGS, ROOT, run_cli
+
+TEXTS = [
+    "a warm, funny and moving film",
+    "a dull, lifeless mess",
+    "great",
+    "the plot is thin but the acting carries it",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, path: str = "/predict", body: object = None, raw: bytes | None = None):
+    """(status, headers, decoded JSON or text) of one request; POST when a body is given."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            status, headers, text = answer.status, answer.headers, answer.read().decode()
+    except urllib.error.HTTPError as err:
+        status, headers, text = err.code, err.headers, err.read().decode()
+    try:
+        return status, headers, json.loads(text)
+    except ValueError:
+        return status, headers, text
+
+
+@pytest.fixture(scope="module")
+def server(sst2_teacher_ckpt: Path, tmp_path_factory):
+    """(url, process, checkpoint): ``serve`` with one place in its queue, batches of 8 tokens (one
+    record each: every test record but "hi" fills one, and goes at once) and a long wait for company
+    (5 s) for a request under that (a request in flight for the SIGTERM test)."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
+    command = [
+        sys.executable,
+        "-m",
+        "tasks",
+        "serve",
+        "--ckpt_path",
+        str(sst2_teacher_ckpt),
+        "--port",
+        str(port),
+    ]
+    command += ["--max_queue", "1", "--max_batch_tokens", "8", "--max_wait_ms", "5000"]
+    # its own process group: the whole tree (LitServe's HTTP, manager and worker processes) is
+    # killed if a test leaves it running
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if call(url, "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        log.seek(0)
+        pytest.fail(f"serve did not start: {log.read()[-3000:]}")
+    yield url, process, sst2_teacher_ckpt
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    log.close()
+
+
+def test_records_equal_predicts_and_health_and_info(server, tmp_path: Path):
+    url, _, checkpoint = server
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "predictions.jsonl"
+    args = [
+        "predict",
+        "--ckpt_path",
+        checkpoint,
+        "--data.predict_file",
+        texts,
+        "--data.predictions_file",
+        out,
+    ]
+    assert run_cli(*args, "--trainer.default_root_dir", tmp_path / "run", *FAST_TRAINER_ARGS) == 0
+    predicted = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+    status, _, served = call(url, body=[{"text": t} for t in TEXTS])  # a list: a file of these lines
+    assert status == 200 and len(served) == len(predicted) == len(TEXTS)
+    status, _, single = call(url, body={"text": TEXTS[0]})  # one record: predict's first line
+    assert status == 200 and isinstance(single, dict)
+    for ours, theirs in zip([*served, single], [*predicted, predicted[0]]):
+        assert ours.keys() == theirs.keys()
+        assert {k: v for k, v in ours.items() if k != "probabilities"} == {
+            k: v for k, v in theirs.items() if k != "probabilities"
+        }
+        assert ours["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-5)
+
+    assert call(url, "/health")[:3:2] == (200, "ok")
+    status, _, info = call(url, "/info")
+    assert status == 200 and info["task"] == "classification"
+    assert len(info["labels"]) == 2 and {r["label"] for r in predicted} <= set(info["labels"])
+    assert info["model"] == str(checkpoint) and info["runtime"] == "torch"
+    assert info["versions"]["torch"]
+
+
+BAD_REQUESTS = [  # (body, status, what the message names)
+    (b'{"text": "unfinished', 400, "not JSON"),
+    (b'"a bare string"', 422, "record (JSON object)"),
+    (b"[]", 422, "empty list"),
+    (b'{"txt": "a typo"}', 422, "text"),
+    (b'{"text": 42}', 422, "text"),
+    (b'{"text": ["a", "list"]}', 422, "text"),
+    (b'{"text": "   "}', 422, "text"),
+    (b'{"text": "one", "text_pair": "two"}', 422, "text_pair"),
+    (b'[{"text": "fine"}, {"text": null}]', 422, "record 1: text"),
+    (b'[{"text": "fine"}, 7]', 422, "record 1"),
+    (json.dumps({"text": "a" * 1_000_000}).encode(), 413, "field 'text'"),
+    (b"[" + b",".join([b'{"text": "x"}'] * 1025) + b"]", 413, "1025 records"),
+]
+
+
+def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_keeps_serving(server):
+    url = server[0]
+    for body, expected, named in BAD_REQUESTS:
+        status, _, answer = call(url, raw=body)
+        assert (status, named in answer.get("error", "")) == (expected, True), (body[:60], status, answer)
+    status, _, answer = call(url, body={"text": TEXTS[0]})
+    assert status == 200 and answer["label"]
+
+
+def test_a_flood_gets_503_with_retry_after_and_sigterm_answers_what_is_in_flight(server):
+    """A request shorter than the batch's token budget waits ``--max_wait_ms`` (5 s) for company
+    in the worker: in flight, holding the one place of the queue, without using the CPU. A flood
+    then gets 503s at once; SIGTERM comes while it waits (checked just before: on a loaded machine
+    the flood may outlast the wait, and the round is tried again), and it is still answered."""
+    url, process, _ = server
+    flood: list[tuple[int, object, object]] = []
+    for _ in range(3):
+        waiting: list[tuple[int, object, float]] = []
+
+        def short_request(waiting: list = waiting) -> None:
+            status = 503
+            while status == 503:  # a probe below may hold the place for a moment
+                status, _, answer = call(url, body={"text": "hi"})  # 3 tokens, under the budget of 8
+            waiting.append((status, answer, time.monotonic()))
+
+        thread = threading.Thread(target=short_request)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and call(url, body={"text": TEXTS[0]})[0] != 503:
+            time.sleep(0.05)  # until the short request holds the queue's one place
+        flooders = [
+            threading.Thread(target=lambda: flood.append(call(url, body={"text": TEXTS[1]})))
+            for _ in range(6)
+        ]
+        for flooder in flooders:
+            flooder.start()
+        for flooder in flooders:
+            flooder.join()
+        if call(url, body={"text": TEXTS[0]})[0] == 503:  # still in flight: now
+            break
+        thread.join(60)
+    else:
+        pytest.fail("the short request was never in flight long enough")
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+
+    refused = [(headers.get("Retry-After"), answer) for status, headers, answer in flood if status == 503]
+    assert refused and all(after == "1" and "--max_queue" in answer["error"] for after, answer in refused)
+    assert {status for status, _, _ in flood} <= {200, 503}
+    thread.join(60)
+    [(status, answer, answered)] = waiting
+    assert status == 200 and answer["text"] == "hi" and answer["label"]
+    assert answered > signalled  # in flight when the signal came, and answered
+    assert process.wait(60) == 0
+    with pytest.raises(OSError):
+        call(url, "/health")
+
+
+def test_serve_imports_no_lightning_and_its_supervisor_no_torch():
+    """The supervisor and HTTP processes import ``tasks.serve`` and LitServe (with our worker's
+    classes, which LitServe pickles): no torch there; the workers add the predictor: no Lightning."""
+    code = (
+        "import sys, tasks.serve, tasks.serve_worker; assert 'torch' not in sys.modules, 'torch'; "
+        "import tasks.predictor; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
