@@ -31,7 +31,10 @@ EXTRA_COMMANDS = {
     ),
     "export": ("tasks.export:main", "export a fine-tuned checkpoint to Hugging Face format or ONNX"),
     "sweep": ("tasks.sweep:main", "fine-tune a grid of configurations over seeds as one resumable study"),
-    "serve": ("tasks.serve:main", "serve a fine-tuned checkpoint over HTTP (LitServe, batched by token budget)"),
+    "serve": (
+        "tasks.serve:main",
+        "serve a fine-tuned checkpoint over HTTP (LitServe, batched by token budget)",
+    ),
 }
 LIGHTNING_COMMANDS = {
     "fit": "fine-tune on the train file, validating on the dev file each epoch",
