@@ -13,6 +13,7 @@ same epochs), in three variants:
 
 * plain: cross-entropy, label 1 when its probability reaches 0.5;
 * weighted: ``--model.class_weights balanced``;
+* threshold: ``--model.tune_threshold true --model.threshold_metric f1``;
 * weighted + threshold: also ``--model.tune_threshold true --model.threshold_metric f1``.
 
 Each fit's last checkpoint predicts the test file; the table shows label 1's (the minority's)
@@ -41,6 +42,7 @@ POSITIVE_SHARE = 0.10
 VARIANTS = {
     "plain": [],
     "weighted": ["--model.class_weights", "balanced"],
+    "threshold": ["--model.tune_threshold", "true", "--model.threshold_metric", "f1"],
     "weighted + threshold": [
         "--model.class_weights",
         "balanced",
