@@ -28,6 +28,9 @@ def test_split_words_offsets_hand_computed():
         ".",
     ]
     assert split_words("  the U.S. army ") == [(2, 5), (6, 10), (11, 15)]
+    # CoNLL-2003's own tokens stay whole: a clitic alone, an initial, a list's ordinal
+    text = "England 's captain J. Smith : 1. Kenya , don't"
+    assert [text[a:b] for a, b in split_words(text)] == text.replace("don't", "do n't").split()
     assert split_words("") == [] and split_words("   ") == []
 
 

@@ -16,7 +16,9 @@ from .conll import looks_like_conll, tags_to_spans
 from .text import LineCursor
 
 _CLITIC = re.compile(r"(?i)(?<=\w)(['’](?:s|re|ve|ll|d|m)|n['’]t)$")
-_INITIALISM = re.compile(r"^(?:\w\.){2,}$")  # U.S., e.g. : the final period belongs to the word
+_LONE_CLITIC = re.compile(r"(?i)^(?:['’](?:s|re|ve|ll|d|m)|n['’]t)$")  # "England 's", as CoNLL writes it
+# U.S., e.g., an initial (J. Smith), a list's ordinal (1.): the final period belongs to the word
+_INITIALISM = re.compile(r"^(?:\w\.)+$")
 
 
 def is_punctuation(char: str) -> bool:
@@ -58,8 +60,9 @@ def whole_word_span(text: str, start: int, end: int) -> tuple[int, int]:
 def split_words(text: str) -> list[tuple[int, int]]:
     """Character spans ``[start, end)`` of the words of a raw text line, tokenized the way
     CoNLL files are: whitespace separates words, punctuation at the edges of a word stands alone
-    ("Paris," -> "Paris" ","), English clitics split off ("Obama's" -> "Obama" "'s"), an
-    initialism keeps its period ("U.S."), and each CJK character is a word of its own."""
+    ("Paris," -> "Paris" ","), English clitics split off ("Obama's" -> "Obama" "'s") and a clitic
+    alone stays whole ("England 's"), an initialism keeps its period ("U.S.", "J. Smith", a list's
+    "1."), and each CJK character is a word of its own."""
     spans: list[tuple[int, int]] = []
     for match in re.finditer(r"\S+", text):
         start, end = match.span()
@@ -74,6 +77,8 @@ def split_words(text: str) -> list[tuple[int, int]]:
 
 
 def _split_chunk(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    if _LONE_CLITIC.match(text[start:end]):
+        return [(start, end)]
     leading: list[tuple[int, int]] = []
     trailing: list[tuple[int, int]] = []
     while start < end and is_punctuation(text[start]):
