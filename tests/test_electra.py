@@ -32,6 +32,9 @@ BATCH = {
 }
 
 
+@pytest.mark.filterwarnings(
+    "ignore:You are trying to `self.log\\(\\)`"
+)  # training_loss logs; no trainer here
 def test_replaced_labels_gradients_and_seeded_sampling(tiny_bert_dir):
     module = PreTrainingModule(pretrained=str(tiny_bert_dir), objective="electra", generator_hidden_size=16)
     assert module.electra.generator.config.hidden_size == 16
