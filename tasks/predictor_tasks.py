@@ -163,9 +163,8 @@ class ClassificationAdapter(TaskAdapter):
     @staticmethod
     def make_tokenizer(source: Any, payload: dict[str, Any]) -> Any:
         """``tokenizers`` directly: transformers' import is most of a short predict's time."""
+        from bert_core.plain_tokenizer import PlainTokenizer
         from bert_core.vocab import vocab_ids
-
-        from .plain_tokenizer import PlainTokenizer
 
         positions = payload["bert_config"].get("max_position_embeddings", 512)
         return PlainTokenizer(vocab_ids(payload["vocab"], warn=False), payload["do_lower_case"], positions)

@@ -188,8 +188,8 @@ def test_lightning_options_go_the_lightning_way(sst2_teacher_ckpt: Path, tmp_pat
 
 def test_plain_tokenizer_is_transformers_tokenizer(sst2_teacher_ckpt: Path):
     """The same Rust tokenizer, built without importing transformers."""
+    from bert_core.plain_tokenizer import PlainTokenizer
     from bert_core.vocab import vocab_ids
-    from tasks.plain_tokenizer import PlainTokenizer
     from tasks.source import Source
 
     source = Source(sst2_teacher_ckpt)

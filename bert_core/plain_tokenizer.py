@@ -1,4 +1,5 @@
-"""BERT's WordPiece tokenizer straight from ``tokenizers``, for the plain predictor's start-up.
+"""BERT's WordPiece tokenizer straight from ``tokenizers``, for the plain predictor's start-up
+(beside ``tokenizer.py``: every tokenizer is built in ``bert_core``).
 
 ``bert_core.tokenizer.build_tokenizer`` gives transformers' ``BertTokenizerFast``, whose import
 takes seconds (most of a two-line predict). This builds the same Rust tokenizer (the same
