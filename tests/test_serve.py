@@ -3,8 +3,10 @@ tiny SST-2 checkpoint, asked as a client would: its records against ``predict``'
 /info, bad requests answered 4xx naming the field while it keeps serving, a flood past its tiny
 queue answered 503 with Retry-After, and SIGTERM answering what is in flight before it exits 0.
 
-One server for the module (each start loads torch and the model in a fresh worker process): the
-SIGTERM test stops it, so it comes last."""
+One server for the SST-2 tests (each start loads torch and the model in a fresh worker process):
+the SIGTERM test stops it, so it comes last of them. Then a QA server with two workers: bad
+questions answered 4xx, then ``kill -9`` of its supervisor takes every process it started with it
+(last: it stops that server)."""
 
 from __future__ import annotations
 
