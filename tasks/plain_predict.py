@@ -1,7 +1,8 @@
 """``python -m tasks predict --ckpt_path C --data.predict_file F`` without Lightning.
 
-When nothing Lightning-specific is asked for (no config file, no Trainer option other than the
-quiet ones on one CPU, only the options below), predict runs through the plain predictor
+When nothing Lightning-specific is asked for (no Trainer option other than the quiet ones on one
+CPU, only the options below, given on the command line or in a config file such as the
+``config.predict.yaml`` a predict writes), predict runs through the plain predictor
 (``tasks.predictor``): the same files in the same folder (``<run>/predict/<name>/``, temp file then
 rename), the same records, the same errors and the same closing line, in a fraction of the time
 (Lightning, ``datasets`` and the feature cache are never imported). Anything else, or
@@ -42,6 +43,10 @@ FIXED = {
     "--trainer.devices": ("1", "auto"),
     "--trainer.logger": ("false",),
 }
+# Settings a config may also give (``config.predict.yaml`` does): honoured when they say what the
+# checkpoint says (the task's own classes; the checkpoint itself as the model), checked in
+# plain_predict. A config without the classes is Lightning's to refuse.
+CONFIG_ONLY = {"--model.class_path", "--data.class_path", "--model.pretrained"}
 
 
 def options(args: list[str]) -> dict[str, str] | None:
@@ -52,16 +57,56 @@ def options(args: list[str]) -> dict[str, str] | None:
         flag = rest.pop(0)
         if "=" in flag and flag.startswith("--"):
             flag, value = flag.split("=", 1)
-        elif rest and flag.startswith("--"):
+        elif rest and (flag.startswith("--") or flag == "-c"):
             value = rest.pop(0)
         else:
             return None
-        if flag not in OPTIONS and value.lower() not in FIXED.get(flag, ()):
+        # a config's settings count where the config stands: later options override them, as in jsonargparse
+        pairs = config_options(value) if flag in ("--config", "-c") else [(flag, value)]
+        if pairs is None:
             return None
-        if flag in NUMBERS and not value.isdigit() and value not in ("null", "None"):
-            return None  # jsonargparse's message for a value of the wrong type
-        found[flag] = value
+        for option, setting in pairs:
+            known = option in OPTIONS or (option in CONFIG_ONLY and flag in ("--config", "-c"))
+            if not known and setting.lower() not in FIXED.get(option, ()):
+                return None
+            if option in NUMBERS and not setting.isdigit() and setting not in ("null", "None"):
+                return None  # jsonargparse's message for a value of the wrong type
+            found[option] = setting
+        if flag in ("--config", "-c"):
+            found["--config"] = value
     return found
+
+
+def config_options(path: str) -> list[tuple[str, str]] | None:
+    """A config file's settings as the command line spells them (``data: {init_args: {predict_file:
+    F}}``: ``--data.predict_file F``; ``false``, ``null``), or None for a value no option spells
+    (a list) or a file preflight would refuse."""
+    from .io import UserError
+    from .preflight import Invocation
+
+    try:
+        [config] = Invocation.read(["predict", "--config", path]).configs
+    except UserError:
+        return None
+    pairs: list[tuple[str, str]] = []
+    todo = [("", config)]
+    while todo:
+        prefix, section = todo.pop(0)
+        for key, value in section.items():
+            name = f"{prefix}.{key}" if prefix else f"--{key}"
+            if isinstance(value, dict):
+                todo.append((name, value))
+            elif isinstance(value, list):
+                return None
+            else:
+                pairs.append((name.replace(".init_args.", "."), _spelled(value)))
+    return pairs
+
+
+def _spelled(value: Any) -> str:
+    if value is None or isinstance(value, bool):  # not a dict lookup: 1 == True
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
 
 
 def plain_predict(args: list[str]) -> int | None:
@@ -86,6 +131,8 @@ def plain_predict(args: list[str]) -> int | None:
     from .predictor_tasks import TASK_ADAPTERS
 
     row = source.task_kind()
+    if "--config" in given and not _configured_as(given, row, ckpt_path):
+        return None
     adapter = TASK_ADAPTERS.get(row.saves_as or row.key)
     if adapter is None or not adapter.handles_file(given["--data.predict_file"]):
         return None  # a task or file format the plain predictor does not read
@@ -94,6 +141,19 @@ def plain_predict(args: list[str]) -> int | None:
     if torch.cuda.is_available() and given.get("--trainer.accelerator") != "cpu":
         return None  # Lightning runs on the GPU (and its precision options)
     return _run(given, args)
+
+
+def _configured_as(given: dict[str, str], row: Any, ckpt_path: str) -> bool:
+    """A config's model and data classes are the checkpoint's task's (what predict adds without a
+    config), and its model, if named, is the checkpoint."""
+    from .registry import full_class_path
+
+    for group, expected in (("model", row.module), ("data", row.data_module)):
+        named = given.get(f"--{group}.class_path")
+        if named is None or (full_class_path(group, named) or named) != expected:
+            return False
+    pretrained = given.get("--model.pretrained")
+    return pretrained is None or Path(pretrained).resolve() == Path(ckpt_path).resolve()
 
 
 def _run(given: dict[str, str], args: list[str]) -> int:

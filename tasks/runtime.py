@@ -5,6 +5,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
+import sys
+import threading
+import time
 import warnings
 
 
@@ -92,3 +96,52 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:  # 
     that Python prints (they name our code or Lightning's, never the user's input)."""
     kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
     return f"warning: {kind}{message}\n"
+
+
+# -- processes that end with their parent -------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1  # prctl's option (linux/prctl.h)
+ORPHAN_POLL_S = 0.5  # how often the portable fallback looks at the parent's pid
+ORPHAN_GRACE_S = 3.0  # how long an orphan's own SIGTERM handling may take before it is cut short
+_forker = [0]  # the pid that is forking, read by the child (see forks_exit_with_parent)
+
+
+def exit_with_parent(parent: int) -> None:
+    """End this process soon after ``parent`` (its parent's pid) ends, even by SIGKILL, which runs
+    none of the parent's clean-up. On Linux the kernel sends SIGTERM at once (PR_SET_PDEATHSIG;
+    note that it fires when the parent *thread* that started this process ends: start children
+    from a thread that lives as long as the parent, its main thread). Everywhere, a daemon thread
+    polls the parent's pid, which changes once this process is orphaned: it sends the SIGTERM where
+    the kernel did not, and ends the process ORPHAN_GRACE_S later if the SIGTERM has not (a server
+    draining requests that the dead parent would have answered)."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            pass
+    armed = armed and os.getppid() == parent  # a parent gone before prctl took effect sends nothing
+    watch = threading.Thread(target=_watch_parent, args=(parent, armed), name="exit-with-parent", daemon=True)
+    watch.start()
+
+
+def _watch_parent(parent: int, armed: bool) -> None:
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    if not armed:
+        os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_S)
+    os._exit(1)
+
+
+def forks_exit_with_parent() -> None:
+    """Every process this one forks from now on (multiprocessing's fork context included), and
+    every process those fork, calls ``exit_with_parent`` as it starts. Not processes started with
+    exec (subprocess, multiprocessing's spawn context): they call it themselves."""
+    if _forker[0] == 0:
+        os.register_at_fork(before=_note_forker, after_in_child=lambda: exit_with_parent(_forker[0]))
+        _note_forker()
+
+
+def _note_forker() -> None:
+    _forker[0] = os.getpid()

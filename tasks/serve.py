@@ -125,6 +125,11 @@ def serve(args: Any) -> int:
     # a spawned worker imports torch): on a loaded machine a spinning thread takes the core its
     # partner needs, and one sentence took 1 s instead of 70 ms (2 threads, load average 13).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # A SIGKILLed supervisor runs no clean-up: LitServe's forked processes (its manager, the HTTP
+    # servers) stop on their own, and so do the spawned workers (PredictorAPI.setup).
+    from .runtime import forks_exit_with_parent
+
+    forks_exit_with_parent()
     owner = os.getpid()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(owner, server))
     try:

@@ -35,8 +35,12 @@ class PredictorAPI(LitAPI):
         self.ckpt_path, self.runtime = str(args.ckpt_path), args.runtime
         self.max_batch_tokens, self.workers, self.info_path = args.max_batch_tokens, args.workers, info_path
         self.predictor = None
+        self.supervisor = os.getpid()  # made in the supervisor, which starts the workers
 
     def setup(self, device: str) -> None:
+        from .runtime import exit_with_parent
+
+        exit_with_parent(self.supervisor)  # first: loading the model takes seconds
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.workers))  # workers share the cores

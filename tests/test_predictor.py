@@ -205,3 +205,50 @@ def test_plain_tokenizer_is_transformers_tokenizer(sst2_teacher_ckpt: Path):
     )
     assert mine["input_ids"] == [list(ids) for ids in want["input_ids"]]
     assert [mine.word_ids(i) for i in range(len(words))] == [want.word_ids(i) for i in range(len(words))]
+
+
+def test_a_config_of_settings_the_plain_path_honours_goes_the_plain_way(
+    sst2_teacher_ckpt: Path, tmp_path: Path, monkeypatch
+):
+    """``predict --config`` of the config.predict.yaml a predict wrote (checkpoint, input, token
+    budget: in the config alone): the plain path runs it, with the Lightning path's files. The same
+    config with one setting the plain path does not honour goes the Lightning way."""
+    import yaml
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    first = ["predict", "--ckpt_path", sst2_teacher_ckpt, "--data.predict_file", texts]
+    first += ["--data.eval_tokens_per_batch", "16", *FAST, "--trainer.default_root_dir", tmp_path / "first"]
+    assert run_cli(*first) == 0
+    config = tmp_path / "first" / "predict" / "texts" / "config.predict.yaml"
+    args = ["predict", "--config", config, *FAST]
+    assert run_cli(*args, "--trainer.default_root_dir", tmp_path / "plain") == 0
+    with monkeypatch.context() as forced:
+        forced.setenv(FORCE_LIGHTNING, "lightning")
+        assert run_cli(*args, "--trainer.default_root_dir", tmp_path / "lightning") == 0
+    plain, lightning = (tmp_path / way / "predict" / "texts" for way in ("plain", "lightning"))
+    assert_same_files(plain, lightning)
+    ran = [(folder / "config.predict.yaml").read_text(encoding="utf-8") for folder in (plain, lightning)]
+    assert [text.startswith("# predict without Lightning") for text in ran] == [True, False]
+    assert yaml.safe_load(ran[0])["data"]["init_args"]["eval_tokens_per_batch"] == 16  # the config's
+
+    for key, value in [
+        (("data", "init_args", "max_seq_length"), 32),  # a data setting the checkpoint's settings fix
+        (("model", "init_args", "pretrained"), "all-MiniLM-L6-v2"),  # another model than the checkpoint
+        (("model", "class_path"), "tasks.tagging.TaggingModule"),  # another task's class
+        (("data", "class_path"), None),  # no data class: Lightning's error
+        (("trainer", "devices"), 2),
+        (("trainer", "callbacks"), []),
+        (("seed_everything",), 1),
+    ]:
+        changed = yaml.safe_load(config.read_text(encoding="utf-8"))
+        section = changed
+        for name in key[:-1]:
+            section = section.setdefault(name, {})
+        section[key[-1]] = value
+        if value is None:
+            del section[key[-1]]
+        variant = tmp_path / f"{'.'.join(key)}.yaml"
+        variant.write_text(yaml.safe_dump(changed), encoding="utf-8")
+        run = ["--trainer.default_root_dir", str(tmp_path / "variant")]  # where a wrong plain run writes
+        assert plain_predict(["predict", "--config", str(variant), *FAST, *run]) is None, key

@@ -3,8 +3,10 @@ tiny SST-2 checkpoint, asked as a client would: its records against ``predict``'
 /info, bad requests answered 4xx naming the field while it keeps serving, a flood past its tiny
 queue answered 503 with Retry-After, and SIGTERM answering what is in flight before it exits 0.
 
-One server for the module (each start loads torch and the model in a fresh worker process): the
-SIGTERM test stops it, so it comes last."""
+One server for the SST-2 tests (each start loads torch and the model in a fresh worker process):
+the SIGTERM test stops it, so it comes last of them. Then a QA server with two workers: bad
+questions answered 4xx, then ``kill -9`` of its supervisor takes every process it started with it
+(last: it stops that server)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_TRAINER_ARGS, ROOT, run_cli
+from tests.test_predictor import QA_WINDOWS, fit
 
 TEXTS = [
     "a warm, funny and moving film",
@@ -54,28 +57,16 @@ def call(url: str, path: str = "/predict", body: object = None, raw: bytes | Non
         return status, headers, text
 
 
-@pytest.fixture(scope="module")
-def server(sst2_teacher_ckpt: Path, tmp_path_factory):
-    """(url, process, checkpoint): ``serve`` with one place in its queue, batches of 8 tokens (one
-    record each: every test record but "hi" fills one, and goes at once) and a long wait for company
-    (5 s) for a request under that (a request in flight for the SIGTERM test)."""
+@contextlib.contextmanager
+def started(checkpoint: Path, log_dir: Path, *options: str):
+    """(url, process) of ``serve`` on ``checkpoint`` with ``options``, once /health answers; the whole
+    tree killed after. In its own process group: the tree (LitServe's HTTP, manager and worker
+    processes) is killed even if a test leaves it running."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
-    command = [
-        sys.executable,
-        "-m",
-        "tasks",
-        "serve",
-        "--ckpt_path",
-        str(sst2_teacher_ckpt),
-        "--port",
-        str(port),
-    ]
-    command += ["--max_queue", "1", "--max_batch_tokens", "8", "--max_wait_ms", "5000"]
-    # its own process group: the whole tree (LitServe's HTTP, manager and worker processes) is
-    # killed if a test leaves it running
+    log = (log_dir / "serve.log").open("w+")
+    command = [sys.executable, "-m", "tasks", "serve", "--ckpt_path", str(checkpoint), "--port", str(port)]
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [*command, *options], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -89,11 +80,23 @@ def server(sst2_teacher_ckpt: Path, tmp_path_factory):
         os.killpg(process.pid, signal.SIGKILL)
         log.seek(0)
         pytest.fail(f"serve did not start: {log.read()[-3000:]}")
-    yield url, process, sst2_teacher_ckpt
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    log.close()
+    try:
+        yield url, process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(sst2_teacher_ckpt: Path, tmp_path_factory):
+    """(url, process, checkpoint): ``serve`` with one place in its queue, batches of 8 tokens (one
+    record each: every test record but "hi" fills one, and goes at once) and a long wait for company
+    (5 s) for a request under that (a request in flight for the SIGTERM test)."""
+    options = ["--max_queue", "1", "--max_batch_tokens", "8", "--max_wait_ms", "5000"]
+    with started(sst2_teacher_ckpt, tmp_path_factory.mktemp("serve"), *options) as (url, process):
+        yield url, process, sst2_teacher_ckpt
 
 
 def test_records_equal_predicts_and_health_and_info(server, tmp_path: Path):
@@ -204,6 +207,112 @@ def test_a_flood_gets_503_with_retry_after_and_sigterm_answers_what_is_in_flight
     assert process.wait(60) == 0
     with pytest.raises(OSError):
         call(url, "/health")
+
+
+@pytest.fixture(scope="module")
+def qa_server(mixing_bert_dir: Path, tmp_path_factory):
+    """(url, process, checkpoint): ``serve --workers 2`` on a tiny SQuAD 2.0 checkpoint (one step).
+    Started once the SST-2 server is stopped (its tests come first): one server at a time."""
+    run = tmp_path_factory.mktemp("qa")
+    checkpoint = fit(run / "run", "squad_v2.yaml", mixing_bert_dir, *QA_WINDOWS)
+    with started(checkpoint, run, "--workers", "2") as (url, process):
+        yield url, process, checkpoint
+
+
+QUESTION = json.loads((ROOT / "data" / "squad" / "predict.jsonl").read_text(encoding="utf-8").splitlines()[0])
+BAD_QA_REQUESTS = [  # (record(s), what the message names)
+    ({"question": QUESTION["question"]}, "context: missing"),
+    ({"context": QUESTION["context"]}, "question: missing"),
+    ({"question": 7, "context": QUESTION["context"]}, "question: a string expected"),
+    ({"question": ["who?"], "context": QUESTION["context"]}, "question: a string expected"),
+    ({"question": QUESTION["question"], "context": " "}, "context: empty"),
+    ([QUESTION, {"question": QUESTION["question"]}], "record 1: context"),
+]
+
+
+def test_bad_qa_requests_get_a_4xx_naming_the_field_and_the_server_keeps_serving(qa_server, tmp_path: Path):
+    url, _, checkpoint = qa_server
+    for body, named in BAD_QA_REQUESTS:
+        status, _, answer = call(url, body=body)
+        assert (status, named in answer.get("error", "")) == (422, True), (body, status, answer)
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps(QUESTION) + "\n", encoding="utf-8")
+    out = tmp_path / "predictions.jsonl"
+    args = ["predict", "--ckpt_path", checkpoint, "--data.predict_file", questions]
+    assert run_cli(*args, "--data.predictions_file", out, "--trainer.default_root_dir", tmp_path) == 0
+    [predicted] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    status, _, served = call(url, body=QUESTION)
+    assert status == 200 and served.keys() == predicted.keys() and served["id"] == QUESTION["id"]
+    assert {k: v for k, v in served.items() if k != "score"} == {
+        k: v for k, v in predicted.items() if k != "score"
+    }
+    assert served["score"] == pytest.approx(predicted["score"], abs=1e-5)
+
+
+def test_a_sigkilled_supervisor_takes_every_process_it_started_with_it(qa_server):
+    """LitServe's manager, HTTP (forked) and inference (spawned) processes, and multiprocessing's
+    resource tracker, all gone within 10 s of ``kill -9`` of ``serve``: none is left serving the
+    port or holding a model. A process that has exited but is not reaped (its parent gone, the
+    container's init not reaping) counts as gone."""
+    psutil = pytest.importorskip("psutil")
+    url, process, _ = qa_server
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    assert len(descendants) >= 5, descendants  # 2 HTTP, 2 inference, the manager (and the tracker)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed = time.monotonic()
+
+    def running(child) -> bool:
+        try:
+            return child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    while (left := [c for c in descendants if running(c)]) and time.monotonic() < killed + 10:
+        time.sleep(0.1)
+    assert not left, [(c.pid, c.name(), c.cmdline()[-3:]) for c in left]
+    with pytest.raises(OSError):
+        call(url, "/health")
+
+
+ORPHAN = """import signal, sys, time, tasks.runtime as runtime
+runtime.ORPHAN_GRACE_S = 0.5
+if sys.argv[2] == "fallback":
+    runtime.PR_SET_PDEATHSIG = -1  # prctl refuses it: the polling thread alone
+if sys.argv[2] == "ignored":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM that does not stop it: the grace ends it
+runtime.exit_with_parent(int(sys.argv[1]))
+print("armed", flush=True)
+time.sleep(60)
+"""
+PARENT = "import os, subprocess, sys, time; subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2]]); time.sleep(60)"
+
+
+@pytest.mark.parametrize("how", ["pdeathsig", "fallback", "ignored"])
+def test_exit_with_parent_ends_the_orphan(how: str):
+    """``exit_with_parent`` alone, on a parent and child that do nothing else: the kernel's SIGTERM,
+    the polling thread's SIGTERM where prctl is refused, and the exit after the grace where SIGTERM
+    is ignored all end the child soon after its parent is SIGKILLed."""
+    psutil = pytest.importorskip("psutil")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, ORPHAN, how], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    child = None
+    try:
+        assert parent.stdout.readline() == "armed\n"
+        [child] = psutil.Process(parent.pid).children()
+        parent.kill()
+        parent.wait()
+        killed = time.monotonic()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            while child.status() != psutil.STATUS_ZOMBIE and time.monotonic() < killed + 5:
+                time.sleep(0.05)
+            assert child.status() == psutil.STATUS_ZOMBIE, f"{how}: alive 5 s after its parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        with contextlib.suppress(psutil.NoSuchProcess, AttributeError):
+            child.kill()
 
 
 def test_serve_imports_no_lightning_and_its_supervisor_no_torch():
