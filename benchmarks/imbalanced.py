@@ -1,7 +1,7 @@
 """Imbalanced binary classification: minority-class F1 with and without class weights and a tuned threshold.
 
 The data set is SST-2 (../shared: train.5k, GLUE's training phrases, and dev, whole sentences)
-with positive sentences subsampled so that they are 10 % of every split, a real imbalanced set with
+with positive sentences subsampled so that they are 10 % of every split (`--positive_share`), a real imbalanced set with
 a rare class of interest:
 
 * train: rows 1-2,500 of train.5k (all negatives, positives drawn to 10 %),
@@ -65,11 +65,11 @@ def read_rows(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.rsplit("\t", 1)) for line in lines if line.strip()]  # type: ignore[misc]
 
 
-def subsample(rows: list[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
-    """All negatives and as many positives (drawn with ``seed``) as make them ``POSITIVE_SHARE``."""
+def subsample(rows: list[tuple[str, str]], seed: int, share: float) -> list[tuple[str, str]]:
+    """All negatives and as many positives (drawn with ``seed``) as make them ``share`` of the rows."""
     negatives = [r for r in rows if r[1] == "0"]
     positives = [r for r in rows if r[1] == "1"]
-    wanted = round(len(negatives) * POSITIVE_SHARE / (1 - POSITIVE_SHARE))
+    wanted = round(len(negatives) * share / (1 - share))
     kept = set(random.Random(seed).sample(range(len(positives)), wanted))
     chosen = {id(r) for i, r in enumerate(positives) if i in kept}
     return [r for r in rows if r[1] == "0" or id(r) in chosen]  # the file's order
@@ -79,12 +79,12 @@ def write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
     path.write_text("sentence\tlabel\n" + "".join(f"{s}\t{label}\n" for s, label in rows), encoding="utf-8")
 
 
-def build_splits(work: Path) -> dict[str, list[tuple[str, str]]]:
+def build_splits(work: Path, share: float) -> dict[str, list[tuple[str, str]]]:
     train, dev = read_rows(SST2 / "train.5k.tsv"), read_rows(SST2 / "dev.tsv")
     splits = {
-        "train": subsample(train[:2500], 0),
-        "tune": subsample(train[2500:3750] + dev[0::2], 1),
-        "test": subsample(train[3750:] + dev[1::2], 2),
+        "train": subsample(train[:2500], 0, share),
+        "tune": subsample(train[2500:3750] + dev[0::2], 1, share),
+        "test": subsample(train[3750:] + dev[1::2], 2, share),
     }
     for name, rows in splits.items():
         write_tsv(work / f"{name}.tsv", rows)
@@ -131,11 +131,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--positive_share", type=float, default=POSITIVE_SHARE, help="the rare class's share")
     parser.add_argument("--work", help="work directory (default: a new temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="imbalanced-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    splits = build_splits(work)
+    splits = build_splits(work, args.positive_share)
     gold = [label for _, label in splits["test"]]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     for seed in args.seeds:
@@ -143,7 +144,9 @@ def main() -> None:
             results[variant].append(fit_and_score(work, variant, seed, args.epochs, gold))
             print(json.dumps({"seed": seed, "variant": variant, **results[variant][-1]}), flush=True)
     sizes = {k: f"{len(v)} ({sum(label == '1' for _, label in v)} positive)" for k, v in splits.items()}
-    print(f"\nSST-2, positives subsampled to 10 %, MiniLM, {args.epochs} epochs, {sizes}, seeds {args.seeds}")
+    print(
+        f"\nSST-2, positives subsampled to {args.positive_share:.0%}, MiniLM, {args.epochs} epochs, {sizes}, seeds {args.seeds}"
+    )
     print("| variant | minority F1 | precision | recall | accuracy |\n|---|---|---|---|---|")
     for variant, rows in results.items():
         cells = []
