@@ -19,6 +19,7 @@ Three experiments on the data under ../shared/data, with the embedded all-MiniLM
   WNUT-17 NER from the base, the MLM-adapted and the ELECTRA-adapted encoder.
 
     python benchmarks/adaptation.py [--only english,chinese,frozen,control,electra] [--steps 200] [--seeds 42]
+        [--epochs 3] [--ner_steps N]  (smoke: --only electra --steps 5 --epochs 1 --ner_steps 5)
 
 Every run is a ``python -m tasks`` subprocess; run directories go under --out.
 """
