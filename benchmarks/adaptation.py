@@ -12,10 +12,14 @@ Three experiments on the data under ../shared/data, with the embedded all-MiniLM
 * frozen: WNUT-17 NER fine-tuned vs frozen encoder with the last four layers concatenated vs
   frozen last layer (the BERT paper's Table 7 on a small model), entity F1 and wall time.
 * electra: the tweets adapted with MLM (``--steps`` steps) and with ELECTRA
-  (``configs/pretrain_electra.yaml``) for the same wall time (``--trainer.max_time``: the MLM run's
-  seconds), then WNUT-17 NER from the base, the MLM-adapted and the ELECTRA-adapted encoder.
+  (``configs/pretrain_electra.yaml``) for the same training time (the training loop's seconds,
+  validation excluded, from ``benchmarks.timing.StepTimer``): ELECTRA's steps are those seconds
+  over its step time, measured on a 10-step run first, so that its warm-up and decay span the run
+  as MLM's do (``--trainer.max_time`` would leave the schedule set for ``max_epochs``). Then
+  WNUT-17 NER from the base, the MLM-adapted and the ELECTRA-adapted encoder.
 
     python benchmarks/adaptation.py [--only english,chinese,frozen,control,electra] [--steps 200] [--seeds 42]
+        [--epochs 3] [--ner_steps N]  (smoke: --only electra --steps 5 --epochs 1 --ner_steps 5)
 
 Every run is a ``python -m tasks`` subprocess; run directories go under --out.
 """
@@ -35,6 +39,8 @@ from harness import QUIET
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "ner"
 EPOCHS = [3]  # NER fine-tuning epochs (--epochs)
+TIMED = ["--trainer.callbacks+=benchmarks.timing.StepTimer"]  # writes <run dir>/step_times.json
+NER_STEPS = [-1]  # at most this many NER optimizer steps (--ner_steps; -1: the epochs decide)
 
 
 def run(*args, out: Path) -> tuple[dict, float]:
@@ -45,7 +51,15 @@ def run(*args, out: Path) -> tuple[dict, float]:
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-3000:]}")
-    return json.loads((out / "metrics.json").read_text()), seconds
+    record = out / "metrics.json"
+    if args[0] in ("validate", "test"):  # evaluations write <run>/eval/<name>/, not over the fit's record
+        record = max(out.glob("eval/*/metrics.json"), key=lambda path: path.stat().st_mtime)
+    return json.loads(record.read_text()), seconds
+
+
+def step_times(run_dir: Path) -> dict:
+    """What ``benchmarks.timing.StepTimer`` measured in a fit: ``train_seconds``, ``train_steps``..."""
+    return json.loads((run_dir / "step_times.json").read_text())
 
 
 def conll_texts(path: Path, join: str, strip_digit: bool = False) -> list[str]:
@@ -112,7 +126,8 @@ def ner(
         seed,
     ]
     args += ["--data.train_file", train, "--data.validation_file", dev, "--data.batch_size", "32"]
-    args += ["--trainer.max_epochs", EPOCHS[0], "--overwrite", "true", *extra]
+    args += ["--trainer.max_epochs", EPOCHS[0], "--trainer.max_steps", NER_STEPS[0]]
+    args += ["--overwrite", "true", *extra]
     metrics, seconds = run(*args, out=out)
     if test is not None:
         best = out / "checkpoints" / "best.ckpt"
@@ -129,10 +144,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--epochs", type=int, default=3, help="NER fine-tuning epochs")
+    parser.add_argument("--ner_steps", type=int, default=-1, help="NER: stop after N steps (smoke runs)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "adaptation")
     args = parser.parse_args()
     only, seeds = args.only.split(","), [int(s) for s in args.seeds.split(",")]
-    EPOCHS[0] = args.epochs
+    EPOCHS[0], NER_STEPS[0] = args.epochs, args.ner_steps
     out = args.out
     load = os.getloadavg()[0]
     print(
@@ -166,22 +182,30 @@ def main() -> None:
                 )
                 rows.append(("WNUT-17", label, seed, metrics["val/f1"], metrics.get("test/f1"), seconds))
 
-    if "electra" in only:  # MLM against ELECTRA at equal wall time, each then fine-tuned on WNUT-17
-        _, mlm, mlm_seconds, mlm_dir = adaptation("tweets", corpus, heldout, out, args.steps, [])
-        minutes, seconds = divmod(int(mlm_seconds), 60)
-        electra, electra_seconds = run(
-            "fit", "--config", "configs/pretrain_electra.yaml", "--data.train_file", corpus,
-            "--data.validation_file", heldout, "--data.document_per_line", "true", "--data.batch_size", "16",
-            "--trainer.max_steps", "-1", "--trainer.max_epochs", "1000", "--trainer.max_time",
-            f"00:00:{minutes:02d}:{seconds:02d}", "--overwrite", "true", out=out / "tweets-electra",
-        )  # fmt: skip
-        print("| objective | steps | whole run | held-out |")
+    if "electra" in only:  # MLM against ELECTRA for the same training time, each then fine-tuned on WNUT-17
+        _, mlm, _, mlm_dir = adaptation("tweets", corpus, heldout, out, args.steps, TIMED)
+        mlm_time = step_times(out / "tweets-pretrain")
+        electra_fit = ["fit", "--config", "configs/pretrain_electra.yaml", "--data.train_file", corpus]
+        electra_fit += [
+            "--data.document_per_line", "true", "--data.batch_size", "16", "--trainer.max_epochs", "1000",
+            "--overwrite", "true", *TIMED,
+        ]  # fmt: skip
+        # its step time, on a short run validated on the config's small held-out sample only
+        run(*electra_fit, "--trainer.max_steps", min(10, args.steps), out=out / "tweets-electra-steptime")
+        probe = step_times(out / "tweets-electra-steptime")
+        steps = max(1, round(mlm_time["train_seconds"] * probe["train_steps"] / probe["train_seconds"]))
+        validation = ["--data.validation_file", heldout]
+        electra, _ = run(*electra_fit, *validation, "--trainer.max_steps", steps, out=out / "tweets-electra")
+        electra_time = step_times(out / "tweets-electra")
+        print("| objective | steps | training s | held-out |")
         print("|---|---|---|---|")
-        steps = json.loads((out / "tweets-electra" / "metrics.json").read_text())["best_checkpoint"]["step"]
-        print(f"| MLM | {args.steps} | {mlm_seconds:.0f} s | MLM accuracy {mlm['val/mlm_accuracy']:.3f} |")
         print(
-            f"| ELECTRA | best at step {steps} | {electra_seconds:.0f} s | RTD accuracy {electra['val/rtd_accuracy']:.3f}, "
-            f"AUC {electra['val/rtd_auc']:.3f}, generator MLM accuracy {electra['val/generator_mlm_accuracy']:.3f} |\n"
+            f"| MLM | {mlm_time['train_steps']} | {mlm_time['train_seconds']:.0f} | MLM accuracy {mlm['val/mlm_accuracy']:.3f} |"
+        )
+        print(
+            f"| ELECTRA | {electra_time['train_steps']} | {electra_time['train_seconds']:.0f} | RTD accuracy "
+            f"{electra['val/rtd_accuracy']:.3f}, AUC {electra['val/rtd_auc']:.3f}, generator MLM accuracy "
+            f"{electra['val/generator_mlm_accuracy']:.3f} |\n"
         )
         sources = (("all-MiniLM-L6-v2", "all-MiniLM-L6-v2"), ("MLM-adapted", mlm_dir))
         for seed in seeds:

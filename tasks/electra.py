@@ -19,6 +19,7 @@ import copy
 import dataclasses
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,16 +127,20 @@ class Electra(nn.Module):
             module.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(
-        self, encode, batch: dict[str, torch.Tensor], seeds: list[int] | None = None
+        self,
+        encode,
+        batch: dict[str, torch.Tensor],
+        seeds: list[int] | None = None,
+        generator: torch.Generator | None = None,
     ) -> ElectraOutputs:
         """``encode(batch)``: the discriminator's output for a batch. ``seeds`` (one per sequence)
         fix the sampling for evaluation, however the sequences are batched or spread over ranks;
-        without them, torch's global random state draws."""
+        without them, ``generator`` (``training_generator``) or torch's global random state draws."""
         ids, positions = batch["input_ids"], batch["mlm_positions"]
         out = self.generator(ids, batch.get("attention_mask"), batch.get("token_type_ids"), skip_padding=True)
         generator_logits = self.generator_head(out.last_hidden_state.flatten(0, 1)[positions])  # [M, V]
         with torch.no_grad():  # ELECTRA does not back-propagate through the sampling
-            sampled = sample(generator_logits, positions // ids.shape[1], seeds)  # [M]
+            sampled = sample(generator_logits, positions // ids.shape[1], seeds, generator)  # [M]
             original = ids.flatten().index_put((positions,), batch["mlm_labels"])  # [B * T]
             corrupted = original.index_put((positions,), sampled)
             replaced = (corrupted != original).view_as(ids)  # [B, T]
@@ -143,15 +148,29 @@ class Electra(nn.Module):
         return ElectraOutputs(generator_logits, self.discriminator_head(hidden), replaced)
 
 
-def sample(logits: torch.Tensor, rows: torch.Tensor, seeds: list[int] | None) -> torch.Tensor:
+def training_generator(device: torch.device, rank: int) -> torch.Generator:
+    """The random state of one training step's replacements: a draw from torch's global state
+    (seeded, and restored when a run resumes: a rerun samples the same) mixed with the process's
+    rank. Every DDP rank starts from the same seed; without the rank they would draw the same noise."""
+    draw = int(torch.randint(0, 2**62, ()).item())
+    seed = int(np.random.SeedSequence([draw, rank]).generate_state(1, np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def sample(
+    logits: torch.Tensor,
+    rows: torch.Tensor,
+    seeds: list[int] | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One token per row of ``logits`` [M, V] from its softmax. With ``seeds``, the Gumbel-max
     trick (argmax of logits + Gumbel noise: an exact softmax sample) with each sequence's noise
-    drawn from its own seed (``rows``: the sequence of each position)."""
+    drawn from its own seed (``rows``: the sequence of each position); else from ``generator``."""
     logits = logits.float()
     if seeds is None:
         if not len(logits):
             return rows
-        return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(-1)
+        return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
     noise = torch.empty_like(logits)
     for row in rows.unique().tolist():
         at = rows == row

@@ -30,7 +30,7 @@ from bert_core.sources import resolve_source
 from .checkpoint import read_weights
 from .data.corpus import iter_documents
 from .datamodule import Prepared, TaskDataModule
-from .electra import OBJECTIVES, Electra, electra_losses
+from .electra import OBJECTIVES, Electra, electra_losses, training_generator
 from .evaluation import Evaluation
 from .features import pretraining as features
 from .io import DataError, UserError
@@ -233,8 +233,12 @@ class PreTrainingModule(TaskModule):
             # Evaluation samples each sequence's replacements from a seed of its own: the same at
             # every validation, on any number of processes.
             example = batch.get("example")
-            seeds = None if self.training or example is None else (self.VALIDATION_SEED + example).tolist()
-            return self.electra(self.encode, batch, seeds)
+            if self.training or example is None:
+                device = batch["input_ids"].device  # training: each rank's own, reproducible draws
+                return self.electra(
+                    self.encode, batch, generator=training_generator(device, self.global_rank)
+                )
+            return self.electra(self.encode, batch, (self.VALIDATION_SEED + example).tolist())
         out = self.encode(batch)
         hidden = out.last_hidden_state.flatten(0, 1)[batch["mlm_positions"]]  # [M, H]: masked only
         mlm_logits = self.cls.predictions(hidden)  # [M, V]

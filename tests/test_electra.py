@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from bert_core import BertConfig, BertModel
+from tasks.electra import sample, training_generator
 from tasks.io import UserError
 from tasks.pretraining import PreTrainingModule
 from tasks.pretraining_metrics import roc_auc
 from tasks.source import load_encoder
 
 from .conftest import QUIET_TRAINER_ARGS as QUIET
-from .conftest import ROOT, evaluation_metrics, run_cli
+from .conftest import ROOT, evaluation_metrics, run_cli, save_tiny_bert
+from .test_multiprocess import ONE, assert_same_metrics, two_processes
 
 CONFIG = ROOT / "configs" / "pretrain_electra.yaml"
 IDS = torch.tensor([[101, 7592, 2088, 103, 2003, 102], [101, 2023, 103, 2003, 102, 0]])
@@ -124,17 +126,97 @@ def test_bad_generators_are_one_line(tiny_bert_dir, tmp_path, capsys):
         "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]) + "\n"
     )
     (other / "tokenizer_config.json").write_text('{"do_lower_case": true}\n')
+    deeper = save_tiny_bert(tmp_path / "deeper", tiny_bert_dir, num_hidden_layers=3)  # the same vocab
     cases = [
-        ({"generator_layers": 3}, "the generator must have 1 to 2 layers"),
-        ({"generator_hidden_size": 64}, "wider than the discriminator (32)"),
-        ({"generator": str(other)}, "its vocabulary (8 tokens) is not the model's (30522)"),
+        ({"generator_layers": 3}, "--model.generator_layers 3: the generator must have 1 to 2 layers"),
+        (
+            {"generator_hidden_size": 64},
+            "--model.generator_hidden_size 64: wider than the discriminator (32)",
+        ),
+        (
+            {"generator": str(deeper)},
+            "--model.generator: 3 layers of width 32, larger than the discriminator",
+        ),
+        (
+            {"generator": str(other)},
+            "--model.generator: its vocabulary (8 tokens) is not the model's (30522)",
+        ),
         ({"nsp": True}, "it has no NSP"),
     ]
     for options, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):
             PreTrainingModule(pretrained=str(tiny_bert_dir), objective="electra", **options)
-    # through the command line: one line on stderr, exit code 2
-    fit = ["fit", "--config", CONFIG, "--model.pretrained", tiny_bert_dir, *QUIET, "--model.generator", other]
-    assert run_cli(*fit, "--trainer.default_root_dir", tmp_path / "run") == 2
-    err = capsys.readouterr().err.strip()
-    assert cases[2][1] in err and len(err.splitlines()) == 1, err
+    # through the command line: one line on stderr naming the option, exit code 2
+    fit = ["fit", "--config", CONFIG, "--model.pretrained", tiny_bert_dir, *QUIET]
+    for options, message in cases[:4]:
+        (name, value), run_dir = next(iter(options.items())), tmp_path / f"run_{len(message)}"
+        assert run_cli(*fit, f"--model.{name}", value, "--trainer.default_root_dir", run_dir) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_training_replacements_repeat_from_the_seed_and_differ_by_rank(tiny_bert_dir, monkeypatch):
+    """Every DDP rank starts from the same seed: the rank, mixed into each step's sampling state,
+    keeps the ranks' replacements apart, and the same seed and rank replace the same tokens."""
+    module = PreTrainingModule(pretrained=str(tiny_bert_dir), objective="electra").train()
+
+    def rtd_logits() -> torch.Tensor:  # they follow the tokens the discriminator reads
+        torch.manual_seed(7)
+        with torch.no_grad():
+            return module(BATCH).rtd_logits
+
+    rank0 = rtd_logits()
+    assert torch.equal(rank0, rtd_logits())
+    monkeypatch.setattr(PreTrainingModule, "global_rank", property(lambda self: 1))
+    rank1 = rtd_logits()
+    assert torch.equal(rank1, rtd_logits()) and not torch.equal(rank0, rank1)
+    # the sampler itself: a near-uniform softmax over 30,522 tokens, 3 draws per rank
+    logits, rows = torch.zeros(3, 30522), torch.zeros(3, dtype=torch.long)
+    draws = [sample(logits, rows, None, training_generator(torch.device("cpu"), r)) for r in (0, 1)]
+    assert not torch.equal(*draws)
+
+
+@pytest.mark.multiprocess
+def test_two_processes_train_one_model_and_count_every_sequence_once(tiny_bert_dir, tmp_path):
+    """2-process gloo DDP: both ranks end with the same generator and discriminator (a narrow
+    generator: its projection and tied embeddings all get gradients), the fit's RTD metrics are
+    what one process scores for best.ckpt (every dev sequence counted once, AUC over both ranks'
+    tokens), and pretrained/ is the trained discriminator in transformers."""
+    from transformers import BertModel as HFBertModel
+
+    run_dir, ranks = tmp_path / "two", tmp_path / "ranks"
+    data = ["--data.max_seq_length", "32", "--data.batch_size", "4", "--data.cache_dir", tmp_path / "c"]
+    options = ["--model.pretrained", tiny_bert_dir, "--model.generator_hidden_size", "16", *data]
+    probe = [
+        "--trainer.callbacks+=tests.rank_weights.SaveRankWeights",
+        f"--trainer.callbacks.directory={ranks}",
+    ]
+    two_processes(
+        "fit", "--config", CONFIG, *options, "--trainer.max_epochs", "1", "--model.learning_rate", "1e-3",
+        *probe, "--trainer.default_root_dir", run_dir,
+    )  # fmt: skip
+    first, second = (torch.load(ranks / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert first.keys() == second.keys()
+    assert any(k.startswith("electra.generator.") for k in first)
+    assert all(torch.equal(first[k], second[k]) for k in first), [
+        k for k in first if not torch.equal(first[k], second[k])
+    ]
+    initial = PreTrainingModule(
+        pretrained=str(tiny_bert_dir), objective="electra", generator_layers=2, generator_hidden_size=16
+    )
+    trained = {k for k, v in initial.state_dict().items() if not torch.equal(v, first[k])}
+    assert any(k.startswith("encoder.") for k in trained) and any(k.startswith("electra.") for k in trained)
+
+    validate = ["validate", "--config", CONFIG, "--ckpt_path", run_dir / "checkpoints" / "best.ckpt", *data]
+    assert run_cli(*validate, "--trainer.default_root_dir", tmp_path / "one", *ONE, *QUIET) == 0
+    one = tmp_path / "one" / "eval" / "validation" / "metrics.json"
+    assert_same_metrics(run_dir / "metrics.json", one)
+    assert {"val/rtd_accuracy", "val/rtd_auc"} <= json.loads(one.read_text()).keys()
+
+    initial.load_state_dict(first)  # validated once, at the end: best.ckpt holds the final weights
+    theirs = HFBertModel.from_pretrained(run_dir / "pretrained").eval()
+    mask = (IDS != 0).long()
+    with torch.no_grad():
+        mine = initial.encoder.eval()(IDS, mask).last_hidden_state
+        hf = theirs(input_ids=IDS, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(mine[mask.bool()], hf[mask.bool()], atol=1e-5, rtol=0)
