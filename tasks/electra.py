@@ -95,10 +95,20 @@ class Electra(nn.Module):
         config = encoder.config
         if source is not None:
             generator, payload = source
-            if payload.get("vocab") != vocab or generator.config.vocab_size != config.vocab_size:
+            if generator.config.vocab_size != config.vocab_size:
                 raise UserError(
                     f"--model.generator: its vocabulary ({generator.config.vocab_size} tokens) is not the "
                     f"model's ({config.vocab_size}): its samples would be other tokens than the model reads"
+                )
+            if payload.get("vocab") != vocab:
+                theirs, ours = list(payload.get("vocab") or []), list(vocab or [])
+                at = next(
+                    (i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours))
+                )
+                seen = [repr(v[at]) if at < len(v) else "nothing" for v in (theirs, ours)]
+                raise UserError(
+                    f"--model.generator: its vocabulary differs from the model's at token id {at} ({seen[0]} "
+                    f"against {seen[1]}): its samples would be other tokens than the model reads"
                 )
             gen_config, bottom = generator.config, generator.encoder.layer
             check_generator_size(config, gen_config.num_hidden_layers, gen_config.hidden_size, source=True)

@@ -127,6 +127,11 @@ def test_bad_generators_are_one_line(tiny_bert_dir, tmp_path, capsys):
     )
     (other / "tokenizer_config.json").write_text('{"do_lower_case": true}\n')
     deeper = save_tiny_bert(tmp_path / "deeper", tiny_bert_dir, num_hidden_layers=3)  # the same vocab
+    swapped = save_tiny_bert(tmp_path / "swapped", tiny_bert_dir, num_hidden_layers=1)
+    tokens = (swapped / "vocab.txt").read_text().splitlines()
+    tokens[1000], tokens[1001] = tokens[1001], tokens[1000]  # as many tokens, two ids exchanged
+    (swapped / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    theirs, ours = repr(tokens[1000]), repr(tokens[1001])
     cases = [
         ({"generator_layers": 3}, "--model.generator_layers 3: the generator must have 1 to 2 layers"),
         (
@@ -140,6 +145,10 @@ def test_bad_generators_are_one_line(tiny_bert_dir, tmp_path, capsys):
         (
             {"generator": str(other)},
             "--model.generator: its vocabulary (8 tokens) is not the model's (30522)",
+        ),
+        (
+            {"generator": str(swapped)},
+            f"--model.generator: its vocabulary differs from the model's at token id 1000 ({theirs} against {ours})",
         ),
         ({"nsp": True}, "it has no NSP"),
     ]
