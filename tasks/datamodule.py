@@ -173,7 +173,10 @@ class TaskDataModule(L.LightningDataModule):
             check_output_paths([self.predictions_path()], inputs)
         for split in STAGE_SPLITS[stage]:
             if split == "validation" and not self.has_split(split):
-                continue  # fit without a dev set: train only
+                if stage == "fit":
+                    continue  # fit without a dev set: train only
+                # validate with nothing to validate would write a record of no scores
+                raise UserError("no validation data: set --data.validation_file")
             if split not in self.prepared:
                 self.prepared[split] = self.prepare(split)
                 self.lengths.gather(split, [p.evaluation for p in self.prepared[split]])

@@ -548,6 +548,14 @@ def test_bad_option(case, fitted, tiny_bert_dir, tmp_path, capfd):
     expect_user_error(capfd, tmp_path / "run", args, fragments)
 
 
+@pytest.mark.parametrize("task", ["sst2", "ner", "squad"])
+def test_validate_with_no_validation_file(task, fitted, tmp_path, capfd):
+    """A checkpoint alone names no data file: validate once scored nothing, wrote a record with no
+    scores and exited 0."""
+    args = ["validate", "--ckpt_path", getattr(fitted, task), *(QA_WINDOWS if task == "squad" else ())]
+    expect_user_error(capfd, tmp_path / "run", args, ["no validation data", "--data.validation_file"])
+
+
 def test_misspelt_key_in_a_config_file(tiny_bert_dir, tmp_path, capfd):
     text = (ROOT / "configs" / "sst2.yaml").read_text(encoding="utf-8")
     assert "    batch_size: 8" in text
