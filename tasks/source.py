@@ -13,6 +13,7 @@ from .checkpoint import (
     is_onnx_export,
     is_task_checkpoint,
     load_task_tokenizer,
+    mapped_weights,
     read_checkpoint,
     read_weights,
 )
@@ -31,6 +32,7 @@ class Source:
 
     def __init__(self, location: str | os.PathLike):
         self.location = str(location)
+        self._state: dict[str, Any] | None = None
         if is_onnx_export(location):
             self.kind = Source.ONNX
         elif is_task_checkpoint(location):
@@ -60,7 +62,9 @@ class Source:
         """A task checkpoint's weights, memory-mapped, through the one weights_only reader."""
         if self.kind != Source.CHECKPOINT:
             raise UserError(f"{self.location}: no PyTorch weights (a {self.kind} source)")
-        return read_weights(self.location)["state_dict"]
+        if self._state is None:  # read once: the encoder and the head take their weights from it
+            self._state = mapped_weights(self.location)["state_dict"]
+        return self._state
 
     def tokenizer(self, do_lower_case: bool | None = None):
         return load_task_tokenizer(self.location, do_lower_case=do_lower_case)
