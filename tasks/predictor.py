@@ -114,7 +114,7 @@ class Predictor:
         positions = tokenizer.model_max_length
         length = min(max_seq_length or settings.get("max_seq_length") or 128, positions)
         settings["max_seq_length"] = length
-        encoder, _ = source.encoder()
+        encoder, _ = source.encoder(mapped=runtime == "torch" and not quantize)
         state = source.state_dict() if source.kind == Source.CHECKPOINT else {}
         adapter = TASK_ADAPTERS[kind](hparams, settings, tokenizer, state, encoder.config.num_hidden_layers)
         if runtime == "onnx":
