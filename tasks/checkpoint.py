@@ -64,6 +64,19 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+def mapped_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """``read_weights``, taking the checkpoint ``read_checkpoint`` has just unpickled when it is this
+    file's (unchanged since): for a reader that only reads the result (``Source``)."""
+    resolved = Path(path).resolve()
+    try:
+        checkpoint = _last_read.pop((str(resolved), resolved.stat().st_mtime), None)
+    except OSError:
+        checkpoint = None
+    if checkpoint is None or not isinstance(checkpoint.get("state_dict"), dict):
+        return read_weights(path)
+    return checkpoint
+
+
 def _unreadable(path: str | os.PathLike, err: Exception) -> UserError:
     if isinstance(err, IsADirectoryError) or Path(path).is_dir():
         return UserError(f"{path}: a directory, not a checkpoint file")
@@ -134,12 +147,20 @@ def check_payload(path: str | os.PathLike, payload: Any) -> dict[str, Any]:
     return payload
 
 
+# The mapped checkpoint ``_load`` read last, by (path, mtime), for one ``mapped_weights`` to take:
+# a command that reads what a checkpoint stores and then its weights unpickles the file once (the
+# weights_only unpickler is pure Python: about 0.3 s for a fit's last.ckpt).
+_last_read: dict[tuple[str, float], dict[str, Any]] = {}
+
+
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> dict[str, Any]:
     try:
         checkpoint = load_mapped(path)  # the weights are not read: only the payload is kept
     except Exception as err:
         raise _unreadable(path, err) from None
+    _last_read.clear()  # one kept at most: it holds the file's mapping
+    _last_read[(path, mtime)] = checkpoint
     if not isinstance(checkpoint, dict) or PAYLOAD_KEY not in checkpoint:
         raise UserError(f"{path}: not a bert-tasks checkpoint (no '{PAYLOAD_KEY}' entry)")
     check_payload(path, checkpoint[PAYLOAD_KEY])

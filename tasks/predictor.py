@@ -114,7 +114,7 @@ class Predictor:
         positions = tokenizer.model_max_length
         length = min(max_seq_length or settings.get("max_seq_length") or 128, positions)
         settings["max_seq_length"] = length
-        encoder, _ = source.encoder()
+        encoder, _ = source.encoder(mapped=runtime == "torch" and not quantize)
         state = source.state_dict() if source.kind == Source.CHECKPOINT else {}
         adapter = TASK_ADAPTERS[kind](hparams, settings, tokenizer, state, encoder.config.num_hidden_layers)
         if runtime == "onnx":
@@ -171,7 +171,10 @@ class Predictor:
 
     def length(self, record: dict) -> int:
         """The record's length in tokens (its longest window), for grouping requests by length."""
-        example = self.adapter.example(record, 0)
+        return self.example_length(self.adapter.example(record, 0))
+
+    def example_length(self, example: Any) -> int:
+        """An example's length in tokens (its longest window)."""
         return max((len(f["input_ids"]) for f in self.adapter.features([example])), default=0)
 
     def __call__(self, records: list[dict], max_batch_tokens: int | None = None) -> list[dict]:

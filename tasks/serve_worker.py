@@ -35,6 +35,9 @@ class PredictorAPI(LitAPI):
         self.ckpt_path, self.runtime = str(args.ckpt_path), args.runtime
         self.max_batch_tokens, self.workers, self.info_path = args.max_batch_tokens, args.workers, info_path
         self.predictor = None
+        # The examples ``length`` made of each request of the batch being collected, by the
+        # request's id (with the request, so that the id stays its own): predict takes them.
+        self.made: dict[int, tuple[Any, list]] = {}
         self.supervisor = os.getpid()  # made in the supervisor, which starts the workers
 
     def setup(self, device: str) -> None:
@@ -62,22 +65,26 @@ class PredictorAPI(LitAPI):
 
     def length(self, payload: Any) -> int:
         """A queued request's tokens; a malformed one counts as a full batch: it waits for nothing."""
+        records = payload if isinstance(payload, list) else [payload]
         try:
-            return sum(
-                self.predictor.length(r) for r in (payload if isinstance(payload, list) else [payload])
-            )
+            examples = [self.predictor.adapter.example(r, position) for position, r in enumerate(records)]
+            tokens = sum(self.predictor.example_length(e) for e in examples)
         except UserError:
             return self.max_batch_tokens
+        self.made[id(payload)] = (payload, examples)
+        return tokens
 
     # ``request`` has no annotation on purpose: LitServe reads it as the endpoint's request type
     # (none: the JSON body), and with postponed annotations even ``Any`` would turn it into a query field.
-    def decode_request(self, request) -> tuple[bool, list]:
-        return isinstance(request, list), request if isinstance(request, list) else [request]
+    def decode_request(self, request) -> tuple[bool, list, list | None]:
+        made = self.made.pop(id(request), None)
+        examples = made[1] if made is not None and made[0] is request else None
+        return isinstance(request, list), request if isinstance(request, list) else [request], examples
 
     def batch(self, inputs: list) -> list:
         return inputs
 
-    def predict(self, requests: list[tuple[bool, list]]) -> list[tuple[int, Any]]:
+    def predict(self, requests: list[tuple[bool, list, list | None]]) -> list[tuple[int, Any]]:
         # Each request's records are numbered within the request ("line", "index": as a file of
         # them would be), so the requests are made into examples one by one, run together (the
         # predictor's token-budget batches over all of them), and made into records one by one:
@@ -85,7 +92,10 @@ class PredictorAPI(LitAPI):
         adapter = self.predictor.adapter
         answers: list[tuple[int, Any] | None] = [None] * len(requests)
         mine: dict[int, list] = {}
-        for i, (many, records) in enumerate(requests):
+        for i, (many, records, made) in enumerate(requests):
+            if made is not None:  # made when the request was queued (``length``)
+                mine[i] = made
+                continue
             try:
                 mine[i] = []
                 for position, record in enumerate(records):
@@ -103,7 +113,7 @@ class PredictorAPI(LitAPI):
             outputs = None
         start = 0
         for i, examples in mine.items():
-            many, records = requests[i]
+            many = requests[i][0]
             try:
                 if outputs is None:
                     predictions = [p for _, p in self.predictor.predict(examples, self.max_batch_tokens)]
@@ -142,6 +152,7 @@ class TokenBudgetLoop(BatchedLoop):
         from litserve.utils import LitAPIStatus, LoopResponseType
 
         payloads, timed_out, tokens, deadline = [], [], 0, None
+        lit_api.made.clear()  # the last batch's: all taken, unless a request failed before predict
         while len(payloads) < lit_api.max_batch_size and tokens < lit_api.max_batch_tokens:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
             try:

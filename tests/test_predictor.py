@@ -252,3 +252,26 @@ def test_a_config_of_settings_the_plain_path_honours_goes_the_plain_way(
         variant.write_text(yaml.safe_dump(changed), encoding="utf-8")
         run = ["--trainer.default_root_dir", str(tmp_path / "variant")]  # where a wrong plain run writes
         assert plain_predict(["predict", "--config", str(variant), *FAST, *run]) is None, key
+
+
+def test_load_reads_the_checkpoint_once_and_maps_its_weights(sst2_teacher_ckpt: Path, monkeypatch):
+    """What the checkpoint stores and its weights come from one unpickling of the file (pure Python
+    under weights_only: a third of a second for a MiniLM checkpoint), and the encoder's parameters
+    are its tensors in the file's mapped pages, not copies of them."""
+    import tasks.checkpoint as checkpoint
+
+    reads: list[str] = []
+    real = checkpoint.load_mapped
+    monkeypatch.setattr(checkpoint, "load_mapped", lambda path: reads.append(str(path)) or real(path))
+    checkpoint._load.cache_clear()
+    predictor = Predictor.load(str(sst2_teacher_ckpt))
+    assert len(reads) == 1
+    mapped = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(Path(sst2_teacher_ckpt).resolve())):
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            mapped.append((start, end))
+    parameters = list(predictor.run.encoder.parameters())
+    assert parameters and all(any(a <= p.data_ptr() < b for a, b in mapped) for p in parameters)
+    weights = checkpoint.read_weights(sst2_teacher_ckpt)["state_dict"]
+    assert all(v.equal(weights[f"encoder.{k}"]) for k, v in predictor.run.encoder.state_dict().items())

@@ -326,3 +326,34 @@ def test_serve_imports_no_lightning_and_its_supervisor_no_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_a_batch_of_requests_is_made_into_examples_once_and_answers_as_the_predictor(sst2_teacher_ckpt: Path):
+    """The worker's path in process, as its loop drives it (``length`` when a request is queued,
+    then ``decode_request`` and ``predict``): each record is made into an example once, the
+    answers are ``Predictor.__call__``'s records, and a bad request fails alone."""
+    from tasks.predictor import Predictor
+    from tasks.serve_worker import PredictorAPI
+
+    api = PredictorAPI.__new__(PredictorAPI)  # the hooks without LitServe's server around them
+    api.predictor, api.max_batch_tokens, api.made = Predictor.load(str(sst2_teacher_ckpt)), 4096, {}
+    made = []
+    example = api.predictor.adapter.example
+    api.predictor.adapter.example = lambda record, position: (
+        made.append(position) or example(record, position)
+    )
+    payloads = [{"text": "a warm film"}, [{"text": "dull"}, {"text": "fun", "index": "x"}], {"text": ""}]
+    for payload in payloads:
+        api.length(payload)
+    answers = api.predict([api.decode_request(payload) for payload in payloads])
+    assert made == [0, 0, 1, 0, 0]  # the bad request's example, tried again alone, fails again
+    expected = (
+        api.predictor([{"text": "a warm film"}])[0],
+        api.predictor([{"text": "dull"}, {"text": "fun", "index": "x"}]),
+    )
+    assert [status for status, _ in answers[:2]] == [200, 200]
+    for got, want in zip([answers[0][1], *answers[1][1]], [expected[0], *expected[1]]):
+        # the same record; its probabilities to float rounding (run in another batch: other shapes)
+        assert {**got, "probabilities": None} == {**want, "probabilities": None}
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=2e-6)
+    assert answers[2] == (422, {"error": "text: empty"})
