@@ -184,7 +184,7 @@ def _run(given: dict[str, str], args: list[str]) -> int:
     if explicit_file is None:  # an explicit predictions file is all that predict writes
         lock_run_directory(folder, "predict")  # first, as the Lightning path: its errors come first
     check_output_paths([predictions], inputs)
-    predictor = Predictor.load(ckpt_path, runtime=runtime, quantize=quantize)
+    predictor = Predictor.load(ckpt_path, runtime=runtime, quantize=quantize, map_weights=True)
     for note in predictor.notes:
         print(note, file=sys.stderr)
     adapter = predictor.adapter

@@ -82,11 +82,19 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, path: str, runtime: str = "torch", quantize: str | None = None, max_seq_length: int | None = None
+        cls,
+        path: str,
+        runtime: str = "torch",
+        quantize: str | None = None,
+        max_seq_length: int | None = None,
+        map_weights: bool = False,
     ) -> Predictor:
         """A task checkpoint (``.ckpt``) or its ONNX export directory (``runtime="onnx"``);
         ``quantize="int8"``: the encoder's Linear layers in dynamic int8 (torch runtime);
-        ``max_seq_length``: instead of the one the model was fine-tuned with (capped at its positions)."""
+        ``max_seq_length``: instead of the one the model was fine-tuned with (capped at its positions);
+        ``map_weights``: the encoder's parameters stay in the checkpoint file's mapped pages instead of
+        being copied (a quicker start, for a short-lived process such as ``predict``; a long-lived one
+        copies them, so that a checkpoint rewritten in place under it cannot change or break it)."""
         if runtime not in RUNTIMES:
             raise UserError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         if quantize not in (None, "int8"):
@@ -114,7 +122,7 @@ class Predictor:
         positions = tokenizer.model_max_length
         length = min(max_seq_length or settings.get("max_seq_length") or 128, positions)
         settings["max_seq_length"] = length
-        encoder, _ = source.encoder(mapped=runtime == "torch" and not quantize)
+        encoder, _ = source.encoder(mapped=map_weights and runtime == "torch" and not quantize)
         state = source.state_dict() if source.kind == Source.CHECKPOINT else {}
         adapter = TASK_ADAPTERS[kind](hparams, settings, tokenizer, state, encoder.config.num_hidden_layers)
         if runtime == "onnx":
