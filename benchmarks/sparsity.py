@@ -46,7 +46,9 @@ def layer_sparsity(checkpoint: Path) -> float:
     return zeros / sum(t.numel() for t in weights)
 
 
-def fit(work: Path, variant: str, seed: int, target: float, epochs: int) -> dict[str, float]:
+def fit(
+    work: Path, variant: str, seed: int, target: float, epochs: int, extra: list[str]
+) -> dict[str, float]:
     run = work / f"{variant}-{seed}"
     done = run / "result.json"
     if done.is_file():  # an earlier, interrupted benchmark's finished run
@@ -60,7 +62,7 @@ def fit(work: Path, variant: str, seed: int, target: float, epochs: int) -> dict
         command += ["--data.batch_size", 32, "--model.learning_rate", "5e-5", "--trainer.max_epochs", epochs]
         command += ["--trainer.default_root_dir", run, "--trainer.enable_progress_bar", "false"]
         if variant == "sparse":
-            command += ["--model.sparsity_target", target]
+            command += ["--model.sparsity_target", target, *extra]
         subprocess.run([str(a) for a in command], cwd=ROOT, check=True)
     # the fit's wall time: from its config (written at the start) to its record (at the end)
     seconds = (run / "metrics.json").stat().st_mtime - (run / "config.yaml").stat().st_mtime
@@ -81,6 +83,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--sparse_options",
+        nargs="*",
+        default=[],
+        help="more options for the sparse fits, e.g. --model.sparsity_end=0.5",
+    )
     parser.add_argument("--work", help="work directory (default: a new temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="sparsity-bench-"))
@@ -88,7 +96,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"dense": [], "sparse": []}
     for seed in args.seeds:
         for variant in results:
-            results[variant].append(fit(work, variant, seed, args.target, args.epochs))
+            results[variant].append(fit(work, variant, seed, args.target, args.epochs, args.sparse_options))
             print(json.dumps({"seed": seed, "variant": variant, **results[variant][-1]}), flush=True)
 
     def cell(values: list[float], scale: float = 100.0) -> str:
