@@ -57,7 +57,9 @@ class TaskModule(HeadInputs, L.LightningModule):
         sparsity_target: gradual magnitude pruning during fit (``tasks/sparsity.py``): this share of
             each Linear weight of the encoder's layers (and with ``prune_embeddings`` of the
             embeddings) ends at zero, by Zhu & Gupta's cubic schedule from ``sparsity_start`` to
-            ``sparsity_end`` (shares of the training steps), the masks updated every ``sparsity_every`` steps.
+            ``sparsity_end`` (shares of the training steps), the masks updated every ``sparsity_every`` steps;
+            ``sparsity_scope`` ``global`` ranks all those weights together instead of each matrix alone
+            (the target is then their overall share).
         gradient_checkpointing: training keeps each encoder layer's input only and recomputes the
             layer in the backward (the same gradients; activation memory of one layer, not all).
         compile: ``torch.compile`` the encoder's layers (dynamic shapes) in ``fit``.
@@ -97,6 +99,7 @@ class TaskModule(HeadInputs, L.LightningModule):
         sparsity_start: float = 0.1,
         sparsity_end: float = 0.7,
         sparsity_every: int = 10,
+        sparsity_scope: str = "layer",
         gradient_checkpointing: bool = False,
         compile: bool = False,
     ):
@@ -107,7 +110,7 @@ class TaskModule(HeadInputs, L.LightningModule):
         check_range("warmup_ratio", warmup_ratio, low=0.0, high=1.0)
         check_range("adam_epsilon", adam_epsilon, low=0.0, low_open=True)
         check_range("layerwise_lr_decay", layerwise_lr_decay, low=0.0, high=1.0, low_open=True)
-        check_schedule(sparsity_target, sparsity_start, sparsity_end, sparsity_every)
+        check_schedule(sparsity_target, sparsity_start, sparsity_end, sparsity_every, sparsity_scope)
         for name, rate in (
             ("hidden_dropout_prob", hidden_dropout_prob),
             ("attention_probs_dropout_prob", attention_probs_dropout_prob),

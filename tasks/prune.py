@@ -33,6 +33,7 @@ from .io import CommandParser, UserError, check_output_paths
 from .registry import TaskKind
 from .source import Source, load_task_module
 from .sparsity import (
+    SCOPES,
     SPARSITY_KEY,
     apply_masks,
     check_sparsity,
@@ -122,6 +123,12 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--prune_embeddings", action="store_true", help="with --magnitude: the embeddings too"
     )
     parser.add_argument(
+        "--magnitude_scope",
+        choices=SCOPES,
+        default="layer",
+        help="with --magnitude: layer: that share of each weight matrix; global: of all of them, ranked together",
+    )
+    parser.add_argument(
         "--config", help="the task's config (default: the run's config.yaml beside checkpoints/)"
     )
     parser.add_argument(
@@ -188,8 +195,8 @@ def prune(args: argparse.Namespace, rest: list[str]) -> str:
     sparsity = None
     if args.magnitude > 0:  # after the structural pruning: the share is of the weights that stay
         weights = prunable_weights(model.encoder, args.prune_embeddings)
-        apply_masks(weights, magnitude_masks(weights, args.magnitude))
-        sparsity = sparsity_record(weights, args.magnitude, "oneshot")
+        apply_masks(weights, magnitude_masks(weights, args.magnitude, scope=args.magnitude_scope))
+        sparsity = sparsity_record(weights, args.magnitude, "oneshot", args.magnitude_scope)
 
     config = model.encoder.config
     pruned = {k: v for k, v in checkpoint.items() if k not in RUN_STATE_KEYS}

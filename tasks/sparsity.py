@@ -60,23 +60,55 @@ def prunable_weights(encoder: nn.Module, embeddings: bool = False) -> dict[str, 
     return weights
 
 
+SCOPES = ("layer", "global")
+
+
+def _smallest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """A bool mask of ``scores`` (1-D) with the ``count`` smallest False (ties broken by position)."""
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    if count:
+        # kthvalue is linear time where topk of millions would sort; the ties at the threshold are
+        # pruned first-come, so the count is exact.
+        threshold = torch.kthvalue(scores, count).values
+        below = scores < threshold
+        mask &= ~below
+        ties = (scores == threshold).nonzero().flatten()
+        mask[ties[: count - int(below.sum())]] = False
+    return mask
+
+
 @torch.no_grad()
 def magnitude_masks(
-    weights: dict[str, torch.Tensor], sparsity: float, masks: dict[str, torch.Tensor] | None = None
+    weights: dict[str, torch.Tensor],
+    sparsity: float,
+    masks: dict[str, torch.Tensor] | None = None,
+    scope: str = "layer",
 ) -> dict[str, torch.Tensor]:
-    """Per weight, a bool mask keeping all but the round(sparsity * n) smallest |w| (ties broken by
-    position, so the count is exact). Weights already masked are pruned first: masks only grow."""
+    """Bool masks keeping all but the smallest |w|: ``layer``, round(sparsity * n) of each weight
+    matrix; ``global``, round(sparsity * N) of all of them together, so matrices whose weights
+    matter less give up more (Chen et al. 2020's global magnitude pruning). Ties are broken by
+    position, so the count is exact. Weights already masked are pruned first: masks only grow."""
+    if scope not in SCOPES:
+        raise UserError(f"the sparsity scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    scores = {}
+    for name, weight in weights.items():
+        score = weight.detach().abs().flatten().float()
+        if masks is not None:
+            score = score.masked_fill(~masks[name].flatten().to(score.device), -1.0)
+        scores[name] = score
+    if scope == "global" and scores:
+        flat = torch.cat(list(scores.values()))
+        kept = _smallest(flat, int(round(sparsity * flat.numel()))).split(
+            [s.numel() for s in scores.values()]
+        )
+        flat_masks = dict(zip(scores, kept, strict=True))
+    else:
+        flat_masks = {name: _smallest(s, int(round(sparsity * s.numel()))) for name, s in scores.items()}
     new = {}
     for name, weight in weights.items():
-        scores = weight.detach().abs().flatten().float()
-        if masks is not None:
-            scores = scores.masked_fill(~masks[name].flatten(), -1.0)
-        count = int(round(sparsity * scores.numel()))
-        mask = torch.ones_like(scores, dtype=torch.bool)
-        if count:
-            mask[torch.topk(scores, count, largest=False).indices] = False
+        mask = flat_masks[name]
         if masks is not None:  # a schedule's value below the pruned share prunes nothing back
-            mask &= masks[name].flatten()
+            mask = mask & masks[name].flatten().to(mask.device)
         new[name] = mask.view_as(weight)
     return new
 
@@ -93,12 +125,15 @@ def sparsity_of(weights: dict[str, torch.Tensor]) -> float:
     return zeros / max(1, sum(w.numel() for w in weights.values()))
 
 
-def sparsity_record(weights: dict[str, torch.Tensor], target: float, schedule: str) -> dict[str, Any]:
+def sparsity_record(
+    weights: dict[str, torch.Tensor], target: float, schedule: str, scope: str = "layer"
+) -> dict[str, Any]:
     """What a checkpoint says of its sparsity (``SPARSITY_KEY``)."""
     return {
         "target": target,
         "sparsity": sparsity_of(weights),
         "schedule": schedule,
+        "scope": scope,
         "weights": sorted(weights),
     }
 
@@ -107,14 +142,19 @@ class MagnitudePruning(L.Callback):
     """Gradual magnitude pruning during ``fit`` (the module configures it for ``--model.sparsity_target``).
 
     Args:
-        target: the final sparsity S of each pruned weight matrix.
+        target: the final sparsity S of each pruned weight matrix (``scope`` layer) or of all of
+            them together (``scope`` global).
         start, end: where the schedule begins and reaches S, as shares of the fit's optimizer steps.
         every: dt, optimizer steps between two mask updates.
         embeddings: prune the embedding tables too.
+        scope: ``layer`` or ``global`` (``magnitude_masks``).
     """
 
-    def __init__(self, target: float, start: float, end: float, every: int, embeddings: bool) -> None:
+    def __init__(
+        self, target: float, start: float, end: float, every: int, embeddings: bool, scope: str = "layer"
+    ) -> None:
         self.target, self.start, self.end, self.every, self.embeddings = target, start, end, every, embeddings
+        self.scope = scope
         self.masks: dict[str, torch.Tensor] | None = None
         self.sparsity = 0.0  # the schedule's value the masks were last made for
         self._updated_at = -1
@@ -153,7 +193,7 @@ class MagnitudePruning(L.Callback):
             self._updated_at = step
             sparsity = cubic_sparsity(step, self.target, first, last)
             if sparsity > self.sparsity:
-                self.masks = magnitude_masks(weights, sparsity, self.masks)
+                self.masks = magnitude_masks(weights, sparsity, self.masks, self.scope)
                 self.sparsity = sparsity
         apply_masks(weights, self.masks)
 
@@ -161,12 +201,14 @@ class MagnitudePruning(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         weights = prunable_weights(pl_module.encoder, self.embeddings)
-        checkpoint[SPARSITY_KEY] = sparsity_record(weights, self.target, "cubic")
+        checkpoint[SPARSITY_KEY] = sparsity_record(weights, self.target, "cubic", self.scope)
 
 
-def check_schedule(target: float, start: float, end: float, every: int) -> None:
+def check_schedule(target: float, start: float, end: float, every: int, scope: str = "layer") -> None:
     """The ``--model.sparsity_*`` options, checked when the module is built."""
     check_sparsity("--model.sparsity_target", target)
+    if scope not in SCOPES:
+        raise UserError(f"--model.sparsity_scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     if not 0.0 <= start < end <= 1.0:
         raise UserError(
             f"--model.sparsity_start and --model.sparsity_end are shares of the training steps with "
@@ -188,5 +230,6 @@ def pruning_callbacks(hparams: Any) -> list[L.Callback]:
             hparams["sparsity_end"],
             hparams["sparsity_every"],
             hparams["prune_embeddings"],
+            hparams.get("sparsity_scope", "layer"),  # checkpoints from before the option: per layer
         )
     ]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tasks.io import UserError
 from tasks.source import load_task_module
 from tasks.sparsity import SPARSITY_KEY, cubic_sparsity, magnitude_masks, prunable_weights
 
@@ -41,6 +42,22 @@ def test_masks_are_exact_and_only_grow():
     # Already-pruned weights go first, even if the others are smaller now.
     more = magnitude_masks({"w": torch.tensor([[0.0, 0.01, 9.0], [0.0, 0.0, 9.0]])}, 2 / 3, {"w": half})
     assert more["w"].tolist() == [[False, False, True], [False, False, True]]
+
+
+def test_global_scope_ranks_all_weights_together():
+    weights = {"a": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b": torch.tensor([[0.5, 10.0, 20.0, 30.0]])}
+    # Half of all 8 weights: the 4 smallest |w| overall (0.5, 1, 2, 3), not 2 of each matrix.
+    half = magnitude_masks(weights, 0.5, scope="global")
+    assert half["a"].tolist() == [[False, False], [False, True]]
+    assert half["b"].tolist() == [[False, True, True, True]]
+    assert magnitude_masks(weights, 0.5)["a"].tolist() == [[False, False], [True, True]]  # per layer
+    # Ties at the threshold are cut by position so the count is exact; masks only grow.
+    ties = magnitude_masks({"a": torch.ones(2, 2), "b": torch.ones(1, 4)}, 0.25, scope="global")
+    assert [int((~m).sum()) for m in ties.values()] == [2, 0]
+    more = magnitude_masks({k: w * half[k] for k, w in weights.items()}, 0.75, half, scope="global")
+    assert more["b"].tolist() == [[False, False, True, True]] and not more["a"].any()
+    with pytest.raises(UserError, match="scope"):
+        magnitude_masks(weights, 0.5, scope="rows")
 
 
 def zeros(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -111,6 +128,24 @@ def test_prune_magnitude_one_shot_and_bad_sparsities(sparse_run, tmp_path, capsy
     validate = ("validate", "--config", ROOT / "configs" / "sst2.yaml", *DATA, *FAST_TRAINER_ARGS)
     assert run_cli(*validate, "--ckpt_path", out, "--trainer.default_root_dir", tmp_path / "v") == 0
     assert "val/accuracy" in evaluation_metrics(tmp_path / "v")
+    capsys.readouterr()
+
+    # --magnitude_scope global: 70% of all those weights, the smallest |w| of any matrix first
+    out = tmp_path / "global.ckpt"
+    assert (
+        run_cli(
+            "prune", "--ckpt_path", ckpt, "--magnitude", "0.7", "--magnitude_scope", "global", "--output", out
+        )
+        == 0
+    )
+    stored = torch.load(out, weights_only=True)
+    assert stored[SPARSITY_KEY]["sparsity"] == pytest.approx(0.7, abs=1e-4)
+    assert stored[SPARSITY_KEY]["scope"] == "global"
+    pruned = zeros(stored["state_dict"])
+    cut = max(dense[name][mask].abs().max() for name, mask in pruned.items())
+    assert all(dense[name][~mask].abs().min() >= cut for name, mask in pruned.items())
+    shares = [float(mask.float().mean()) for mask in pruned.values()]
+    assert max(shares) - min(shares) > 0.01  # matrices differ, unlike per layer
     capsys.readouterr()
 
     assert run_cli("prune", "--ckpt_path", ckpt, "--magnitude", "1.0", "--output", tmp_path / "x.ckpt") == 2
