@@ -67,11 +67,11 @@ import torch
 from bert_core.config import BertConfig
 from bert_core.model import BertModel
 from bert_core.tokenizer import build_tokenizer
-from tasks.checkpoint import PAYLOAD_KEY, load_mapped
+from tasks.checkpoint import PAYLOAD_KEY, check_payload, load_mapped
 from tasks.sampling import TokenBudgetBatchSampler
 checkpoint_path, inputs, output, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 checkpoint = load_mapped(checkpoint_path)
-payload, state = checkpoint[PAYLOAD_KEY], checkpoint["state_dict"]
+payload, state = check_payload(checkpoint_path, checkpoint[PAYLOAD_KEY]), checkpoint["state_dict"]
 labels = checkpoint["hyper_parameters"]["label_names"]
 encoder = BertModel.uninitialised(BertConfig.from_dict(payload["bert_config"])).eval()
 encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")})

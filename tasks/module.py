@@ -15,7 +15,7 @@ from bert_core.tokenizer import build_tokenizer
 
 from .accumulation import Window, labels_in
 from .callbacks import PENDING_ARTIFACTS
-from .checkpoint import PAYLOAD_KEY
+from .checkpoint import PAYLOAD_KEY, pack_vocab
 from .evaluation import Collector, Evaluation, coverage_note
 from .heads import COMBINE_MODES as COMBINE_MODES
 from .heads import HeadInputs, hidden_layer_index
@@ -263,6 +263,7 @@ class TaskModule(HeadInputs, L.LightningModule):
         checkpoint[PAYLOAD_KEY] = {
             "bert_config": self.encoder.config.to_dict(),
             **self._tokenizer_payload,
+            "vocab": pack_vocab(self._tokenizer_payload["vocab"]),
             "task_kind": kind.key if kind is not None else None,  # the registry key: never a class path
         }
 

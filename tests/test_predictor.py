@@ -282,3 +282,24 @@ def test_load_reads_the_checkpoint_once_and_maps_its_weights(sst2_teacher_ckpt: 
     # by default (serve: a long-lived process) the parameters are copies, out of the file's pages
     copied = Predictor.load(str(sst2_teacher_ckpt))
     assert not any(in_the_file(list(copied.run.encoder.parameters())))
+
+
+def test_vocab_is_stored_as_one_string_and_listed_vocabularies_still_read(sst2_teacher_ckpt, tmp_path):
+    """New checkpoints store the vocabulary as one string (fast to unpickle); those that store a
+    list (earlier versions, or a token with a newline) read and predict the same."""
+    import torch
+
+    from tasks.checkpoint import pack_vocab, read_checkpoint
+
+    raw = torch.load(sst2_teacher_ckpt, weights_only=True)
+    packed = raw["bert_tasks"]["vocab"]
+    assert isinstance(packed, str)
+    listed = tmp_path / "listed.ckpt"
+    raw["bert_tasks"]["vocab"] = packed.split("\n")
+    torch.save(raw, listed)
+    vocab = read_checkpoint(sst2_teacher_ckpt)["payload"]["vocab"]
+    assert vocab == read_checkpoint(listed)["payload"]["vocab"] == packed.split("\n")
+    assert len(vocab) == raw["bert_tasks"]["bert_config"]["vocab_size"]
+    records = [{"text": t} for t in TEXTS if t]
+    assert Predictor.load(str(listed))(records) == Predictor.load(str(sst2_teacher_ckpt))(records)
+    assert pack_vocab(["[PAD]", "a\nb"]) == ["[PAD]", "a\nb"]  # a split would shift the ids
