@@ -101,14 +101,13 @@ def _check_port(host: str, port: int) -> None:
 
 def serve(args: Any) -> int:
     """Run the server until SIGTERM or Ctrl+C; 0 once in-flight requests are answered and all stopped."""
-    import litserve as ls
 
     state = Path(tempfile.mkdtemp(prefix="bert-tasks-serve-"))
     from .serve_worker import PredictorAPI
 
     api = PredictorAPI(args, state / "info.json")
     in_flight = multiprocessing.Value("i", 0)  # shared by the forked HTTP processes
-    server = ls.LitServer(
+    server = pipe_queue_server()(
         api,
         accelerator="cpu",
         workers_per_device=args.workers,
@@ -121,10 +120,14 @@ def serve(args: Any) -> int:
         f"(ready when /health answers ok; SIGTERM stops it after answering what is in flight)",
         flush=True,
     )
-    # The workers' OpenMP threads sleep rather than spin while they wait for each other (read when
-    # a spawned worker imports torch): on a loaded machine a spinning thread takes the core its
-    # partner needs, and one sentence took 1 s instead of 70 ms (2 threads, load average 13).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # How long the workers' OpenMP threads spin before they sleep, waiting for the next parallel
+    # region (torch's libgomp reads it when a spawned worker imports torch). A lone SST-2 request on
+    # 2 cores, p50 / p99 ms, quiet and beside two busy processes: libgomp's default (300,000 spins)
+    # 16 / 24 and 88 / 460 (a spinning thread takes the core its partner needs); sleeping at once
+    # (OMP_WAIT_POLICY=PASSIVE: each of a forward's ~100 regions wakes the threads) 22 / 31 and
+    # 56 / 78; 10,000 spins, which bridge the gaps inside a forward and no more, 16 / 26 and 42 / 85.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     # A SIGKILLed supervisor runs no clean-up: LitServe's forked processes (its manager, the HTTP
     # servers) stop on their own, and so do the spawned workers (PredictorAPI.setup).
     from .runtime import forks_exit_with_parent
@@ -153,6 +156,30 @@ def serve(args: Any) -> int:
             child.join(5)
         shutil.rmtree(state, ignore_errors=True)
     return 0
+
+
+def pipe_queue_server() -> type:
+    """LitServer whose request and response queues are pipes (``multiprocessing.Queue``) instead of
+    its Manager's proxy queues. A proxy's put and get are each a round trip to the Manager, a
+    process of its own: a lone request crossed it four times, about 8 ms on this 2-core CPU, where
+    a pipe is one write and one read (on 2 cores a lone request's p50 about 1 ms less). The Manager keeps what it is good for (the workers' status,
+    the shutdown event). LitServe passes the queues to the processes it starts, spawned or forked,
+    which is how a multiprocessing.Queue must be shared."""
+    import litserve as ls
+    from litserve.transport.process_transport import MPQueueTransport
+
+    class PipeQueueServer(ls.LitServer):
+        def _init_manager(self, num_api_servers: int):
+            manager = super()._init_manager(num_api_servers)
+            if not isinstance(self._transport, MPQueueTransport):  # fast_queue (ZMQ) stays as it is
+                return manager
+            context = multiprocessing.get_context("spawn")  # a spawn context's locks go to spawned workers
+            for path in self.litapi_request_queues:
+                self.litapi_request_queues[path] = context.Queue()
+            self._transport = MPQueueTransport(manager, [context.Queue() for _ in range(num_api_servers)])
+            return manager
+
+    return PipeQueueServer
 
 
 def _on_sigterm(owner: int, server: Any) -> None:

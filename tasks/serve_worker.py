@@ -143,7 +143,16 @@ class TokenBudgetLoop(BatchedLoop):
     """LitServe's batched loop, collecting differently: its own polls the queue every millisecond
     and always waits the whole timeout. This one blocks until a request comes, then takes more for
     at most ``batch_timeout`` seconds, stopping early once ``max_batch_tokens`` are collected (the
-    batch is full) and taking what is already queued without waiting once the time is up."""
+    batch is full) and taking what is already queued without waiting once the time is up.
+
+    It waits only while requests come together: when the one before arrived less than
+    ``batch_timeout`` earlier, or one is already queued behind it. A request that comes alone (a
+    lone client, whose next request follows the last answer) takes what is queued and runs at
+    once, instead of paying the whole wait for company that does not come."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_arrival = float("-inf")  # when the latest request taken was queued (monotonic clock)
 
     def get_batch_requests(
         self, lit_api: PredictorAPI, request_queue: Any, transport: Any
@@ -151,7 +160,7 @@ class TokenBudgetLoop(BatchedLoop):
         from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
         from litserve.utils import LitAPIStatus, LoopResponseType
 
-        payloads, timed_out, tokens, deadline = [], [], 0, None
+        payloads, timed_out, tokens, deadline, start = [], [], 0, None, None
         lit_api.made.clear()  # the last batch's: all taken, unless a request failed before predict
         while len(payloads) < lit_api.max_batch_size and tokens < lit_api.max_batch_tokens:
             wait = 1.0 if deadline is None else deadline - time.monotonic()
@@ -162,6 +171,14 @@ class TokenBudgetLoop(BatchedLoop):
             if item == _SENTINEL_VALUE:
                 raise _StopLoopError()
             response_queue_id, uid, timestamp, payload = item
+            # LitServe stamps a request with time.monotonic() when the HTTP process queues it: the
+            # system's monotonic clock, the same in every process.
+            start = start or time.monotonic()
+            if timestamp - self.last_arrival < lit_api.batch_timeout:
+                deadline = start + lit_api.batch_timeout  # requests come together: wait for more
+            elif deadline is None:
+                deadline = start  # alone so far: what is queued, and go
+            self.last_arrival = max(self.last_arrival, timestamp)
             self.put_response(
                 transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR
             )
@@ -171,5 +188,4 @@ class TokenBudgetLoop(BatchedLoop):
                 continue
             payloads.append((response_queue_id, uid, payload))
             tokens += lit_api.length(payload)
-            deadline = deadline or time.monotonic() + lit_api.batch_timeout
         return payloads, timed_out
