@@ -17,8 +17,11 @@ sentence per request at each concurrency level, at most ``--requests`` requests 
 seconds per level, after a few unmeasured warm-up requests. Per level: requests per second, p50
 and p99 latency, and the CPU time the server's processes used per request (user + system: what a
 request costs, whatever share of a loaded machine the server got). Per server: seconds until
-``/health`` answers, and peak memory of its whole process tree, sampled every 0.25 s (RSS summed
-over the processes counts the pages forked processes share in each of them; PSS shares them out).
+``/health`` answers, and peak memory of its whole process tree: RSS as the sum of each process's
+own peak (VmHWM: it counts the pages forked processes share in each of them), PSS (which shares
+them out) read after each level. Nothing reads a server's /proc while a level runs: reading
+smaps_rollup walks a process's page tables under its memory-map lock, which stalls the process
+where it maps memory, and the processes of our tree (4) would pay that more than the baseline's (1).
 Our records at concurrency 1 are compared with predict's.
 
     python benchmarks/serve.py [--tasks sst2,ner] [--requests 1000] [--duration 10] [--levels 1,8,32,128]
@@ -36,7 +39,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -77,7 +79,7 @@ def free_port() -> int:
 
 
 class Server:
-    """A server process tree: started, waited for, its memory sampled, stopped with SIGTERM."""
+    """A server process tree: started, waited for, its memory measured, stopped with SIGTERM."""
 
     def __init__(
         self, name: str, command: list[str], port: int, cwd: Path, env: dict[str, str] | None = None
@@ -87,9 +89,6 @@ class Server:
         start = time.perf_counter()
         self.process = subprocess.Popen(command, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.peak_rss = self.peak_pss = 0.0
-        self._sampling = True
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
         self.ready_s = self._wait_ready(start)
 
     def _wait_ready(self, start: float, timeout: float = 300) -> float:
@@ -106,14 +105,13 @@ class Server:
         self.stop()
         sys.exit(f"{self.name} was not ready in {timeout:.0f} s; see {self.log.name}")
 
-    def _sample(self) -> None:
-        while self._sampling:
-            rss = pss = 0.0
-            for pid in tree(self.process.pid):
-                rss += proc_kb(pid, "status", "VmRSS:")
-                pss += proc_kb(pid, "smaps_rollup", "Pss:")
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 1024), max(self.peak_pss, pss / 1024)
-            time.sleep(0.25)
+    def measure(self) -> None:
+        """Peak RSS (the processes' VmHWM, summed) and PSS now, kept if higher: between levels."""
+        rss = pss = 0.0
+        for pid in tree(self.process.pid):
+            rss += proc_kb(pid, "status", "VmHWM:")
+            pss += proc_kb(pid, "smaps_rollup", "Pss:")
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss / 1024), max(self.peak_pss, pss / 1024)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server's processes have used so far."""
@@ -127,7 +125,6 @@ class Server:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self._sampling = False
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(60)
@@ -306,6 +303,7 @@ def main() -> None:
                     used = server.cpu_seconds()
                     row = asyncio.run(load(port, bodies, level, args.requests, args.duration))
                     row["cpu_ms"] = 1000 * (server.cpu_seconds() - used) / max(row["requests"], 1)
+                    server.measure()
                     results[name][level] = row
             finally:
                 server.stop()
