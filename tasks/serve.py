@@ -101,7 +101,6 @@ def _check_port(host: str, port: int) -> None:
 
 def serve(args: Any) -> int:
     """Run the server until SIGTERM or Ctrl+C; 0 once in-flight requests are answered and all stopped."""
-
     state = Path(tempfile.mkdtemp(prefix="bert-tasks-serve-"))
     from .serve_worker import PredictorAPI
 
@@ -160,11 +159,10 @@ def serve(args: Any) -> int:
 
 def pipe_queue_server() -> type:
     """LitServer whose request and response queues are pipes (``multiprocessing.Queue``) instead of
-    its Manager's proxy queues. A proxy's put and get are each a round trip to the Manager, a
-    process of its own: a lone request crossed it four times, about 8 ms on this 2-core CPU, where
-    a pipe is one write and one read (on 2 cores a lone request's p50 about 1 ms less). The Manager keeps what it is good for (the workers' status,
-    the shutdown event). LitServe passes the queues to the processes it starts, spawned or forked,
-    which is how a multiprocessing.Queue must be shared."""
+    its Manager's proxy queues, each put and get of which is a round trip to the Manager's process:
+    a pipe is one write and one read (a lone request's p50 about 1 ms less on 2 cores). The Manager
+    keeps what it is good for (the workers' status, the shutdown event). LitServe hands the queues
+    to the processes it starts, spawned or forked, which is how a multiprocessing.Queue is shared."""
     import litserve as ls
     from litserve.transport.process_transport import MPQueueTransport
 
