@@ -25,12 +25,19 @@ from .io import UserError
 
 SPARSITY_KEY = "bert_tasks_sparsity"  # in a checkpoint: the target, the sparsity reached, the weights pruned
 EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+SCOPES = ("layer", "global")  # magnitude ranking: each weight matrix alone, or all of them together
 
 
 def check_sparsity(option: str, value: float) -> None:
     """A UserError naming ``option`` when the sparsity is outside [0, 1) (1 would remove every weight)."""
     if not 0.0 <= value < 1.0:
         raise UserError(f"{option} must be in [0, 1), not {value}")
+
+
+def check_scope(option: str, value: str) -> None:
+    """A UserError naming ``option`` when the scope is not one of ``SCOPES``."""
+    if value not in SCOPES:
+        raise UserError(f"{option} must be one of {', '.join(SCOPES)}, not {value!r}")
 
 
 def cubic_sparsity(step: int, target: float, start: int, end: int, initial: float = 0.0) -> float:
@@ -60,9 +67,6 @@ def prunable_weights(encoder: nn.Module, embeddings: bool = False) -> dict[str, 
     return weights
 
 
-SCOPES = ("layer", "global")
-
-
 def _smallest(scores: torch.Tensor, count: int) -> torch.Tensor:
     """A bool mask of ``scores`` (1-D) with the ``count`` smallest False (ties broken by position)."""
     mask = torch.ones_like(scores, dtype=torch.bool)
@@ -88,13 +92,12 @@ def magnitude_masks(
     matrix; ``global``, round(sparsity * N) of all of them together, so matrices whose weights
     matter less give up more (Chen et al. 2020's global magnitude pruning). Ties are broken by
     position, so the count is exact. Weights already masked are pruned first: masks only grow."""
-    if scope not in SCOPES:
-        raise UserError(f"the sparsity scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    check_scope("the sparsity scope", scope)
     scores = {}
     for name, weight in weights.items():
         score = weight.detach().abs().flatten().float()
         if masks is not None:
-            score = score.masked_fill(~masks[name].flatten().to(score.device), -1.0)
+            score = score.masked_fill(~masks[name].flatten(), -1.0)
         scores[name] = score
     if scope == "global" and scores:
         flat = torch.cat(list(scores.values()))
@@ -108,7 +111,7 @@ def magnitude_masks(
     for name, weight in weights.items():
         mask = flat_masks[name]
         if masks is not None:  # a schedule's value below the pruned share prunes nothing back
-            mask = mask & masks[name].flatten().to(mask.device)
+            mask = mask & masks[name].flatten()
         new[name] = mask.view_as(weight)
     return new
 
@@ -207,8 +210,7 @@ class MagnitudePruning(L.Callback):
 def check_schedule(target: float, start: float, end: float, every: int, scope: str = "layer") -> None:
     """The ``--model.sparsity_*`` options, checked when the module is built."""
     check_sparsity("--model.sparsity_target", target)
-    if scope not in SCOPES:
-        raise UserError(f"--model.sparsity_scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    check_scope("--model.sparsity_scope", scope)
     if not 0.0 <= start < end <= 1.0:
         raise UserError(
             f"--model.sparsity_start and --model.sparsity_end are shares of the training steps with "

@@ -162,8 +162,8 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_keeps_serving(se
 
 def test_a_flood_gets_503_with_retry_after_and_sigterm_answers_what_is_in_flight(server):
     """A request shorter than the batch's token budget, less than ``--max_wait_ms`` (5 s) after
-    the one before, waits that long for company in the worker: in flight, holding the one place of the queue, without using the CPU. A flood
-    then gets 503s at once; SIGTERM comes while it waits (checked just before: on a loaded machine
+    the one before, waits that long for company in the worker: in flight, holding the one place of
+    the queue, without using the CPU. A flood then gets 503s at once; SIGTERM comes while it waits (checked just before: on a loaded machine
     the flood may outlast the wait, and the round is tried again), and it is still answered."""
     url, process, _ = server
     flood: list[tuple[int, object, object]] = []
